@@ -1,0 +1,21 @@
+"""llama_1b: Llama-3.2-1B's shapes (16 layers, width 2048, 32 heads with 8 KV heads,
+SwiGLU 8192, RMSNorm, rotary, tied 128256 vocab): 1,235,814,400 parameters."""
+from configs import base
+
+
+def get_config():
+    config = base.get_config()
+    m = config.model
+    m.vocab_size = 128256
+    m.num_layers, m.embed_dim, m.num_heads, m.num_kv_heads, m.mlp_dim = 16, 2048, 32, 8, 8192
+    m.max_len = 8192
+    m.positions, m.rope_theta, m.norm, m.norm_eps = "rotary", 500000.0, "rmsnorm", 1e-5
+    m.mlp_activation, m.use_bias, m.tie_embeddings = "swiglu", False, True
+    m.param_dtype, m.dtype = "float32", "bfloat16"
+    m.scan_layers, m.remat = True, "save_dots"
+    config.data.seq_len = 2048
+    config.train.batch_size = 256
+    config.optimizer.learning_rate = 3e-4
+    config.optimizer.warmup_steps = 2000
+    config.mesh.data, config.mesh.fsdp = 1, -1
+    return config

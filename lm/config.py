@@ -1,0 +1,260 @@
+"""Typed, frozen run configuration.
+
+Every config key a run may set is declared here, once, as a dataclass field with a
+default. `configs/base.py` turns these defaults into the ml-collections ConfigDict that
+`tools/train.py` exposes as `--config.<section>.<field>` flags; `from_config_dict` turns
+the (possibly overridden) ConfigDict back into these frozen objects and checks them, so
+library code never reads an undeclared key and bad values fail before any compile.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import os
+from typing import Any, Mapping
+
+
+class ConfigError(ValueError):
+    """A config value is wrong. The message names the field and how to fix it."""
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+    family: str = "gpt"  # gpt (decoder-only causal LM)
+    vocab_size: int = 0  # 0: take it from the tokenizer.
+    num_layers: int = 4
+    embed_dim: int = 256
+    num_heads: int = 4
+    num_kv_heads: int = 0  # 0: same as num_heads (multi-head); fewer: grouped-query.
+    head_dim: int = 0  # 0: embed_dim // num_heads.
+    mlp_dim: int = 1024
+    mlp_activation: str = "gelu"  # gelu | swiglu
+    max_len: int = 256  # longest sequence (size of the learned position table).
+    positions: str = "learned"  # learned | rotary
+    rope_theta: float = 10000.0
+    norm: str = "layernorm"  # layernorm | rmsnorm (always pre-norm)
+    norm_eps: float = 1e-5
+    use_bias: bool = True
+    tie_embeddings: bool = True
+    dropout_rate: float = 0.0
+    param_dtype: str = "float32"
+    dtype: str = "float32"  # compute dtype; matmuls accumulate in float32.
+    scan_layers: bool = False  # nn.scan over layers: compile time flat in depth.
+    remat: str = "none"  # none | full | save_dots
+
+
+@dataclasses.dataclass(frozen=True)
+class DataConfig:
+    # A local text corpus (files or globs, comma separated) ...
+    train_files: str = "data/tinyshakespeare/input.txt"
+    validation_files: str = ""  # empty: hold out the last `validation_fraction` of the text.
+    validation_fraction: float = 0.1
+    document_unit: str = "file"  # file | paragraph (blank-line separated)
+    # ... or a registered tfds dataset, for example "lm1b" or "c4/en" (overrides the files).
+    tfds_name: str = ""
+    tfds_data_dir: str = ""  # empty: $TFDS_DATA_DIR or ~/tensorflow_datasets
+    text_key: str = "text"
+    train_split: str = "train"
+    eval_split: str = "validation"
+    allow_download: bool = False  # a tfds dataset that is not prepared is an error unless set.
+    seq_len: int = 128
+    cache_dir: str = ""  # empty: $LM_CACHE_DIR or ~/.cache/lm
+    seed: int = 0
+    prefetch: int = 4  # batches prepared ahead by background threads.
+
+
+@dataclasses.dataclass(frozen=True)
+class TokenizerConfig:
+    path: str = ""  # an existing sentencepiece .model; empty: train one on the corpus (cached).
+    vocab_size: int = 1024
+    model_type: str = "bpe"  # bpe | unigram
+    special_symbols: str = ""  # comma separated extra pieces, e.g. "[CLS],[SEP],[MASK]"
+
+
+@dataclasses.dataclass(frozen=True)
+class OptimizerConfig:
+    name: str = "adamw"  # sgd | adam | adamw | adagrad | adafactor | lion
+    learning_rate: float = 1e-3
+    schedule: str = "cosine"  # constant | linear | cosine | rsqrt (each after linear warm-up)
+    warmup_steps: int = 100
+    decay_steps: int = 0  # 0: train.steps
+    end_learning_rate_fraction: float = 0.1
+    weight_decay: float = 0.1  # decoupled; never applied to norms and biases.
+    b1: float = 0.9
+    b2: float = 0.95
+    eps: float = 1e-8
+    momentum: float = 0.9  # sgd only
+    grad_clip_norm: float = 1.0  # 0: off
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    steps: int = 1000
+    batch_size: int = 32  # global, across all devices and hosts.
+    microbatches: int = 1  # gradient accumulation: batch_size is split into this many.
+    seed: int = 0
+    z_loss: float = 0.0
+    log_every_steps: int = 50
+    early_stopping_patience: int = 0  # evaluations without improvement; 0: off.
+    sample_prompt: str = "ROMEO:"
+    sample_tokens: int = 120
+    sample_temperature: float = 0.8
+
+
+@dataclasses.dataclass(frozen=True)
+class EvalConfig:
+    every_steps: int = 250
+    batch_size: int = 0  # 0: train.batch_size
+    max_batches: int = 0  # 0: the whole validation split
+
+
+@dataclasses.dataclass(frozen=True)
+class CheckpointConfig:
+    every_steps: int = 250
+    keep: int = 2  # newest checkpoints kept ...
+    keep_best: bool = True  # ... plus the best by validation loss.
+    async_save: bool = True
+
+
+@dataclasses.dataclass(frozen=True)
+class MeshConfig:
+    # Sizes of the named mesh axes; -1 means "the rest of the devices".
+    data: int = -1
+    fsdp: int = 1
+    tensor: int = 1
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    model: ModelConfig = ModelConfig()
+    data: DataConfig = DataConfig()
+    tokenizer: TokenizerConfig = TokenizerConfig()
+    optimizer: OptimizerConfig = OptimizerConfig()
+    train: TrainConfig = TrainConfig()
+    eval: EvalConfig = EvalConfig()
+    checkpoint: CheckpointConfig = CheckpointConfig()
+    mesh: MeshConfig = MeshConfig()
+
+
+def to_dict(config: Config) -> dict[str, Any]:
+    return dataclasses.asdict(config)
+
+
+def _build(cls, values: Mapping[str, Any], prefix: str):
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = [k for k in values if k not in fields]
+    if unknown:
+        key = unknown[0]
+        close = difflib.get_close_matches(key, fields, n=1)
+        hint = f"did you mean '{prefix}{close[0]}'?" if close else f"known keys: {', '.join(sorted(fields))}"
+        raise ConfigError(f"unknown config key '{prefix}{key}': {hint}")
+    kwargs = {}
+    for name, value in values.items():
+        default = getattr(cls(), name)
+        if dataclasses.is_dataclass(default):
+            kwargs[name] = _build(type(default), value, f"{prefix}{name}.")
+            continue
+        kwargs[name] = _coerce(value, default, f"{prefix}{name}")
+    return cls(**kwargs)
+
+
+def _coerce(value, default, name):
+    """Accepts ints for float fields; anything else must have the declared type."""
+    if isinstance(default, bool):
+        if not isinstance(value, bool):
+            raise ConfigError(f"config '{name}' must be true or false, got {value!r}")
+        return value
+    if isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if not isinstance(value, type(default)):
+        raise ConfigError(
+            f"config '{name}' must be a {type(default).__name__}, got {value!r} ({type(value).__name__})")
+    return value
+
+
+def from_config_dict(config_dict) -> Config:
+    """Converts a (nested) ConfigDict or dict into a checked, frozen Config."""
+    values = config_dict.to_dict() if hasattr(config_dict, "to_dict") else dict(config_dict)
+    config = _build(Config, values, "")
+    validate(config)
+    return config
+
+
+_CHOICES = {
+    "model.family": ("gpt",),
+    "model.mlp_activation": ("gelu", "swiglu"),
+    "model.positions": ("learned", "rotary"),
+    "model.norm": ("layernorm", "rmsnorm"),
+    "model.param_dtype": ("float32", "bfloat16"),
+    "model.dtype": ("float32", "bfloat16"),
+    "model.remat": ("none", "full", "save_dots"),
+    "data.document_unit": ("file", "paragraph"),
+    "tokenizer.model_type": ("bpe", "unigram"),
+    "optimizer.name": ("sgd", "adam", "adamw", "adagrad", "adafactor", "lion"),
+    "optimizer.schedule": ("constant", "linear", "cosine", "rsqrt"),
+}
+
+
+def _get(config: Config, dotted: str):
+    value = config
+    for part in dotted.split("."):
+        value = getattr(value, part)
+    return value
+
+
+def validate(config: Config) -> None:
+    """Checks values that would otherwise fail deep inside tracing or data loading."""
+    for name, choices in _CHOICES.items():
+        value = _get(config, name)
+        if value not in choices:
+            raise ConfigError(f"config '{name}' is {value!r}; choose one of {', '.join(choices)}")
+    m, d, t = config.model, config.data, config.train
+    positive = {
+        "model.num_layers": m.num_layers, "model.embed_dim": m.embed_dim, "model.num_heads": m.num_heads,
+        "model.mlp_dim": m.mlp_dim, "model.max_len": m.max_len, "data.seq_len": d.seq_len,
+        "train.steps": t.steps, "train.batch_size": t.batch_size, "train.microbatches": t.microbatches,
+        "train.log_every_steps": t.log_every_steps, "eval.every_steps": config.eval.every_steps,
+        "checkpoint.every_steps": config.checkpoint.every_steps, "checkpoint.keep": config.checkpoint.keep,
+    }
+    for name, value in positive.items():
+        if value <= 0:
+            raise ConfigError(f"config '{name}' must be positive, got {value}")
+    if m.head_dim == 0 and m.embed_dim % m.num_heads:
+        raise ConfigError(
+            f"model.num_heads={m.num_heads} does not divide model.embed_dim={m.embed_dim}: "
+            f"pick num_heads among the divisors of {m.embed_dim} or set model.head_dim explicitly")
+    kv_heads = m.num_kv_heads or m.num_heads
+    if m.num_heads % kv_heads:
+        raise ConfigError(
+            f"model.num_kv_heads={kv_heads} must divide model.num_heads={m.num_heads} (grouped-query attention)")
+    if m.positions == "rotary" and (m.head_dim or m.embed_dim // m.num_heads) % 2:
+        raise ConfigError("rotary positions need an even head dimension: change model.embed_dim or model.num_heads")
+    if m.positions == "learned" and d.seq_len > m.max_len:
+        raise ConfigError(
+            f"data.seq_len={d.seq_len} is longer than model.max_len={m.max_len}, the learned position table: "
+            f"raise model.max_len or lower data.seq_len")
+    if not 0.0 <= m.dropout_rate < 1.0:
+        raise ConfigError(f"model.dropout_rate must be in [0, 1), got {m.dropout_rate}")
+    if t.batch_size % t.microbatches:
+        raise ConfigError(
+            f"train.microbatches={t.microbatches} does not divide train.batch_size={t.batch_size}")
+    if not d.tfds_name and not d.train_files:
+        raise ConfigError("no training data: set data.train_files (local text) or data.tfds_name (a tfds dataset)")
+    if not d.validation_files and not d.tfds_name and not 0.0 < d.validation_fraction < 1.0:
+        raise ConfigError(
+            f"data.validation_fraction must be in (0, 1) when data.validation_files is empty, got {d.validation_fraction}")
+    if config.tokenizer.path and not os.path.exists(config.tokenizer.path):
+        raise ConfigError(
+            f"tokenizer.path={config.tokenizer.path!r} does not exist: give an existing sentencepiece .model file "
+            f"(tools/train_tokenizer.py makes one), or leave it empty to train one on the corpus")
+    if not config.tokenizer.path and config.tokenizer.vocab_size < 260:
+        raise ConfigError(
+            f"tokenizer.vocab_size={config.tokenizer.vocab_size} is too small: the tokenizer needs 256 byte pieces "
+            f"plus its control tokens; use at least 260")
+    for name in ("data", "fsdp", "tensor"):
+        size = getattr(config.mesh, name)
+        if size == 0 or size < -1:
+            raise ConfigError(f"config 'mesh.{name}' must be a positive size or -1 (the rest), got {size}")
+    if sum(getattr(config.mesh, n) == -1 for n in ("data", "fsdp", "tensor")) > 1:
+        raise ConfigError("only one mesh axis may be -1 (the rest of the devices)")

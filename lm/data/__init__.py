@@ -1,0 +1,3 @@
+"""Data: text corpora (tfds) -> cleaned text -> sentencepiece tokens -> packed, sharded batches.
+
+Imports neither models nor the trainer; hands out numpy batches."""

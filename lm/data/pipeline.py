@@ -1,0 +1,173 @@
+"""Tokenized corpora and the batches a language model trains and evaluates on.
+
+Every document is tokenized once into a flat token stream, `[EOS] doc0 [EOS] doc1 ... [EOS]`,
+cached on disk (keyed by corpus and tokenizer) and memory-mapped. Training examples are
+fixed-length windows of that stream, so packing wastes no token:
+
+  example i = stream[i * L : i * L + L + 1]; inputs = [:-1], targets = [1:]
+
+Each EOS opens a new segment (document); `segment_ids` number the segments of a row and
+`positions` restart at each, so attention never crosses documents, and every token is a
+target exactly once per epoch. Batches are a pure function of (seed, step, process): grain
+shuffles the windows per epoch, each process reads only its own rows, and the iterator's
+state (one index) is saved in every checkpoint, so a resumed run sees the batches it would
+have seen.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+
+import grain
+import numpy as np
+
+from lm.config import ConfigError, DataConfig, TokenizerConfig
+from lm.data import corpus as corpus_lib
+from lm.data import text as text_lib
+from lm.data import tokenizer as tokenizer_lib
+
+_TOKEN_CACHE_VERSION = "1"  # bump when cleaning or the stream layout changes.
+_ENCODE_CHUNK = 2048  # documents per call to sentencepiece (which threads inside a call).
+
+
+@dataclasses.dataclass(frozen=True)
+class Corpus:
+    tokenizer: tokenizer_lib.Tokenizer
+    train_tokens: np.ndarray  # flat stream, memory-mapped
+    validation_tokens: np.ndarray
+    validation_bytes: int  # UTF-8 bytes of the validation text
+
+
+def _cleaned(source: corpus_lib.TextSource):
+    for document in source:
+        document = text_lib.clean(document)
+        if document:
+            yield document
+
+
+def _tokenize_cached(source: corpus_lib.TextSource, tokenizer: tokenizer_lib.Tokenizer, cache_dir: str):
+    """Returns (memory-mapped token stream, UTF-8 bytes of the text) for one split."""
+    key = hashlib.sha256(f"{source.identity}|{tokenizer.fingerprint}|{_TOKEN_CACHE_VERSION}".encode()).hexdigest()[:20]
+    base = os.path.join(cache_dir, "tokens", key)
+    if not os.path.exists(base + ".json"):
+        os.makedirs(os.path.dirname(base), exist_ok=True)
+        dtype = np.uint16 if tokenizer.vocab_size <= np.iinfo(np.uint16).max else np.uint32
+        tmp = f"{base}.bin.tmp{os.getpid()}"
+        count, num_bytes, pending = 0, 0, []
+        with open(tmp, "wb") as out:
+            def flush():
+                nonlocal count
+                for ids in tokenizer.encode_batch(pending):
+                    row = np.asarray([tokenizer.eos_id, *ids], dtype)
+                    out.write(row.tobytes())
+                    count += len(row)
+                pending.clear()
+
+            for document in _cleaned(source):
+                pending.append(document)
+                num_bytes += len(document.encode())
+                if len(pending) == _ENCODE_CHUNK:
+                    flush()
+            flush()
+            out.write(np.asarray([tokenizer.eos_id], dtype).tobytes())
+            count += 1
+        if count < 3:
+            raise ConfigError(f"{source.identity} has no text after cleaning: give a corpus with text in it")
+        os.replace(tmp, base + ".bin")
+        with open(base + ".json.tmp", "w") as f:
+            json.dump({"dtype": np.dtype(dtype).name, "length": count, "bytes": num_bytes}, f)
+        os.replace(base + ".json.tmp", base + ".json")  # written last: marks the cache complete.
+    with open(base + ".json") as f:
+        meta = json.load(f)
+    return np.memmap(base + ".bin", dtype=meta["dtype"], mode="r", shape=(meta["length"],)), meta["bytes"]
+
+
+def prepare(data: DataConfig, tokenizer_config: TokenizerConfig) -> Corpus:
+    """Opens both splits, loads or trains the tokenizer, and tokenizes (cached)."""
+    cache_dir = corpus_lib.cache_root(data)
+    train_source = corpus_lib.open_split(data, data.train_split)
+    validation_source = corpus_lib.open_split(data, data.eval_split)
+    tokenizer = tokenizer_lib.load_or_train(tokenizer_config, _cleaned(train_source), train_source.identity, cache_dir)
+    train_tokens, _ = _tokenize_cached(train_source, tokenizer, cache_dir)
+    validation_tokens, validation_bytes = _tokenize_cached(validation_source, tokenizer, cache_dir)
+    return Corpus(tokenizer, train_tokens, validation_tokens, validation_bytes)
+
+
+class Windows:
+    """Random-access examples: window i of the token stream, with segments and positions.
+
+    `pad_to` > the natural count appends all-padding examples (segment 0, weight 0), so
+    evaluation batches have a static shape and every process gets the same number."""
+
+    def __init__(self, tokens: np.ndarray, seq_len: int, eos_id: int, pad_id: int, byte_lengths: np.ndarray,
+                 keep_partial: bool = False, pad_to: int = 0):
+        self.tokens, self.seq_len, self.eos_id, self.pad_id = tokens, seq_len, eos_id, pad_id
+        self.byte_lengths = byte_lengths
+        full, remainder = divmod(len(tokens) - 1, seq_len)
+        self.num_real = full + (1 if keep_partial and remainder else 0)
+        self.length = max(self.num_real, pad_to)
+
+    def __len__(self):
+        return self.length
+
+    def __getitem__(self, index: int) -> dict[str, np.ndarray]:
+        length = self.seq_len
+        window = np.full(length + 1, self.pad_id, np.int32)
+        if index < self.num_real:
+            piece = self.tokens[index * length: index * length + length + 1]
+            window[:len(piece)] = piece
+            num_targets = len(piece) - 1
+        else:
+            num_targets = 0
+        inputs, targets = window[:-1], window[1:]
+        real = np.arange(length) < num_targets
+        starts = (inputs == self.eos_id) & real
+        segment_ids = np.where(real, np.cumsum(starts) + (0 if starts[0] else 1), 0).astype(np.int32)
+        index_in_row = np.arange(length)
+        positions = index_in_row - np.maximum.accumulate(np.where(starts, index_in_row, 0))
+        return {
+            "inputs": inputs, "targets": targets, "positions": positions.astype(np.int32),
+            "segment_ids": segment_ids, "weights": real.astype(np.float32),
+            "target_bytes": np.where(real, self.byte_lengths[targets], 0).astype(np.int32),
+        }
+
+
+def _check_batch(global_batch: int, process_count: int, what: str):
+    if global_batch % process_count:
+        raise ConfigError(f"{what}={global_batch} does not divide into {process_count} processes: "
+                          f"use a multiple of {process_count}")
+
+
+def train_iterator(corpus: Corpus, seq_len: int, global_batch: int, seed: int, process_index: int = 0,
+                   process_count: int = 1, prefetch: int = 4):
+    """Endless training batches for this process: {field: [global_batch / processes, seq_len]}.
+
+    A grain DatasetIterator: `get_state()` / `set_state()` save and restore its position."""
+    _check_batch(global_batch, process_count, "train.batch_size")
+    tok = corpus.tokenizer
+    windows = Windows(corpus.train_tokens, seq_len, tok.eos_id, tok.pad_id, tok.byte_lengths)
+    if len(windows) < global_batch:
+        raise ConfigError(f"the training split has {len(windows)} sequences of {seq_len} tokens, fewer than "
+                          f"train.batch_size={global_batch}: give more text or lower the batch size or data.seq_len")
+    dataset = grain.MapDataset.source(windows).shuffle(seed=seed).repeat()
+    dataset = dataset[process_index::process_count].batch(global_batch // process_count, drop_remainder=True)
+    options = grain.ReadOptions(num_threads=min(2, max(prefetch, 1)), prefetch_buffer_size=max(prefetch, 1))
+    return iter(dataset.to_iter_dataset(options))
+
+
+def eval_batches(corpus: Corpus, seq_len: int, global_batch: int, max_batches: int = 0, process_index: int = 0,
+                 process_count: int = 1):
+    """One pass over the validation split for this process, padded to whole batches."""
+    _check_batch(global_batch, process_count, "eval.batch_size")
+    tok = corpus.tokenizer
+    windows = Windows(corpus.validation_tokens, seq_len, tok.eos_id, tok.pad_id, tok.byte_lengths, keep_partial=True)
+    num_batches = -(-windows.num_real // global_batch)
+    if max_batches:
+        num_batches = min(num_batches, max_batches)
+    windows.length = max(windows.num_real, num_batches * global_batch)
+    dataset = grain.MapDataset.source(windows)[: num_batches * global_batch]
+    dataset = dataset[process_index::process_count].batch(global_batch // process_count, drop_remainder=True)
+    return dataset.to_iter_dataset(grain.ReadOptions(num_threads=2, prefetch_buffer_size=4))

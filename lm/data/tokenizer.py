@@ -1,0 +1,118 @@
+"""SentencePiece tokenizer: training, loading, and per-token byte lengths (for bits per byte)."""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import io
+import os
+from typing import Iterable, Sequence
+
+import numpy as np
+import sentencepiece as spm
+
+from lm.config import ConfigError, TokenizerConfig
+
+PAD_ID, UNK_ID, BOS_ID, EOS_ID = 0, 1, 2, 3
+_MAX_TRAINING_CHARS = 20_000_000  # a sample this large gives a stable vocabulary.
+
+
+class Tokenizer:
+    """A loaded sentencepiece model. Newline is its own piece and unknown characters fall back
+    to bytes, so every UTF-8 text round-trips exactly."""
+
+    def __init__(self, model_proto: bytes):
+        self.model_proto = model_proto
+        self._sp = spm.SentencePieceProcessor(model_proto=model_proto)
+        self.vocab_size = self._sp.get_piece_size()
+        self.pad_id, self.eos_id, self.bos_id = self._sp.pad_id(), self._sp.eos_id(), self._sp.bos_id()
+        if self.eos_id < 0:
+            raise ConfigError("the tokenizer has no end-of-sequence piece (eos_id); train one with tools/train_tokenizer.py")
+
+    @classmethod
+    def load(cls, path: str) -> "Tokenizer":
+        if not os.path.exists(path):
+            raise ConfigError(f"tokenizer file {path!r} does not exist: give a sentencepiece .model "
+                              f"(tools/train_tokenizer.py makes one)")
+        with open(path, "rb") as f:
+            return cls(f.read())
+
+    def save(self, path: str) -> None:
+        tmp = f"{path}.tmp{os.getpid()}"
+        with open(tmp, "wb") as f:
+            f.write(self.model_proto)
+        os.replace(tmp, path)
+
+    @property
+    def fingerprint(self) -> str:
+        return hashlib.sha256(self.model_proto).hexdigest()[:16]
+
+    def encode(self, text: str) -> list[int]:
+        return self._sp.encode(text)
+
+    def encode_batch(self, texts: Sequence[str], num_threads: int = 0) -> list[list[int]]:
+        return self._sp.encode(list(texts), num_threads=num_threads or os.cpu_count() or 1)
+
+    def decode(self, ids: Iterable[int]) -> str:
+        return self._sp.decode([int(i) for i in ids])
+
+    def piece_id(self, piece: str) -> int:
+        index = self._sp.piece_to_id(piece)
+        if index == self._sp.unk_id() and piece != self._sp.id_to_piece(index):
+            raise ConfigError(f"the tokenizer has no piece {piece!r}: retrain it with tokenizer.special_symbols")
+        return index
+
+    @functools.cached_property
+    def byte_lengths(self) -> np.ndarray:
+        """UTF-8 bytes each id stands for in decoded text (control pieces: 0), so that the
+        bytes of a token sequence are the sum over its ids."""
+        lengths = np.zeros(self.vocab_size, np.int32)
+        for i in range(self.vocab_size):
+            if self._sp.is_control(i) or self._sp.is_unknown(i):
+                continue
+            lengths[i] = 1 if self._sp.is_byte(i) else len(self._sp.id_to_piece(i).replace("\u2581", " ").encode())
+        return lengths
+
+
+def train(texts: Iterable[str], config: TokenizerConfig) -> Tokenizer:
+    """Trains a sentencepiece model on (a prefix of) `texts`, one line a sentence."""
+
+    def lines():
+        budget = _MAX_TRAINING_CHARS
+        for text in texts:
+            for line in text.split("\n"):
+                if line.strip():
+                    yield line
+                    budget -= len(line)
+            if budget <= 0:
+                return
+
+    symbols = ["\n"] + [s.strip() for s in config.special_symbols.split(",") if s.strip()]
+    model = io.BytesIO()
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=lines(), model_writer=model, vocab_size=config.vocab_size,
+        model_type=config.model_type, byte_fallback=True, character_coverage=0.9995,
+        normalization_rule_name="identity",  # lm/data/text.py has normalised already.
+        add_dummy_prefix=False, remove_extra_whitespaces=False, user_defined_symbols=symbols,
+        pad_id=PAD_ID, unk_id=UNK_ID, bos_id=BOS_ID, eos_id=EOS_ID, max_sentence_length=1 << 16,
+        num_threads=os.cpu_count() or 1, minloglevel=2)
+    return Tokenizer(model.getvalue())
+
+
+def load_or_train(config: TokenizerConfig, texts: Iterable[str], corpus_identity: str, cache_dir: str) -> Tokenizer:
+    """`config.path` if given; else a tokenizer trained on the corpus, cached by corpus and settings."""
+    if config.path:
+        return Tokenizer.load(config.path)
+    key = hashlib.sha256(f"{corpus_identity}|{config.vocab_size}|{config.model_type}|{config.special_symbols}"
+                         .encode()).hexdigest()[:16]
+    path = os.path.join(cache_dir, "tokenizers", f"{key}.model")
+    if os.path.exists(path):
+        return Tokenizer.load(path)
+    try:
+        tokenizer = train(texts, config)
+    except RuntimeError as error:
+        raise ConfigError(f"training the tokenizer failed: {error}. Lower tokenizer.vocab_size or give "
+                          f"more text.") from error
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    tokenizer.save(path)
+    return tokenizer

@@ -1,0 +1,250 @@
+"""Transformer building blocks shared by every model family (GPT, BERT, T5).
+
+Shape suffixes name tensor axes:
+  B batch, L query length, S key/value length, D model width (embed), H query heads,
+  K key/value heads, G query heads per key/value head (H = K * G), E head dim,
+  F MLP width, V vocabulary.
+
+Parameters carry logical axis names (`embed`, `heads`, `kv`, `mlp`, `vocab`, `layers`);
+only lm/sharding.py maps them to mesh axes, so layers never see the mesh. Matmuls run in
+the compute dtype and accumulate in float32.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Callable
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from lm.config import ModelConfig
+
+NEG_INF = -1e9  # finite, so a fully masked row (padding) gives a uniform softmax, not NaN.
+ACTIVATION_AXES = ("batch", "length", "embed")
+
+
+def normal_init(names, stddev=0.02):
+    """Normal(0, stddev) initialiser that tags the parameter with logical axis names."""
+    return nn.with_logical_partitioning(nn.initializers.normal(stddev), names)
+
+
+def _zeros(names):
+    return nn.with_logical_partitioning(nn.initializers.zeros_init(), names)
+
+
+def _ones(names):
+    return nn.with_logical_partitioning(nn.initializers.ones_init(), names)
+
+
+def dot(equation: str, x, w, dtype):
+    """einsum in the compute dtype with float32 accumulation, returned in the compute dtype."""
+    out = jnp.einsum(equation, x.astype(dtype), w.astype(dtype), preferred_element_type=jnp.float32)
+    return out.astype(dtype)
+
+
+def attention_mask(q_segment_ids_BL, kv_segment_ids_BS, causal: bool):
+    """Boolean [B, 1, L, S] mask, True where a query may attend to a key.
+
+    Queries attend only within their own segment (document), so packed documents never see
+    each other; segment id 0 marks padding. Causality is by index in the packed row, which
+    is what matters, since positions restart at every document.
+    """
+    mask = q_segment_ids_BL[:, :, None] == kv_segment_ids_BS[:, None, :]
+    mask &= kv_segment_ids_BS[:, None, :] != 0
+    if causal:
+        length_q, length_kv = q_segment_ids_BL.shape[1], kv_segment_ids_BS.shape[1]
+        mask &= jnp.arange(length_q)[:, None] >= jnp.arange(length_kv)[None, :]
+    return mask[:, None, :, :]
+
+
+def rotary(x_BLHE, positions_BL, theta: float):
+    """Rotary position embedding, "rotate half" layout: dimension i pairs with i + E/2.
+
+    This is the layout of Hugging Face's Llama weights; Meta's original checkpoints pair
+    adjacent dimensions and need their q/k projections permuted on import.
+    """
+    half = x_BLHE.shape[-1] // 2
+    inv_freq = theta ** (-jnp.arange(half, dtype=jnp.float32) / half)
+    angles_BLE = positions_BL[..., None].astype(jnp.float32) * inv_freq
+    sin, cos = jnp.sin(angles_BLE)[:, :, None, :], jnp.cos(angles_BLE)[:, :, None, :]
+    x1, x2 = jnp.split(x_BLHE.astype(jnp.float32), 2, axis=-1)
+    out = jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1)
+    return out.astype(x_BLHE.dtype)
+
+
+class Norm(nn.Module):
+    """LayerNorm or RMSNorm over the last axis, computed in float32."""
+    config: ModelConfig
+
+    @nn.compact
+    def __call__(self, x_BLD):
+        cfg = self.config
+        x = x_BLD.astype(jnp.float32)
+        if cfg.norm == "layernorm":
+            x = x - jnp.mean(x, axis=-1, keepdims=True)
+        x = x * jax.lax.rsqrt(jnp.mean(jnp.square(x), axis=-1, keepdims=True) + cfg.norm_eps)
+        x = x * self.param("scale", _ones(("embed",)), (x.shape[-1],), jnp.dtype(cfg.param_dtype))
+        if cfg.norm == "layernorm" and cfg.use_bias:
+            x = x + self.param("bias", _zeros(("embed",)), (x.shape[-1],), jnp.dtype(cfg.param_dtype))
+        return x.astype(cfg.dtype)
+
+
+class Embed(nn.Module):
+    """Token embedding; `attend` reuses it as the output projection when embeddings are tied."""
+    num_embeddings: int
+    config: ModelConfig
+
+    def setup(self):
+        self.embedding = self.param(
+            "embedding", normal_init(("vocab", "embed")), (self.num_embeddings, self.config.embed_dim),
+            jnp.dtype(self.config.param_dtype))
+
+    def __call__(self, ids_BL):
+        return jnp.take(self.embedding, ids_BL, axis=0).astype(self.config.dtype)
+
+    def attend(self, x_BLD):
+        """Logits [B, L, V] in float32."""
+        return jnp.einsum("BLD,VD->BLV", x_BLD.astype(self.config.dtype),
+                          self.embedding.astype(self.config.dtype), preferred_element_type=jnp.float32)
+
+
+class Attention(nn.Module):
+    """Multi-head attention with optional grouped-query heads and rotary positions.
+
+    Serves self-attention (inputs_kv is inputs_q) and cross-attention (inputs_kv is the
+    encoder output). `bias_BHLS` adds a precomputed bias (T5's relative positions).
+    """
+    config: ModelConfig
+    use_rotary: bool = False
+
+    @nn.compact
+    def __call__(self, inputs_q_BLD, inputs_kv_BSD, mask_B1LS, positions_q_BL=None, positions_kv_BS=None,
+                 bias_BHLS=None, deterministic: bool = True):
+        cfg = self.config
+        num_heads, num_kv = cfg.num_heads, cfg.num_kv_heads or cfg.num_heads
+        head_dim = cfg.head_dim or cfg.embed_dim // cfg.num_heads
+        width, pdt, dt = inputs_q_BLD.shape[-1], jnp.dtype(cfg.param_dtype), jnp.dtype(cfg.dtype)
+
+        def projection(name, heads):
+            return self.param(name, normal_init(("embed", "heads", "kv")), (width, heads, head_dim), pdt)
+
+        def bias(name, heads):
+            return self.param(name, _zeros(("heads", "kv")), (heads, head_dim), pdt) if cfg.use_bias else 0.0
+
+        q_BLHE = dot("BLD,DHE->BLHE", inputs_q_BLD, projection("query", num_heads), dt) + bias("query_bias", num_heads)
+        k_BSKE = dot("BSD,DKE->BSKE", inputs_kv_BSD, projection("key", num_kv), dt) + bias("key_bias", num_kv)
+        v_BSKE = dot("BSD,DKE->BSKE", inputs_kv_BSD, projection("value", num_kv), dt) + bias("value_bias", num_kv)
+        if self.use_rotary:
+            q_BLHE = rotary(q_BLHE, positions_q_BL, cfg.rope_theta)
+            k_BSKE = rotary(k_BSKE, positions_kv_BS, cfg.rope_theta)
+
+        batch, length = q_BLHE.shape[:2]
+        groups = num_heads // num_kv
+        q_BLKGE = q_BLHE.reshape(batch, length, num_kv, groups, head_dim) * (head_dim ** -0.5)
+        logits_BKGLS = jnp.einsum("BLKGE,BSKE->BKGLS", q_BLKGE, k_BSKE, preferred_element_type=jnp.float32)
+        if bias_BHLS is not None:
+            logits_BKGLS += bias_BHLS.reshape(batch, num_kv, groups, *bias_BHLS.shape[-2:])
+        logits_BKGLS = jnp.where(mask_B1LS[:, :, None], logits_BKGLS, NEG_INF)
+        probs_BKGLS = jax.nn.softmax(logits_BKGLS, axis=-1).astype(dt)
+        probs_BKGLS = nn.Dropout(cfg.dropout_rate)(probs_BKGLS, deterministic=deterministic)
+        out_BLKGE = jnp.einsum("BKGLS,BSKE->BLKGE", probs_BKGLS, v_BSKE, preferred_element_type=jnp.float32)
+        out_BLHE = out_BLKGE.reshape(batch, length, num_heads, head_dim).astype(dt)
+
+        # GPT-2's scaled init of residual projections keeps the residual stream's variance flat in depth.
+        out_kernel = self.param("out", normal_init(("heads", "kv", "embed"), 0.02 / (2 * cfg.num_layers) ** 0.5),
+                                (num_heads, head_dim, width), pdt)
+        out_BLD = dot("BLHE,HED->BLD", out_BLHE, out_kernel, dt)
+        if cfg.use_bias:
+            out_BLD += self.param("out_bias", _zeros(("embed",)), (width,), pdt).astype(dt)
+        return out_BLD
+
+
+class Mlp(nn.Module):
+    """GELU MLP, or SwiGLU (a gated linear unit with SiLU) as in Llama."""
+    config: ModelConfig
+
+    @nn.compact
+    def __call__(self, x_BLD, deterministic: bool = True):
+        cfg = self.config
+        width, hidden, pdt, dt = x_BLD.shape[-1], cfg.mlp_dim, jnp.dtype(cfg.param_dtype), jnp.dtype(cfg.dtype)
+
+        def kernel(name, shape, names, stddev=0.02):
+            return self.param(name, normal_init(names, stddev), shape, pdt)
+
+        def bias(name, size, axis):
+            return self.param(name, _zeros((axis,)), (size,), pdt).astype(dt) if cfg.use_bias else 0.0
+
+        h_BLF = dot("BLD,DF->BLF", x_BLD, kernel("wi", (width, hidden), ("embed", "mlp")), dt)
+        h_BLF += bias("wi_bias", hidden, "mlp")
+        if cfg.mlp_activation == "swiglu":
+            gate_BLF = dot("BLD,DF->BLF", x_BLD, kernel("wi_gate", (width, hidden), ("embed", "mlp")), dt)
+            h_BLF = nn.silu(gate_BLF + bias("wi_gate_bias", hidden, "mlp")) * h_BLF
+        else:
+            h_BLF = nn.gelu(h_BLF, approximate=True)
+        h_BLF = nn.with_logical_constraint(h_BLF, ("batch", "length", "mlp"))
+        h_BLF = nn.Dropout(cfg.dropout_rate)(h_BLF, deterministic=deterministic)
+        out_kernel = kernel("wo", (hidden, width), ("mlp", "embed"), 0.02 / (2 * cfg.num_layers) ** 0.5)
+        return dot("BLF,FD->BLD", h_BLF, out_kernel, dt) + bias("wo_bias", width, "embed")
+
+
+class TransformerBlock(nn.Module):
+    """Pre-norm block: self-attention, optional cross-attention (T5's decoder), MLP."""
+    config: ModelConfig
+    causal: bool = True
+    cross_attention: bool = False
+
+    @nn.compact
+    def __call__(self, x_BLD, mask_B1LS, positions_BL, deterministic: bool = True,
+                 encoded_BSD=None, cross_mask_B1LS=None, bias_BHLS=None):
+        cfg = self.config
+        drop = functools.partial(nn.Dropout(cfg.dropout_rate), deterministic=deterministic)
+        h = Norm(cfg, name="attention_norm")(x_BLD)
+        h = Attention(cfg, use_rotary=cfg.positions == "rotary", name="self_attention")(
+            h, h, mask_B1LS, positions_BL, positions_BL, bias_BHLS, deterministic)
+        x_BLD = x_BLD + drop(h)
+        if self.cross_attention:
+            h = Norm(cfg, name="cross_attention_norm")(x_BLD)
+            h = Attention(cfg, name="cross_attention")(h, encoded_BSD, cross_mask_B1LS, deterministic=deterministic)
+            x_BLD = x_BLD + drop(h)
+        h = Norm(cfg, name="mlp_norm")(x_BLD)
+        x_BLD = x_BLD + drop(Mlp(cfg, name="mlp")(h, deterministic))
+        return nn.with_logical_constraint(x_BLD, ACTIVATION_AXES)
+
+
+_REMAT_POLICIES: dict[str, Callable | None] = {
+    "full": None,  # save nothing: recompute the whole block in the backward pass.
+    "save_dots": jax.checkpoint_policies.checkpoint_dots_with_no_batch_dims,
+}
+
+
+class TransformerStack(nn.Module):
+    """`num_layers` blocks, as a Python loop or an `nn.scan` (compile time flat in depth),
+    each optionally rematerialised by the named policy."""
+    config: ModelConfig
+    causal: bool = True
+    cross_attention: bool = False
+
+    @nn.compact
+    def __call__(self, x_BLD, mask_B1LS, positions_BL, deterministic: bool = True,
+                 encoded_BSD=None, cross_mask_B1LS=None, bias_BHLS=None):
+        cfg = self.config
+        block_cls = TransformerBlock
+        if cfg.remat != "none":
+            block_cls = nn.remat(block_cls, policy=_REMAT_POLICIES[cfg.remat], static_argnums=(4,))
+        extra = (positions_BL, deterministic, encoded_BSD, cross_mask_B1LS, bias_BHLS)
+        if not cfg.scan_layers:
+            for i in range(cfg.num_layers):
+                x_BLD = block_cls(cfg, self.causal, self.cross_attention, name=f"layer_{i}")(x_BLD, mask_B1LS, *extra)
+            return x_BLD
+
+        def body(block, carry, mask, *rest):
+            return block(carry, mask, *rest), None
+
+        scanned = nn.scan(
+            body, variable_axes={"params": 0}, split_rngs={"params": True, "dropout": True},
+            in_axes=(nn.broadcast,) * 6, length=cfg.num_layers,
+            metadata_params={nn.PARTITION_NAME: "layers"})
+        x_BLD, _ = scanned(block_cls(cfg, self.causal, self.cross_attention, name="layers"), x_BLD, mask_B1LS, *extra)
+        return x_BLD

@@ -1,0 +1,26 @@
+"""Losses as pure functions of logits, targets and weights.
+
+Each returns sums and the weight count rather than means, so microbatches, devices and
+evaluation batches combine exactly (mean = total sum / total count)."""
+
+import jax
+import jax.numpy as jnp
+
+
+def cross_entropy(logits_BLV, targets_BL, weights_BL, z_loss: float = 0.0):
+    """Next-token cross-entropy in float32, masked by `weights` (0 on padding).
+
+    Returns {"loss_sum": summed NLL in nats, "z_loss_sum": summed z-loss penalty,
+    "correct": summed weight of argmax hits, "weight": summed weights}. The z-loss
+    (z_loss * logsumexp^2, from PaLM) keeps the softmax normaliser near 1 for stability."""
+    logits_BLV = logits_BLV.astype(jnp.float32)
+    log_normalizer_BL = jax.nn.logsumexp(logits_BLV, axis=-1)
+    target_logit_BL = jnp.take_along_axis(logits_BLV, targets_BL[..., None], axis=-1)[..., 0]
+    nll_BL = log_normalizer_BL - target_logit_BL
+    correct_BL = (jnp.argmax(logits_BLV, axis=-1) == targets_BL).astype(jnp.float32)
+    return {
+        "loss_sum": jnp.sum(nll_BL * weights_BL),
+        "z_loss_sum": z_loss * jnp.sum(jnp.square(log_normalizer_BL) * weights_BL),
+        "correct": jnp.sum(correct_BL * weights_BL),
+        "weight": jnp.sum(weights_BL),
+    }

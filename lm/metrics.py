@@ -1,0 +1,48 @@
+"""Where metrics go: `metrics.jsonl` (the machine-readable record), TensorBoard event files,
+and a progress line on the terminal. Only process 0 writes."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+
+import jax
+import numpy as np
+
+
+class MetricsWriter:
+    def __init__(self, workdir: str, enabled: bool | None = None):
+        self.enabled = jax.process_index() == 0 if enabled is None else enabled
+        self.start_time = time.time()
+        self._jsonl = self._tensorboard = None
+        if self.enabled:
+            from tensorboardX import SummaryWriter  # noqa: PLC0415 (only process 0 needs it)
+            os.makedirs(workdir, exist_ok=True)
+            self._jsonl = open(os.path.join(workdir, "metrics.jsonl"), "a", buffering=1)
+            self._tensorboard = SummaryWriter(os.path.join(workdir, "tensorboard"), flush_secs=10)
+
+    def write(self, step: int, metrics: dict) -> None:
+        """One record: {"step", "wall_time" (seconds since this process started), **metrics}."""
+        if not self.enabled:
+            return
+        values = {k: float(np.asarray(v)) for k, v in metrics.items()}
+        record = {"step": int(step), "wall_time": round(time.time() - self.start_time, 3), **values}
+        self._jsonl.write(json.dumps(record) + "\n")
+        for key, value in values.items():
+            self._tensorboard.add_scalar(key, value, int(step))
+
+    def write_text(self, tag: str, text: str, step: int = 0) -> None:
+        if self.enabled:
+            self._tensorboard.add_text(tag, text, step)
+
+    def close(self) -> None:
+        if self.enabled:
+            self._jsonl.close()
+            self._tensorboard.close()
+
+
+def format_duration(seconds: float) -> str:
+    seconds = int(max(seconds, 0))
+    hours, rest = divmod(seconds, 3600)
+    return f"{hours}h{rest // 60:02d}m" if hours else f"{rest // 60}m{rest % 60:02d}s"

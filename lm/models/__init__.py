@@ -1,0 +1,11 @@
+"""Model families, each assembled from the shared layers in lm/layers.py."""
+import flax.linen as nn
+
+from lm.config import ModelConfig
+from lm.models.gpt import GPT
+
+
+def build(config: ModelConfig) -> nn.Module:
+    """The model for `config.family`; `config.vocab_size` must already be resolved."""
+    families = {"gpt": GPT}
+    return families[config.family](config)

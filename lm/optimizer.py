@@ -1,0 +1,48 @@
+"""Optimizers and learning-rate schedules, all from optax."""
+
+from __future__ import annotations
+
+import jax
+import optax
+
+from lm.config import OptimizerConfig
+
+
+def schedule(config: OptimizerConfig, total_steps: int) -> optax.Schedule:
+    """Linear warm-up from 0 to the peak, then constant, linear or cosine decay to
+    `end_learning_rate_fraction` of the peak at `decay_steps`, or inverse square root."""
+    peak, warmup = config.learning_rate, config.warmup_steps
+    decay_steps = max((config.decay_steps or total_steps) - warmup, 1)
+    end = peak * config.end_learning_rate_fraction
+    if config.schedule == "constant":
+        after = optax.constant_schedule(peak)
+    elif config.schedule == "linear":
+        after = optax.linear_schedule(peak, end, decay_steps)
+    elif config.schedule == "cosine":
+        after = optax.cosine_decay_schedule(peak, decay_steps, alpha=config.end_learning_rate_fraction)
+    else:  # rsqrt: peak * sqrt(warmup / step) after warm-up, as in the original Transformer.
+        base = max(warmup, 1)
+        after = lambda count: peak * (base / (base + count)) ** 0.5  # noqa: E731
+    if warmup == 0:
+        return after
+    return optax.join_schedules([optax.linear_schedule(0.0, peak, warmup), after], [warmup])
+
+
+def decay_mask(params):
+    """True for weights that get weight decay: matrices and embeddings, not norms or biases."""
+    return jax.tree.map(lambda p: p.ndim >= 2, params)
+
+
+def build(config: OptimizerConfig, total_steps: int) -> optax.GradientTransformation:
+    lr = schedule(config, total_steps)
+    wd, mask = config.weight_decay, decay_mask
+    optimizers = {
+        "sgd": lambda: optax.sgd(lr, momentum=config.momentum or None),
+        "adam": lambda: optax.adam(lr, config.b1, config.b2, config.eps),
+        "adamw": lambda: optax.adamw(lr, config.b1, config.b2, config.eps, weight_decay=wd, mask=mask),
+        "adagrad": lambda: optax.adagrad(lr, eps=config.eps),
+        "adafactor": lambda: optax.adafactor(lr, weight_decay_rate=wd or None, weight_decay_mask=mask),
+        "lion": lambda: optax.lion(lr, config.b1, config.b2, weight_decay=wd, mask=mask),
+    }
+    chain = [optax.clip_by_global_norm(config.grad_clip_norm)] if config.grad_clip_norm > 0 else []
+    return optax.chain(*chain, optimizers[config.name]())

@@ -1,0 +1,94 @@
+"""The pure, jittable functions of training: state, train_step, eval_step.
+
+`train_step(state, batch) -> (state, metrics)` and `eval_step(params, batch) -> sums` know
+nothing of meshes or hosts; lm/trainer.py compiles them once with explicit shardings.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import optax
+from flax import struct
+
+from lm import losses
+
+
+class TrainState(struct.PyTreeNode):
+    step: jax.Array  # int32 scalar: optimizer updates applied so far
+    params: Any
+    opt_state: Any
+    rng: jax.Array  # uint32[2] base key; each step folds in its step number
+
+
+def init_state(model: nn.Module, tx: optax.GradientTransformation, seed: int, seq_len: int) -> TrainState:
+    """Initial state with parameters still boxed with their logical axis names (call under
+    jax.eval_shape to get shardings, or unbox)."""
+    rng = jax.random.PRNGKey(seed)
+    dummy = jnp.zeros((1, seq_len), jnp.int32)
+    params = model.init(jax.random.fold_in(rng, 1), dummy)["params"]
+    return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params),
+                      rng=jax.random.fold_in(rng, 2))
+
+
+def _forward_loss(model, params, batch, rng, deterministic, z_loss):
+    logits = model.apply({"params": params}, batch["inputs"], batch["positions"], batch["segment_ids"],
+                         deterministic=deterministic, rngs=None if deterministic else {"dropout": rng})
+    return losses.cross_entropy(logits, batch["targets"], batch["weights"], z_loss)
+
+
+def make_train_step(model: nn.Module, tx: optax.GradientTransformation, learning_rate: Callable,
+                    microbatches: int = 1, z_loss: float = 0.0, dropout: bool = True):
+    """Gradient accumulation runs as a scan over microbatches inside the step, so only one
+    gradient-sized buffer exists beside the parameters."""
+
+    def microbatch_grads(params, batch, rng, total_weight):
+        def objective(p):
+            sums = _forward_loss(model, p, batch, rng, not dropout, z_loss)
+            return (sums["loss_sum"] + sums["z_loss_sum"]) / total_weight, sums
+        return jax.grad(objective, has_aux=True)(params)
+
+    def train_step(state: TrainState, batch) -> tuple[TrainState, dict]:
+        rng = jax.random.fold_in(state.rng, state.step)
+        total_weight = jnp.maximum(jnp.sum(batch["weights"]), 1.0)
+        if microbatches == 1:
+            grads, sums = microbatch_grads(state.params, batch, rng, total_weight)
+        else:
+            split = jax.tree.map(lambda x: x.reshape(microbatches, x.shape[0] // microbatches, *x.shape[1:]), batch)
+
+            def accumulate(carry, inputs):
+                index, micro = inputs
+                grads, sums = microbatch_grads(state.params, micro, jax.random.fold_in(rng, index), total_weight)
+                return jax.tree.map(jnp.add, carry, (grads, sums)), None
+
+            zeros = jax.tree.map(jnp.zeros_like, jax.eval_shape(
+                microbatch_grads, state.params, jax.tree.map(lambda x: x[0], split), rng, total_weight))
+            (grads, sums), _ = jax.lax.scan(accumulate, zeros, (jnp.arange(microbatches), split))
+        updates, opt_state = tx.update(grads, state.opt_state, state.params)
+        params = optax.apply_updates(state.params, updates)
+        metrics = {
+            "loss": sums["loss_sum"] / total_weight,
+            "z_loss": sums["z_loss_sum"] / total_weight,
+            "accuracy": sums["correct"] / total_weight,
+            "grad_norm": optax.global_norm(grads),
+            "param_norm": optax.global_norm(params),
+            "learning_rate": learning_rate(state.step),
+            "tokens": sums["weight"],
+        }
+        return state.replace(step=state.step + 1, params=params, opt_state=opt_state), metrics
+
+    return train_step
+
+
+def make_eval_step(model: nn.Module):
+    def eval_step(params, batch) -> dict:
+        """Sums over the batch: NLL (nats), correct predictions, target tokens, target bytes."""
+        sums = _forward_loss(model, params, batch, None, True, 0.0)
+        del sums["z_loss_sum"]
+        sums["bytes"] = jnp.sum(batch["target_bytes"]).astype(jnp.float32)
+        return sums
+
+    return eval_step

@@ -1,0 +1,40 @@
+"""Installs `lm`: a JAX/Flax codebase for pretraining language models.
+
+Ranges are pinned to the minor versions verified to install and work together
+(jax, flax, optax and orbax change their APIs between minor releases).
+"""
+import setuptools
+
+CORE = [
+    "jax>=0.10.2,<0.11",
+    "flax>=0.12.8,<0.13",
+    "optax>=0.2.8,<0.3",
+    "orbax-checkpoint>=0.12.8,<0.13",
+    "tensorflow-datasets>=4.9.10,<4.10",
+    "grain>=0.2.18,<0.3",
+    "array-record>=0.8.6,<0.9",
+    "sentencepiece>=0.2.3,<0.3",
+    "ml-collections>=1.1,<1.2",
+    "tensorboardX>=2.6.5,<2.7",
+    "absl-py>=2.1,<3",
+    "numpy>=2.0,<3",
+    "tqdm>=4.66,<5",
+    "importlib_resources>=6",  # tensorflow-datasets imports it without declaring it.
+]
+
+EXTRAS = {
+    "dev": [
+        "pytest>=9,<10",
+        "portpicker>=1.6,<2",
+    ],
+}
+
+setuptools.setup(
+    name="lm",
+    version="0.1.0",
+    description="Pretrain language models with JAX and Flax, from a laptop CPU to TPU pods.",
+    python_requires=">=3.10",
+    packages=setuptools.find_packages(include=["lm", "lm.*"]),
+    install_requires=CORE,
+    extras_require=EXTRAS,
+)

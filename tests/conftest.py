@@ -1,0 +1,47 @@
+"""Shared test set-up: one token/tokenizer cache per session, the shipped corpus, and small
+configs that train in seconds on one CPU core."""
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+CORPUS = REPO / "data" / "tinyshakespeare" / "input.txt"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _cache_dir(tmp_path_factory):
+    """Tests never touch the user's ~/.cache/lm."""
+    path = tmp_path_factory.mktemp("lm_cache")
+    os.environ["LM_CACHE_DIR"] = str(path)
+    yield path
+
+
+def shared_data(name: str) -> Path:
+    """A dataset from ../shared/data, or a skip with the reason (CI has it; a user's clone may not)."""
+    path = SHARED_DATA / name
+    if not path.exists():
+        pytest.skip(f"{path} is absent: this test needs the shared data folder beside the repository")
+    return path
+
+
+def small_config(**overrides):
+    """gpt_tiny shrunk to train in seconds: dotted keys override, e.g. small_config(**{"train.steps": 5})."""
+    from configs import gpt_tiny
+    from lm import config as config_lib
+
+    config = gpt_tiny.get_config()
+    defaults = {
+        "model.num_layers": 2, "model.embed_dim": 64, "model.num_heads": 4, "model.mlp_dim": 256,
+        "model.max_len": 64, "data.seq_len": 64, "tokenizer.vocab_size": 512, "train.batch_size": 8,
+        "train.steps": 20, "train.log_every_steps": 5, "eval.every_steps": 10, "eval.max_batches": 2,
+        "checkpoint.every_steps": 10, "optimizer.warmup_steps": 5, "train.sample_tokens": 8,
+        "checkpoint.async_save": False,
+    }
+    defaults.update(overrides)
+    for dotted, value in defaults.items():
+        section, field = dotted.split(".")
+        config[section][field] = value
+    return config_lib.from_config_dict(config)

@@ -1,24 +1,75 @@
-"""Orbax checkpoints of the train state and the data iterator's position.
+"""Orbax checkpoints of the train state and the data iterator's position, verified on restore.
 
 A step directory holds `state` (params, optimizer state, step, RNG; sharded arrays written
-by every process) and `data` (the grain iterator state, JSON). Saves are asynchronous and
-atomic (orbax commits a step only when it is complete), so a run killed mid-save restores
-from the previous step.
+by every process), `data` (the grain iterator state, JSON) and `fingerprint` (JSON: a checksum
+of every state leaf's bits and of the data state). Saves are asynchronous and atomic (orbax
+commits a step only when it is complete), so a run killed mid-save restores from the previous
+step. On restore the checksums are recomputed from what was read: a truncated, half-written
+or tampered checkpoint (or one that fails to read at all) is reported, moved aside to
+`<checkpoints>.corrupt/`, and the previous step is tried instead. A state with NaN or Inf
+parameters or optimizer state is never written.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
+import shutil
+import time
+from typing import Callable
 
 import jax
+import jax.numpy as jnp
+import numpy as np
 import orbax.checkpoint as ocp
 from orbax.checkpoint import checkpoint_managers
 
 from lm.config import CheckpointConfig
+from lm.workdir import RunError
+
+_FINGERPRINT_VERSION = 1
+_GOLDEN = np.uint32(2654435761)  # Knuth's multiplicative hash constant: weights each element by position.
+
+
+class CheckpointError(RunError):
+    """A checkpoint cannot be written or none can be restored; the message says why and what to do."""
+
+
+def _leaf_fingerprint(x):
+    """(sum of the element bits, position-weighted sum of the bits), both mod 2^32, and whether all
+    elements are finite. Integer sums are exact and order-free, so the result is the same on any
+    mesh or sharding: a checkpoint saved on one mesh verifies when restored onto another."""
+    if x.dtype == jnp.bool_:
+        x = x.astype(jnp.uint8)
+    unsigned = {1: jnp.uint8, 2: jnp.uint16, 4: jnp.uint32}[x.dtype.itemsize]
+    bits = jax.lax.bitcast_convert_type(x, unsigned).astype(jnp.uint32)
+    position = jnp.arange(x.size, dtype=jnp.uint32).reshape(x.shape) * _GOLDEN + jnp.uint32(1)
+    finite = jnp.all(jnp.isfinite(x)) if jnp.issubdtype(x.dtype, jnp.floating) else jnp.bool_(True)
+    return jnp.sum(bits, dtype=jnp.uint32), jnp.sum(bits * position, dtype=jnp.uint32), finite
+
+
+_fingerprint_leaves = jax.jit(lambda leaves: [_leaf_fingerprint(x) for x in leaves])
+
+
+def fingerprint(state, data_state: dict | None = None) -> dict:
+    """{"leaves": {path: [sum, weighted sum]}, "nonfinite": [paths], "data_sha256": ...} for a
+    state (a pytree of arrays) and the data iterator's state. Exact: any changed bit shows."""
+    paths_and_leaves = jax.tree_util.tree_flatten_with_path(state)[0]
+    sums = jax.device_get(_fingerprint_leaves([leaf for _, leaf in paths_and_leaves]))
+    leaves, nonfinite = {}, []
+    for (path, _), (total, weighted, finite) in zip(paths_and_leaves, sums):
+        name = jax.tree_util.keystr(path)
+        leaves[name] = [int(total), int(weighted)]
+        if not bool(finite):
+            nonfinite.append(name)
+    data_json = json.dumps(data_state, sort_keys=True) if data_state is not None else ""
+    return {"version": _FINGERPRINT_VERSION, "leaves": leaves, "nonfinite": nonfinite,
+            "data_sha256": hashlib.sha256(data_json.encode()).hexdigest()}
 
 
 class Checkpointer:
-    def __init__(self, directory: str, config: CheckpointConfig):
+    def __init__(self, directory: str, config: CheckpointConfig, log: Callable[[str], None] = print):
         policies = [checkpoint_managers.LatestN(n=config.keep)]
         if config.keep_best:
             policies.append(checkpoint_managers.BestN(
@@ -27,25 +78,86 @@ class Checkpointer:
             preservation_policy=checkpoint_managers.AnyPreservationPolicy(policies),
             enable_async_checkpointing=config.async_save, create=True, cleanup_tmp_directories=True)
         self.directory = os.path.abspath(directory)
+        self.corrupt_directory = self.directory.rstrip("/") + ".corrupt"
+        self.log = log
         self.manager = ocp.CheckpointManager(self.directory, options=options)
 
     def latest_step(self) -> int | None:
         return self.manager.latest_step()
 
+    def all_steps(self) -> list[int]:
+        return sorted(self.manager.all_steps())
+
     def save(self, step: int, state, data_state: dict | None, metrics: dict | None = None) -> None:
-        items = {"state": ocp.args.StandardSave(state)}
+        """Writes `step` (asynchronously if configured). Refuses a state with non-finite values."""
+        prints = fingerprint(state, data_state)
+        if prints["nonfinite"]:
+            raise CheckpointError(f"refusing to write the checkpoint at step {step}: non-finite values in "
+                                  f"{', '.join(prints['nonfinite'][:5])}; the newest good checkpoint is "
+                                  f"step {self.latest_step()}")
+        items = {"state": ocp.args.StandardSave(state), "fingerprint": ocp.args.JsonSave(prints)}
         if data_state is not None:
             items["data"] = ocp.args.JsonSave(data_state)
         self.manager.save(step, args=ocp.args.Composite(**items), metrics=metrics, force=True)
 
     def restore(self, step: int, abstract_state, with_data: bool = True):
         """Restores into `abstract_state`'s shapes, dtypes and shardings (a tree of
-        jax.ShapeDtypeStruct), so a checkpoint loads onto any mesh. Returns (state, data_state)."""
-        items = {"state": ocp.args.StandardRestore(abstract_state)}
-        if with_data and "data" in self.manager.item_metadata(step):
+        jax.ShapeDtypeStruct), so a checkpoint loads onto any mesh, and verifies what was read
+        against the fingerprint saved with it. Returns (state, data_state); raises
+        CheckpointError if the checkpoint is unreadable or does not match its fingerprint."""
+        try:
+            names = set(self.manager.item_metadata(step).keys())
+        except Exception as error:  # noqa: BLE001 (orbax raises many kinds on a damaged directory)
+            raise CheckpointError(f"step {step}: cannot read its metadata ({type(error).__name__}: {error})") from error
+        if "fingerprint" not in names:
+            raise CheckpointError(f"step {step}: it has no fingerprint item, so what it holds cannot be verified")
+        items = {"state": ocp.args.StandardRestore(abstract_state), "fingerprint": ocp.args.JsonRestore()}
+        if "data" in names:
             items["data"] = ocp.args.JsonRestore()
-        restored = self.manager.restore(step, args=ocp.args.Composite(**items))
-        return restored["state"], restored.get("data") if with_data else None
+        try:
+            restored = self.manager.restore(step, args=ocp.args.Composite(**items))
+        except Exception as error:  # noqa: BLE001
+            raise CheckpointError(f"step {step}: reading it failed ({type(error).__name__}: {error})") from error
+        state, data_state, saved = restored["state"], restored.get("data"), restored["fingerprint"]
+        actual = fingerprint(state, data_state)
+        if not isinstance(saved, dict) or saved.get("version") != _FINGERPRINT_VERSION:
+            raise CheckpointError(f"step {step}: its fingerprint is unreadable or of an unknown version")
+        wrong = sorted(k for k in set(saved["leaves"]) | set(actual["leaves"])
+                       if saved["leaves"].get(k) != actual["leaves"].get(k))
+        if wrong:
+            raise CheckpointError(f"step {step}: {len(wrong)} array(s) differ from what was saved "
+                                  f"(checksum mismatch in {', '.join(wrong[:3])}{', ...' if len(wrong) > 3 else ''})")
+        if saved["data_sha256"] != actual["data_sha256"]:
+            raise CheckpointError(f"step {step}: the data iterator state differs from what was saved")
+        if actual["nonfinite"]:
+            raise CheckpointError(f"step {step}: non-finite values in {', '.join(actual['nonfinite'][:3])}")
+        return state, data_state if with_data else None
+
+    def restore_latest(self, abstract_state):
+        """The newest checkpoint that reads back exactly as saved: (step, state, data_state), or
+        None if there is none. Bad ones are reported and moved aside, oldest fallback last;
+        raises CheckpointError if checkpoints exist but none is good."""
+        steps = self.all_steps()
+        for step in reversed(steps):
+            try:
+                state, data_state = self.restore(step, abstract_state)
+            except CheckpointError as error:
+                moved = self._move_aside(step)
+                self.log(f"WARNING: checkpoint {error}. Moved it to {moved}; trying the previous checkpoint.")
+                continue
+            return step, state, data_state
+        if steps:
+            raise CheckpointError(f"none of the checkpoints in {self.directory} (steps {steps}) is intact; they were "
+                                  f"moved to {self.corrupt_directory}. Rerun to start from scratch.")
+        return None
+
+    def _move_aside(self, step: int) -> str:
+        target = os.path.join(self.corrupt_directory, f"{step}-{time.strftime('%Y%m%d-%H%M%S')}")
+        if jax.process_index() == 0:
+            os.makedirs(self.corrupt_directory, exist_ok=True)
+            shutil.move(os.path.join(self.directory, str(step)), target)
+        self.manager.reload()
+        return target
 
     def wait(self) -> None:
         self.manager.wait_until_finished()

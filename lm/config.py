@@ -100,6 +100,10 @@ class TrainConfig:
     sample_prompt: str = "ROMEO:"
     sample_tokens: int = 120
     sample_temperature: float = 0.8
+    # A step whose loss, gradient norm or updated parameters are NaN/Inf never changes the state.
+    nonfinite: str = "skip"  # skip: count it and go on | stop: stop the run at the first one.
+    max_consecutive_nonfinite: int = 5  # skip mode: stop after this many in a row.
+    inject_nan_at_steps: str = ""  # testing only: comma separated steps whose loss is made NaN.
 
 
 @dataclasses.dataclass(frozen=True)
@@ -169,7 +173,7 @@ def _coerce(value, default, name):
         return float(value)
     if not isinstance(value, type(default)):
         raise ConfigError(
-            f"config '{name}' must be a {type(default).__name__}, got {value!r} ({type(value).__name__})")
+            f"config '{name}' must be of type {type(default).__name__}, got {value!r} ({type(value).__name__})")
     return value
 
 
@@ -193,7 +197,12 @@ _CHOICES = {
     "tokenizer.model_type": ("bpe", "unigram"),
     "optimizer.name": ("sgd", "adam", "adamw", "adagrad", "adafactor", "lion"),
     "optimizer.schedule": ("constant", "linear", "cosine", "rsqrt"),
+    "train.nonfinite": ("skip", "stop"),
 }
+
+
+def nan_steps(train: TrainConfig) -> tuple[int, ...]:
+    return tuple(int(s) for s in train.inject_nan_at_steps.split(",") if s.strip())
 
 
 def _get(config: Config, dotted: str):
@@ -216,6 +225,7 @@ def validate(config: Config) -> None:
         "train.steps": t.steps, "train.batch_size": t.batch_size, "train.microbatches": t.microbatches,
         "train.log_every_steps": t.log_every_steps, "eval.every_steps": config.eval.every_steps,
         "checkpoint.every_steps": config.checkpoint.every_steps, "checkpoint.keep": config.checkpoint.keep,
+        "train.max_consecutive_nonfinite": t.max_consecutive_nonfinite,
     }
     for name, value in positive.items():
         if value <= 0:
@@ -236,6 +246,11 @@ def validate(config: Config) -> None:
             f"raise model.max_len or lower data.seq_len")
     if not 0.0 <= m.dropout_rate < 1.0:
         raise ConfigError(f"model.dropout_rate must be in [0, 1), got {m.dropout_rate}")
+    try:
+        nan_steps(t)
+    except ValueError:
+        raise ConfigError(f"train.inject_nan_at_steps must be comma separated step numbers, got "
+                          f"{t.inject_nan_at_steps!r}") from None
     if t.batch_size % t.microbatches:
         raise ConfigError(
             f"train.microbatches={t.microbatches} does not divide train.batch_size={t.batch_size}")

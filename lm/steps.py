@@ -41,9 +41,16 @@ def _forward_loss(model, params, batch, rng, deterministic, z_loss):
 
 
 def make_train_step(model: nn.Module, tx: optax.GradientTransformation, learning_rate: Callable,
-                    microbatches: int = 1, z_loss: float = 0.0, dropout: bool = True):
+                    microbatches: int = 1, z_loss: float = 0.0, dropout: bool = True,
+                    inject_nan_at_steps: tuple[int, ...] = ()):
     """Gradient accumulation runs as a scan over microbatches inside the step, so only one
-    gradient-sized buffer exists beside the parameters."""
+    gradient-sized buffer exists beside the parameters.
+
+    Non-finite guard: when the loss, the gradient norm or the updated parameters' norm is NaN
+    or Inf, the step keeps the old params and optimizer state (the step counter still advances,
+    so the data order is unchanged) and reports `skipped` = 1; the host decides whether to go on
+    (train.nonfinite="skip") or stop ("stop"). So params never become non-finite through a step.
+    `inject_nan_at_steps` (testing only) makes the loss NaN at those steps (1-based, as logged)."""
 
     def microbatch_grads(params, batch, rng, total_weight):
         def objective(p):
@@ -54,6 +61,9 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation, learning
     def train_step(state: TrainState, batch) -> tuple[TrainState, dict]:
         rng = jax.random.fold_in(state.rng, state.step)
         total_weight = jnp.maximum(jnp.sum(batch["weights"]), 1.0)
+        if inject_nan_at_steps:
+            poisoned = jnp.isin(state.step + 1, jnp.asarray(inject_nan_at_steps, jnp.int32))
+            total_weight = jnp.where(poisoned, jnp.nan, total_weight)
         if microbatches == 1:
             grads, sums = microbatch_grads(state.params, batch, rng, total_weight)
         else:
@@ -69,14 +79,19 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation, learning
             (grads, sums), _ = jax.lax.scan(accumulate, zeros, (jnp.arange(microbatches), split))
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
+        loss, grad_norm, param_norm = sums["loss_sum"] / total_weight, optax.global_norm(grads), optax.global_norm(params)
+        finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm) & jnp.isfinite(param_norm)
+        params, opt_state = jax.tree.map(lambda new, old: jnp.where(finite, new, old),
+                                         (params, opt_state), (state.params, state.opt_state))
         metrics = {
-            "loss": sums["loss_sum"] / total_weight,
+            "loss": loss,
             "z_loss": sums["z_loss_sum"] / total_weight,
             "accuracy": sums["correct"] / total_weight,
-            "grad_norm": optax.global_norm(grads),
-            "param_norm": optax.global_norm(params),
+            "grad_norm": grad_norm,
+            "param_norm": param_norm,
             "learning_rate": learning_rate(state.step),
             "tokens": sums["weight"],
+            "skipped": 1.0 - finite.astype(jnp.float32),
         }
         return state.replace(step=state.step + 1, params=params, opt_state=opt_state), metrics
 

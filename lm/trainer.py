@@ -9,14 +9,18 @@ import dataclasses
 import json
 import math
 import os
+import signal
+import threading
 import time
 
 import flax.linen as nn
 import jax
 
 from lm import checkpoint as checkpoint_lib
+from lm import config as config_lib
 from lm import metrics as metrics_lib
 from lm import models, optimizer, sampling, sharding, steps
+from lm import workdir as workdir_lib
 from lm.config import Config, ConfigError, ModelConfig
 from lm.data import pipeline
 
@@ -64,6 +68,13 @@ def build(config: Config) -> Run:
     corpus = pipeline.prepare(config.data, config.tokenizer)
     model_config = resolve_model_config(config.model, corpus.tokenizer.vocab_size)
     mesh = sharding.make_mesh(config.mesh)
+    return Run(config, model_config, corpus, mesh, *build_steps(config, model_config, mesh))
+
+
+def build_steps(config: Config, model_config: ModelConfig, mesh):
+    """The model and its jitted, sharded steps for `mesh`; no data and no arrays allocated
+    (tools/plan.py compiles `train_step` ahead of time against `abstract_state`).
+    Returns (model, state_shardings, abstract_state, init_fn, train_step, eval_step)."""
     _check_batch_layout(config, mesh)
     model = models.build(model_config)
     tx = optimizer.build(config.optimizer, config.train.steps)
@@ -74,14 +85,14 @@ def build(config: Config) -> Run:
     batch_sharding, replicated = sharding.batch_sharding(mesh), sharding.replicated(mesh)
     train_step = jax.jit(
         steps.make_train_step(model, tx, optimizer.schedule(config.optimizer, config.train.steps),
-                              config.train.microbatches, config.train.z_loss, model_config.dropout_rate > 0),
+                              config.train.microbatches, config.train.z_loss, model_config.dropout_rate > 0,
+                              config_lib.nan_steps(config.train)),
         in_shardings=(state_shardings, batch_sharding), out_shardings=(state_shardings, replicated),
         donate_argnums=(0,))
     eval_step = jax.jit(steps.make_eval_step(model), in_shardings=(state_shardings.params, batch_sharding),
                         out_shardings=replicated)
     init_fn = jax.jit(lambda: nn.meta.unbox(init()), out_shardings=state_shardings)
-    return Run(config, model_config, corpus, mesh, model, state_shardings, abstract_state, init_fn, train_step,
-               eval_step)
+    return model, state_shardings, abstract_state, init_fn, train_step, eval_step
 
 
 def evaluate(run: Run, params) -> dict[str, float]:
@@ -111,11 +122,89 @@ def _write_run_files(workdir: str, config: Config, run: Run) -> None:
     run.corpus.tokenizer.save(os.path.join(workdir, "tokenizer.model"))
 
 
-def train(config: Config, workdir: str) -> dict[str, float]:
-    """Trains (or resumes) in `workdir`; returns the last evaluation's metrics."""
+class _Preemption:
+    """SIGTERM (TPU VM maintenance, SLURM, Kubernetes) asks the loop to finish its step, write a
+    checkpoint and return; the first one restores the default handler, so a second kills at once."""
+
+    def __init__(self):
+        self.requested = False
+        self._previous = None
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGTERM, self._handle)
+        return self
+
+    def _handle(self, signum, frame):
+        del frame
+        self.requested = True
+        signal.signal(signum, signal.SIG_DFL)
+        log("SIGTERM received: finishing this step and writing a checkpoint (send it again to exit at once)")
+
+    def __exit__(self, *exc):
+        if self._previous is not None:
+            signal.signal(signal.SIGTERM, self._previous)
+
+
+class _NonFiniteGuard:
+    """Host side of the step's non-finite guard: reads each step's `skipped` flag one step late
+    (so the host never stalls the device), counts skips, and stops the run per train.nonfinite."""
+
+    def __init__(self, config: Config, checkpointer):
+        self.config, self.checkpointer = config.train, checkpointer
+        self.consecutive = self.total = 0
+        self.pending = None
+
+    def push(self, step, device_metrics):
+        if self.pending is not None:
+            self.check(*self.pending)
+        self.pending = (step, {k: device_metrics[k] for k in ("skipped", "loss", "grad_norm", "param_norm")})
+
+    def flush(self):
+        if self.pending is not None:
+            self.check(*self.pending)
+            self.pending = None
+
+    def check(self, step, device_values):
+        values = {k: float(v) for k, v in jax.device_get(device_values).items()}
+        if not values["skipped"]:
+            self.consecutive = 0
+            return
+        self.consecutive += 1
+        self.total += 1
+        bad = [k for k in ("loss", "grad_norm", "param_norm") if not math.isfinite(values[k])]
+        what = f"step {step}: non-finite {', '.join(f'{k}={values[k]}' for k in bad)}; its update was not applied"
+        if self.config.nonfinite == "stop" or self.consecutive >= self.config.max_consecutive_nonfinite:
+            self.checkpointer.wait()
+            reason = ("train.nonfinite=stop" if self.config.nonfinite == "stop" else
+                      f"{self.consecutive} non-finite steps in a row (train.max_consecutive_nonfinite="
+                      f"{self.config.max_consecutive_nonfinite})")
+            raise workdir_lib.RunError(
+                f"{what}. Stopping: {reason}. The newest good checkpoint is step {self.checkpointer.latest_step()} "
+                f"in {self.checkpointer.directory}; lower the learning rate or check the data before resuming.")
+        log(f"WARNING: {what} (skipped; {self.consecutive} in a row, {self.total} in this run; the run stops "
+            f"after {self.config.max_consecutive_nonfinite} in a row)")
+
+
+def train(config: Config, workdir: str, allow_config_change: bool = False) -> dict[str, float]:
+    """Trains (or resumes) in `workdir`; returns the last evaluation's metrics. Holds the
+    workdir's lock throughout; SIGTERM checkpoints and returns early."""
     os.makedirs(workdir, exist_ok=True)
+    lock = workdir_lib.WorkdirLock(workdir).acquire() if jax.process_index() == 0 else None
+    try:
+        with _Preemption() as preemption:
+            return _train(config, workdir, allow_config_change, preemption)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _train(config: Config, workdir: str, allow_config_change: bool, preemption: _Preemption) -> dict[str, float]:
     started = time.time()
     run = build(config)
+    if jax.process_index() == 0:
+        resolved = json.loads(json.dumps(dataclasses.asdict(dataclasses.replace(config, model=run.model_config))))
+        workdir_lib.check_config(workdir, resolved, run.corpus.tokenizer.model_proto, allow_config_change, log)
     _write_run_files(workdir, config, run)
     cfg, tokens_per_step = config, config.train.batch_size * config.data.seq_len
     num_params = sum(math.prod(x.shape) for x in jax.tree.leaves(run.abstract_state.params))
@@ -123,12 +212,13 @@ def train(config: Config, workdir: str) -> dict[str, float]:
         f"{jax.devices()[0].platform} device(s), {jax.process_count()} process(es) | batch {cfg.train.batch_size} x "
         f"{cfg.data.seq_len} tokens = {tokens_per_step:,} per step | data ready in {time.time() - started:.1f}s")
 
-    checkpointer = checkpoint_lib.Checkpointer(os.path.join(workdir, "checkpoints"), cfg.checkpoint)
+    checkpointer = checkpoint_lib.Checkpointer(os.path.join(workdir, "checkpoints"), cfg.checkpoint, log)
     train_iter = pipeline.train_iterator(run.corpus, cfg.data.seq_len, cfg.train.batch_size, cfg.data.seed,
                                          jax.process_index(), jax.process_count(), cfg.data.prefetch)
-    latest = checkpointer.latest_step()
-    if latest is not None:
-        state, data_state = checkpointer.restore(latest, run.abstract_state)
+    restored = checkpointer.restore_latest(run.abstract_state)  # verified; falls back past corrupt ones
+    latest = restored[0] if restored else None
+    if restored is not None:
+        _, state, data_state = restored
         if data_state is not None:
             train_iter.set_state(data_state)
         log(f"resumed from step {latest} ({checkpointer.directory})")
@@ -142,6 +232,7 @@ def train(config: Config, workdir: str) -> dict[str, float]:
     pending = None  # (step, metrics on device): read one step late so the host never stalls the device.
     interval_start, interval_steps = time.time(), 0
     stop_early = False
+    guard = _NonFiniteGuard(config, checkpointer)
 
     def report(at_step, device_metrics):
         nonlocal interval_start, interval_steps
@@ -163,6 +254,7 @@ def train(config: Config, workdir: str) -> dict[str, float]:
             state, device_metrics = run.train_step(state, batch)
             step += 1
             interval_steps += 1
+            guard.push(step, device_metrics)
             if pending is not None:
                 report(*pending)
                 pending = None
@@ -190,12 +282,22 @@ def train(config: Config, workdir: str) -> dict[str, float]:
                             f"evaluations (best {best_loss:.4f})")
                         stop_early = True
                 interval_start, interval_steps = time.time(), 0  # evaluation time is not training time
-            if step % cfg.checkpoint.every_steps == 0 or step == cfg.train.steps or stop_early:
+            at_end = step == cfg.train.steps or stop_early or preemption.requested
+            if step % cfg.checkpoint.every_steps == 0 or at_end:
+                guard.flush()  # a run that is to stop on a non-finite step stops before writing this checkpoint
                 checkpointer.save(step, state, train_iter.get_state(), last_eval if eval_now else None)
+            if preemption.requested:
+                break
+        guard.flush()
         if pending is not None:
             report(*pending)
 
         checkpointer.close()
+        if preemption.requested:
+            writer.close()
+            log(f"preempted: stopped after step {step} on SIGTERM; checkpoint {step} written to "
+                f"{checkpointer.directory}. Run the same command again to resume.")
+            return last_eval
         if not last_eval:  # resumed a finished run: report where it stands.
             last_eval = evaluate(run, state.params)
         sample = generate_sample(run, state.params)

@@ -16,6 +16,8 @@ def _cache_dir(tmp_path_factory):
     """Tests never touch the user's ~/.cache/lm."""
     path = tmp_path_factory.mktemp("lm_cache")
     os.environ["LM_CACHE_DIR"] = str(path)
+    from lm import cli
+    cli.enable_compilation_cache()  # tests compile the same small programs many times
     yield path
 
 
@@ -45,3 +47,27 @@ def small_config(**overrides):
         section, field = dotted.split(".")
         config[section][field] = value
     return config_lib.from_config_dict(config)
+
+
+# The fault-injection suite (tests marked `faults`, tests/test_faults.py) ends the session with
+# one line: how many of its scenarios were tried and how many passed.
+_FAULT_OUTCOMES: dict[str, str] = {}
+
+
+def pytest_runtest_logreport(report):
+    if "faults" not in report.keywords:
+        return
+    if report.failed or report.skipped or report.when == "call":
+        _FAULT_OUTCOMES.setdefault(report.nodeid, report.outcome if report.when == "call" else
+                                   ("skipped" if report.skipped else "failed"))
+        if report.failed:
+            _FAULT_OUTCOMES[report.nodeid] = "failed"
+
+
+def pytest_terminal_summary(terminalreporter):
+    if not _FAULT_OUTCOMES:
+        return
+    outcomes = list(_FAULT_OUTCOMES.values())
+    tried = len(outcomes) - outcomes.count("skipped")
+    terminalreporter.write_line(f"faults: {tried} scenarios tried, {outcomes.count('passed')} passed"
+                                + (f", {outcomes.count('skipped')} skipped" if "skipped" in outcomes else ""))

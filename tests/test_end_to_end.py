@@ -135,3 +135,14 @@ def test_batch_that_does_not_divide_the_data_parallel_devices_is_refused():
     trainer._check_batch_layout(config, mesh)  # 1 device: any batch divides
     with pytest.raises(ConfigError, match="microbatches"):
         small_config(**{"train.batch_size": 8, "train.microbatches": 3})
+
+
+def test_early_stopping_on_validation_loss(tmp_path):
+    """With the learning rate at zero the validation loss never improves: patience 1 stops the
+    run at its second evaluation and checkpoints there."""
+    config = small_config(**{"train.steps": 40, "eval.every_steps": 10, "train.early_stopping_patience": 1,
+                             "optimizer.learning_rate": 0.0, "optimizer.warmup_steps": 0})
+    trainer.train(config, str(tmp_path))
+    records = read_metrics(str(tmp_path))
+    assert max(r["step"] for r in records) == 20
+    assert "20" in os.listdir(tmp_path / "checkpoints")

@@ -116,10 +116,10 @@ def test_gpt_tiny_parameter_count():
     cfg = dataclasses.replace(config_lib.from_config_dict(
         importlib.import_module("configs.gpt_tiny").get_config()).model, vocab_size=1024)
     _, params = init(cfg)
-    # embeddings 1024*256 + positions 128*256 + 4 blocks * (attention 4*256*256 + 4*256 biases
-    # + MLP 2*256*1024 + 1024 + 256 biases + 2 LayerNorms * 512) + final LayerNorm 512
-    per_block = 4 * 256 * 256 + 4 * 256 + 2 * 256 * 1024 + 1024 + 256 + 2 * 512
-    assert sum(x.size for x in jax.tree.leaves(params)) == 1024 * 256 + 128 * 256 + 4 * per_block + 512
+    # embeddings 1024*128 + positions 128*128 + 4 blocks * (attention 4*128*128 + 4*128 biases
+    # + MLP 2*128*512 + 512 + 128 biases + 2 LayerNorms * 256) + final LayerNorm 256
+    per_block = 4 * 128 * 128 + 4 * 128 + 2 * 128 * 512 + 512 + 128 + 2 * 256
+    assert sum(x.size for x in jax.tree.leaves(params)) == 1024 * 128 + 128 * 128 + 4 * per_block + 256 == 940_800
 
 
 def _stack_layers(params, num_layers):

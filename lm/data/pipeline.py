@@ -16,7 +16,9 @@ have seen.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import fcntl
 import hashlib
 import json
 import os
@@ -85,9 +87,27 @@ def _tokenize_cached(source: corpus_lib.TextSource, tokenizer: tokenizer_lib.Tok
     return np.memmap(base + ".bin", dtype=meta["dtype"], mode="r", shape=(meta["length"],)), meta["bytes"]
 
 
+@contextlib.contextmanager
+def _cache_lock(cache_dir: str):
+    """Serialises preparation across processes sharing a cache (several local processes, or
+    hosts on one filesystem): the first builds, the others then find the finished cache."""
+    os.makedirs(cache_dir, exist_ok=True)
+    with open(os.path.join(cache_dir, ".prepare.lock"), "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 def prepare(data: DataConfig, tokenizer_config: TokenizerConfig) -> Corpus:
     """Opens both splits, loads or trains the tokenizer, and tokenizes (cached)."""
     cache_dir = corpus_lib.cache_root(data)
+    with _cache_lock(cache_dir):
+        return _prepare(data, tokenizer_config, cache_dir)
+
+
+def _prepare(data: DataConfig, tokenizer_config: TokenizerConfig, cache_dir: str) -> Corpus:
     train_source = corpus_lib.open_split(data, data.train_split)
     validation_source = corpus_lib.open_split(data, data.eval_split)
     tokenizer = tokenizer_lib.load_or_train(tokenizer_config, _cleaned(train_source), train_source.identity, cache_dir)

@@ -35,7 +35,12 @@ class Tokenizer:
             raise ConfigError(f"tokenizer file {path!r} does not exist: give a sentencepiece .model "
                               f"(tools/train_tokenizer.py makes one)")
         with open(path, "rb") as f:
-            return cls(f.read())
+            proto = f.read()
+        try:
+            return cls(proto)
+        except RuntimeError as error:  # sentencepiece's parse error names no file
+            raise ConfigError(f"tokenizer file {path!r} is not a sentencepiece model ({error}): give a .model file "
+                              f"made by sentencepiece (tools/train_tokenizer.py makes one)") from None
 
     def save(self, path: str) -> None:
         tmp = f"{path}.tmp{os.getpid()}"

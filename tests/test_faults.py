@@ -1,0 +1,459 @@
+"""Fault injection: the promises of docs/reliability.md, each broken on purpose.
+
+Kills (SIGKILL at random points, including mid-checkpoint) must resume bitwise; SIGTERM must
+checkpoint and exit 0; corrupt checkpoints must be detected and skipped; NaN steps must be
+skipped or stop the run; workdir locks and config changes must be enforced; bad data and bad
+configs must fail fast with a clear message; a disk error while saving must keep the
+previous checkpoint. Random kill points come from FAULTS_SEED (printed; set it to replay).
+conftest.py prints "faults: N scenarios tried, M passed" at the end of the session.
+"""
+
+import json
+import os
+import random
+import resource
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from lm import checkpoint as checkpoint_lib
+from lm import config as config_lib
+from lm import optimizer, steps, trainer, workdir as workdir_lib
+from lm.config import ConfigError
+
+from conftest import CORPUS, REPO, small_config
+from test_end_to_end import SMALL_FLAGS, TRAIN, read_metrics, train_losses
+
+pytestmark = pytest.mark.faults
+
+STEPS = 60
+FLAGS = SMALL_FLAGS + [f"--config.train.steps={STEPS}", "--config.train.log_every_steps=1",
+                       "--config.checkpoint.every_steps=10", "--config.eval.every_steps=1000"]
+SEED = int(os.environ.get("FAULTS_SEED", time.time_ns() % 10_000))
+RANDOM = random.Random(SEED)
+print(f"faults: FAULTS_SEED={SEED}")
+
+
+def same_config(**overrides):
+    """The in-process twin of FLAGS (the same model, data and schedule)."""
+    values = {"train.steps": STEPS, "train.log_every_steps": 1, "checkpoint.every_steps": 10,
+              "eval.every_steps": 1000, "checkpoint.async_save": True}
+    values.update(overrides)
+    return small_config(**values)
+
+
+def fingerprint_file(workdir, step):
+    with open(os.path.join(workdir, "checkpoints", str(step), "fingerprint", "metadata")) as f:
+        saved = json.load(f)
+    return saved["leaves"], saved["data_sha256"]
+
+
+def logged_step(workdir):
+    path = os.path.join(workdir, "metrics.jsonl")
+    if not os.path.exists(path):
+        return 0
+    with open(path) as f:
+        steps_seen = [json.loads(line)["step"] for line in f if line.endswith("\n")]
+    return max(steps_seen, default=0)
+
+
+def saving_now(workdir):
+    directory = os.path.join(workdir, "checkpoints")
+    return os.path.isdir(directory) and any("tmp" in name for name in os.listdir(directory))
+
+
+def assert_losses_match(workdir, reference):
+    expected = train_losses(read_metrics(reference))
+    records = read_metrics(workdir)
+    for record in records:
+        if "train/loss" in record:
+            assert record["train/loss"] == expected[record["step"]], f"loss differs at step {record['step']}"
+    return records
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    """An uninterrupted run of FLAGS: the ground truth every interrupted run must match bitwise."""
+    workdir = str(tmp_path_factory.mktemp("reference"))
+    subprocess.run(TRAIN + FLAGS + [f"--workdir={workdir}"], cwd=REPO, check=True, capture_output=True)
+    return workdir
+
+
+@pytest.fixture(scope="module")
+def abstract_state():
+    return trainer.build(same_config()).abstract_state
+
+
+# --- Crash: SIGKILL at random points, and during a checkpoint save. ------------------------------------------
+
+@pytest.mark.slow  # a minute or more on 2 cores; CI runs the slow set after the default suite
+def test_sigkill_at_random_points_and_mid_save_resumes_bitwise(reference, tmp_path):
+    """One workdir killed three times (two random steps, once while a checkpoint is being written),
+    then run to the end: every loss it ever logged, its final parameters, optimizer state and data
+    position equal the uninterrupted run's."""
+    workdir = str(tmp_path / "killed")
+    command = TRAIN + FLAGS + [f"--workdir={workdir}"]
+    first, second = sorted(RANDOM.sample(range(3, STEPS - 5), 2))
+    plan = [("step", first), ("save", None), ("step", second)]
+    kills = []
+    for kind, target in plan:
+        process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        floor = logged_step(workdir)
+        deadline = time.time() + 300
+        while process.poll() is None and time.time() < deadline:
+            if kind == "step" and logged_step(workdir) >= max(target, floor + 1):
+                break
+            if kind == "save" and logged_step(workdir) > floor and saving_now(workdir):
+                break
+            time.sleep(0.002)
+        if process.poll() is None:
+            process.send_signal(signal.SIGKILL)
+            kills.append((kind, logged_step(workdir)))
+        process.wait()
+    print(f"faults: FAULTS_SEED={SEED}: SIGKILLs after logged steps {kills}")
+    assert len(kills) >= 2, f"the run finished before it could be killed: {kills}"
+    subprocess.run(command, cwd=REPO, check=True, capture_output=True)
+    records = assert_losses_match(workdir, reference)
+    assert max(r["step"] for r in records) == STEPS
+    assert fingerprint_file(workdir, STEPS) == fingerprint_file(reference, STEPS), "final state differs"
+
+
+@pytest.mark.slow
+def test_issue_command_killed_and_rerun_logs_identical_losses(tmp_path):
+    """The exact acceptance command (full gpt_tiny, minutes on CPU)."""
+    command = TRAIN + ["--config.train.steps=240", "--config.train.log_every_steps=1",
+                       "--config.checkpoint.every_steps=40"]
+    reference, killed = str(tmp_path / "reference"), str(tmp_path / "killed")
+    subprocess.run(command + [f"--workdir={reference}"], cwd=REPO, check=True, capture_output=True)
+    process = subprocess.Popen(command + [f"--workdir={killed}"], cwd=REPO, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+    target = RANDOM.randint(45, 200)
+    while process.poll() is None and logged_step(killed) < target:
+        time.sleep(0.01)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    before = len(read_metrics(killed))
+    subprocess.run(command + [f"--workdir={killed}"], cwd=REPO, check=True, capture_output=True)
+    after = train_losses(read_metrics(killed)[before:])
+    expected = train_losses(read_metrics(reference))
+    assert max(after) == 240 and all(after[s] == expected[s] for s in after)
+
+
+# --- Preemption: SIGTERM. -------------------------------------------------------------------------------------
+
+@pytest.mark.slow  # a minute or more on 2 cores; CI runs the slow set after the default suite
+def test_sigterm_finishes_the_step_checkpoints_and_exits_zero(reference, tmp_path):
+    workdir = str(tmp_path / "preempted")
+    command = TRAIN + FLAGS + [f"--workdir={workdir}"]
+    target = RANDOM.randint(3, STEPS - 10)
+    process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    while process.poll() is None and logged_step(workdir) < target:
+        time.sleep(0.005)
+    process.send_signal(signal.SIGTERM)
+    output = process.communicate(timeout=120)[0]
+    assert process.returncode == 0, output[-3000:]
+    assert "preempted: stopped after step" in output and "Run the same command again to resume" in output
+    saved = max(int(s) for s in os.listdir(os.path.join(workdir, "checkpoints")) if s.isdigit())
+    assert f"checkpoint {saved} written" in output
+    assert target <= saved < STEPS
+    subprocess.run(command, cwd=REPO, check=True, capture_output=True)
+    assert_losses_match(workdir, reference)
+    assert fingerprint_file(workdir, STEPS) == fingerprint_file(reference, STEPS)
+
+
+def test_second_sigterm_exits_at_once(tmp_path):
+    command = TRAIN + FLAGS + [f"--workdir={tmp_path / 'w'}"]
+    process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    for line in process.stdout:
+        if line.startswith("first step compiled"):
+            process.send_signal(signal.SIGTERM)
+        if line.startswith("SIGTERM received"):
+            process.send_signal(signal.SIGTERM)
+            break
+    started = time.time()
+    process.wait(timeout=30)
+    process.stdout.close()
+    assert process.returncode == -signal.SIGTERM, process.returncode
+    assert time.time() - started < 5
+
+
+# --- Corrupt checkpoints. --------------------------------------------------------------------------------------
+
+def _biggest_file(directory):
+    files = [os.path.join(root, name) for root, _, names in os.walk(directory) for name in names]
+    return max(files, key=os.path.getsize)
+
+
+def _truncate(step_dir, other_dir):
+    path = _biggest_file(os.path.join(step_dir, "state"))
+    with open(path, "r+b") as f:
+        f.truncate(os.path.getsize(path) // 2)
+
+
+def _flip_bytes(step_dir, other_dir):
+    path = _biggest_file(os.path.join(step_dir, "state"))
+    with open(path, "r+b") as f:
+        f.seek(os.path.getsize(path) // 2)
+        chunk = f.read(64)
+        f.seek(os.path.getsize(path) // 2)
+        f.write(bytes(b ^ 0x55 for b in chunk))
+
+
+def _swap_in_other_arrays(step_dir, other_dir):
+    """Readable, well-formed, wrong: another step's arrays under this step's fingerprint.
+    Only the check of what was read can catch this."""
+    shutil.rmtree(os.path.join(step_dir, "state"))
+    shutil.copytree(os.path.join(other_dir, "state"), os.path.join(step_dir, "state"))
+
+
+def _half_written(step_dir, other_dir):
+    """Files of the state item missing, as if the copy or write stopped half-way."""
+    data = os.path.join(step_dir, "state", "ocdbt.process_0", "d")
+    for name in sorted(os.listdir(data))[::2]:
+        os.remove(os.path.join(data, name))
+
+
+@pytest.mark.parametrize("corrupt", [_truncate, _flip_bytes, _swap_in_other_arrays, _half_written],
+                         ids=["truncated", "bytes-flipped", "tampered-arrays", "half-written"])
+def test_corrupt_newest_checkpoint_is_detected_and_the_previous_one_used(corrupt, reference, abstract_state,
+                                                                         tmp_path):
+    workdir = str(tmp_path / "w")
+    shutil.copytree(reference, workdir)
+    checkpoints = os.path.join(workdir, "checkpoints")
+    good, bad = sorted(int(s) for s in os.listdir(checkpoints) if s.isdigit())[-2:]
+    corrupt(os.path.join(checkpoints, str(bad)), os.path.join(checkpoints, str(good)))
+    messages = []
+    checkpointer = checkpoint_lib.Checkpointer(checkpoints, config_lib.CheckpointConfig(), messages.append)
+    step, state, data_state = checkpointer.restore_latest(abstract_state)
+    checkpointer.close()
+    assert step == good
+    assert len(messages) == 1 and f"checkpoint step {bad}" in messages[0] and "previous checkpoint" in messages[0]
+    assert not os.path.exists(os.path.join(checkpoints, str(bad)))
+    assert os.listdir(checkpoints + ".corrupt")[0].startswith(f"{bad}-")
+    assert checkpoint_lib.fingerprint(state, data_state)["leaves"] == fingerprint_file(reference, good)[0]
+
+
+def test_run_resumes_past_a_corrupt_checkpoint_bitwise(reference, tmp_path, capsys):
+    workdir = str(tmp_path / "w")
+    shutil.copytree(reference, workdir)
+    _truncate(os.path.join(workdir, "checkpoints", str(STEPS)), None)
+    os.remove(os.path.join(workdir, "metrics.jsonl"))
+    trainer.train(same_config(), workdir)
+    assert "Moved it to" in capsys.readouterr().out
+    assert sorted(train_losses(read_metrics(workdir))) == list(range(STEPS - 9, STEPS + 1))
+    assert_losses_match(workdir, reference)
+    assert fingerprint_file(workdir, STEPS) == fingerprint_file(reference, STEPS)
+
+
+def test_when_every_checkpoint_is_corrupt_the_run_refuses(reference, abstract_state, tmp_path):
+    workdir = str(tmp_path / "w")
+    shutil.copytree(reference, workdir)
+    checkpoints = os.path.join(workdir, "checkpoints")
+    for name in os.listdir(checkpoints):
+        _truncate(os.path.join(checkpoints, name), None)
+    checkpointer = checkpoint_lib.Checkpointer(checkpoints, config_lib.CheckpointConfig(), lambda m: None)
+    with pytest.raises(checkpoint_lib.CheckpointError, match="none of the checkpoints"):
+        checkpointer.restore_latest(abstract_state)
+
+
+# --- Non-finite values. ----------------------------------------------------------------------------------------
+
+def test_train_step_skips_a_nan_update_bitwise():
+    """Config-free injection: a batch whose weights hold a NaN makes the loss and gradients NaN."""
+    from test_training import _batch, _state
+
+    cfg = config_lib.OptimizerConfig(warmup_steps=0, schedule="constant")
+    tx = optimizer.build(cfg, 10)
+    model, state = _state(tx)
+    step = jax.jit(steps.make_train_step(model, tx, optimizer.schedule(cfg, 10)))
+    batch = _batch()
+    poisoned = {**batch, "weights": batch["weights"].at[1, 3].set(jnp.nan)}
+    after, metrics = step(state, poisoned)
+    assert float(metrics["skipped"]) == 1.0 and not np.isfinite(float(metrics["loss"]))
+    assert int(after.step) == 1  # the step (and so the data order) advances
+    jax.tree.map(np.testing.assert_array_equal, (after.params, after.opt_state), (state.params, state.opt_state))
+    healthy, metrics = step(after, batch)
+    assert float(metrics["skipped"]) == 0.0
+    assert not np.array_equal(jax.tree.leaves(healthy.params)[0], jax.tree.leaves(state.params)[0])
+
+
+def test_nan_steps_are_skipped_then_the_run_stops_after_n_in_a_row(tmp_path):
+    config = small_config(**{"train.steps": 20, "train.log_every_steps": 1, "eval.every_steps": 1000,
+                             "train.inject_nan_at_steps": "3,12,13,14", "train.max_consecutive_nonfinite": 3})
+    with pytest.raises(workdir_lib.RunError) as error:
+        trainer.train(config, str(tmp_path))
+    message = str(error.value)
+    assert "step 14: non-finite loss=nan" in message and "3 non-finite steps in a row" in message
+    assert "newest good checkpoint is step 10" in message
+    records = {r["step"]: r for r in read_metrics(str(tmp_path)) if "train/loss" in r}
+    assert records[3]["train/skipped"] == 1.0 and np.isnan(records[3]["train/loss"])
+    assert [s for s, r in records.items() if r["train/skipped"]] == [3, 12, 13]  # 14 stopped before its log
+    assert all(np.isfinite(r["train/loss"]) for s, r in records.items() if s not in (3, 12, 13))
+    assert sorted(int(s) for s in os.listdir(tmp_path / "checkpoints") if s.isdigit()) == [10]
+
+
+def test_stop_mode_stops_at_the_first_nan_and_names_the_last_good_checkpoint(tmp_path):
+    config = small_config(**{"train.steps": 20, "checkpoint.every_steps": 4, "eval.every_steps": 1000,
+                             "train.nonfinite": "stop", "train.inject_nan_at_steps": "6"})
+    with pytest.raises(workdir_lib.RunError, match=r"step 6: non-finite loss=nan.*train.nonfinite=stop.*"
+                                                   r"newest good checkpoint is step 4"):
+        trainer.train(config, str(tmp_path))
+
+
+def test_a_checkpoint_with_nonfinite_parameters_is_never_written(tmp_path):
+    state = {"params": {"w": jnp.ones((3, 3)).at[1, 1].set(jnp.inf)}, "step": jnp.int32(5)}
+    checkpointer = checkpoint_lib.Checkpointer(str(tmp_path / "c"), config_lib.CheckpointConfig(async_save=False))
+    with pytest.raises(checkpoint_lib.CheckpointError, match=r"non-finite values in \['params'\]\['w'\]"):
+        checkpointer.save(5, state, None)
+    checkpointer.close()
+    assert not [name for name in os.listdir(tmp_path / "c") if name.startswith("5")]
+
+
+# --- Workdir safety. -------------------------------------------------------------------------------------------
+
+def test_a_second_run_on_a_locked_workdir_is_refused_and_a_killed_holder_leaves_no_lock(tmp_path):
+    workdir = str(tmp_path / "w")
+    os.makedirs(workdir)
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from lm import workdir; "
+                               f"workdir.WorkdirLock({workdir!r}).acquire(); print('locked', flush=True); "
+                               "time.sleep(600)"], cwd=REPO, stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "locked"
+    started = time.time()
+    result = subprocess.run(TRAIN + FLAGS + [f"--workdir={workdir}"], cwd=REPO, capture_output=True, text=True)
+    assert result.returncode != 0 and f"is in use by another run (pid {holder.pid})" in result.stderr
+    assert "Traceback" not in result.stderr and time.time() - started < 60
+    with pytest.raises(workdir_lib.RunError, match="in use"):
+        workdir_lib.WorkdirLock(workdir).acquire()
+    holder.send_signal(signal.SIGKILL)
+    holder.wait()
+    holder.stdout.close()
+    workdir_lib.WorkdirLock(workdir).acquire().release()  # no stale lock after SIGKILL
+
+
+@pytest.mark.parametrize("flag,diff", [
+    ("--config.model.num_layers=3", "model.num_layers: 2 -> 3"),
+    ("--config.data.seed=7", "data.seed: 0 -> 7"),
+    ("--config.tokenizer.vocab_size=600", "tokenizer.vocab_size: 512 -> 600"),
+])
+def test_resuming_with_a_changed_model_or_data_is_refused_with_a_diff(flag, diff, reference, tmp_path):
+    workdir = str(tmp_path / "w")
+    shutil.copytree(reference, workdir)
+    started = time.time()
+    result = subprocess.run(TRAIN + FLAGS + [flag, f"--workdir={workdir}"], cwd=REPO, capture_output=True, text=True)
+    assert result.returncode != 0 and diff in result.stderr and "--allow_config_change" in result.stderr
+    assert "Traceback" not in result.stderr and time.time() - started < 90
+
+
+def test_allow_config_change_resumes_and_other_changes_are_just_listed(reference, tmp_path):
+    workdir = str(tmp_path / "w")
+    shutil.copytree(reference, workdir)
+    result = subprocess.run(TRAIN + FLAGS + ["--config.data.seed=7", "--config.optimizer.learning_rate=5e-4",
+                                             "--allow_config_change", f"--workdir={workdir}"],
+                            cwd=REPO, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "data.seed: 0 -> 7" in result.stdout
+    assert "-> 0.0005" in result.stdout.split("optimizer.learning_rate: ")[1].split("\n")[0]
+    assert f"resumed from step {STEPS}" in result.stdout
+
+
+# --- Bad data and bad config. ----------------------------------------------------------------------------------
+
+def _write(path, content: bytes):
+    path.write_bytes(content)
+    return str(path)
+
+
+def _data_config(tmp_path, train_file, **overrides):
+    values = {"data.train_files": train_file, "data.cache_dir": str(tmp_path / "cache"), "train.steps": 3,
+              "train.log_every_steps": 1, "eval.every_steps": 3, "train.sample_tokens": 4}
+    values.update(overrides)
+    return small_config(**values)
+
+
+TEXT = CORPUS.read_bytes()[:200_000]
+
+
+@pytest.mark.parametrize("content,message", [
+    (b"", "empty"),
+    (b"   \n\n\t\x00\x01  \n", "empty"),
+    (TEXT[:1200], "fewer than train.batch_size"),
+], ids=["empty-file", "only-whitespace-and-control", "shorter-than-a-batch"])
+def test_unusable_corpora_are_refused_before_compiling(content, message, tmp_path):
+    train_file = _write(tmp_path / "train.txt", content)
+    started = time.time()
+    with pytest.raises(ConfigError, match=message):
+        trainer.train(_data_config(tmp_path, train_file), str(tmp_path / "w"))
+    assert time.time() - started < 60
+
+
+def test_awkward_but_valid_text_trains(tmp_path):
+    """Invalid UTF-8, a 300,000-character line with no newline, and hundreds of documents far
+    shorter than a sequence, in one corpus: replaced, tokenized and packed, and the run trains."""
+    short_documents = b"\n\n".join(b"Doc %d: to be." % i for i in range(400))
+    content = (TEXT[:100_000] + b"\n\nbroken \xff\xfe\xc3 bytes \x80 here\n\n" + b"x" * 300_000 + b"\n\n"
+               + short_documents + b"\n\n" + TEXT[100_000:])
+    train_file = _write(tmp_path / "train.txt", content)
+    config = _data_config(tmp_path, train_file, **{"data.document_unit": "paragraph"})
+    metrics = trainer.train(config, str(tmp_path / "w"))
+    assert np.isfinite(metrics["eval/loss"])
+    from lm.data import pipeline
+    corpus = pipeline.prepare(config.data, config.tokenizer)
+    assert corpus.train_tokens.max() < corpus.tokenizer.vocab_size
+    stream = corpus.tokenizer.decode(corpus.train_tokens[:400_000])
+    assert "\ufffd" in stream and "x" * 1000 in stream
+    window = pipeline.Windows(corpus.train_tokens, 64, corpus.tokenizer.eos_id, corpus.tokenizer.pad_id,
+                              corpus.tokenizer.byte_lengths)
+    packed = [window[i]["segment_ids"].max() for i in range(len(window))]
+    assert max(packed) >= 3  # several short documents share one sequence
+
+
+@pytest.mark.parametrize("overrides,message", [
+    ({"model.vocab_size": 300}, "smaller than the tokenizer's vocabulary"),
+    ({"tokenizer.path": "GARBAGE"}, "is not a sentencepiece model"),
+    ({"train.nonfinite": "ignore"}, "choose one of skip, stop"),
+    ({"train.max_consecutive_nonfinite": 0}, "must be positive"),
+    ({"train.inject_nan_at_steps": "3,x"}, "comma separated step numbers"),
+    ({"data.seq_len": 128}, "longer than model.max_len"),
+], ids=["vocab-mismatch", "not-a-tokenizer", "nonfinite-choice", "max-consecutive", "nan-steps", "seq-len"])
+def test_bad_configs_are_refused_with_the_field_named(overrides, message, tmp_path):
+    if overrides.get("tokenizer.path") == "GARBAGE":
+        overrides = {"tokenizer.path": _write(tmp_path / "bad.model", b"not a sentencepiece model")}
+    started = time.time()
+    with pytest.raises(ConfigError, match=message):
+        trainer.train(small_config(**overrides), str(tmp_path / "w"))
+    assert time.time() - started < 60
+
+
+# --- Disk errors while writing a checkpoint. -------------------------------------------------------------------
+
+def _limit_file_size():
+    limit = 300_000  # bytes: smaller than the checkpoint's largest file, larger than everything else written
+    resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # writes past the limit fail with EFBIG instead
+
+
+@pytest.mark.slow  # a minute or more on 2 cores; CI runs the slow set after the default suite
+def test_a_disk_error_while_saving_keeps_the_previous_checkpoint(reference, abstract_state, tmp_path):
+    workdir = str(tmp_path / "w")
+    shutil.copytree(reference, workdir)
+    checkpoints = os.path.join(workdir, "checkpoints")
+    shutil.rmtree(os.path.join(checkpoints, str(STEPS)))
+    previous = max(int(s) for s in os.listdir(checkpoints) if s.isdigit())
+    result = subprocess.run(TRAIN + FLAGS + [f"--workdir={workdir}"], cwd=REPO, capture_output=True, text=True,
+                            preexec_fn=_limit_file_size)
+    assert result.returncode != 0, "the save should have failed"
+    assert "File too large" in result.stderr or "EFBIG" in result.stderr or "too large" in result.stderr.lower()
+    assert max(int(s) for s in os.listdir(checkpoints) if s.isdigit()) == previous
+    checkpointer = checkpoint_lib.Checkpointer(checkpoints, config_lib.CheckpointConfig(), lambda m: None)
+    step, _, _ = checkpointer.restore_latest(abstract_state)
+    checkpointer.close()
+    assert step == previous
+    subprocess.run(TRAIN + FLAGS + [f"--workdir={workdir}"], cwd=REPO, check=True, capture_output=True)
+    assert fingerprint_file(workdir, STEPS) == fingerprint_file(reference, STEPS)

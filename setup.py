@@ -19,6 +19,9 @@ CORE = [
     "absl-py>=2.1,<3",
     "numpy>=2.0,<3",
     "tqdm>=4.66,<5",
+    "matplotlib>=3.8,<4",  # Curves people look at: tools/plot.py, sweep reports.
+    "sacrebleu>=2.4,<3",  # BLEU with its signature.
+    "rouge-score>=0.1.2,<0.2",  # ROUGE-1/2/L; works offline.
     "importlib_resources>=6",  # tensorflow-datasets imports it without declaring it.
 ]
 
@@ -26,6 +29,13 @@ EXTRAS = {
     "dev": [
         "pytest>=9,<10",
         "portpicker>=1.6,<2",
+    ],
+    # Hugging Face interop and the PyTorch peer benchmark. torch is pinned exactly: a range
+    # pulls the multi-GB CUDA build instead of the CPU wheel.
+    "hf": [
+        "torch==2.13.0",
+        "transformers>=5.23,<6",
+        "safetensors>=0.8,<0.9",
     ],
 }
 

@@ -90,6 +90,7 @@ class OptimizerConfig:
 
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
+    objective: str = "causal_lm"  # what the run trains for (lm/tasks): causal_lm
     steps: int = 1000
     batch_size: int = 32  # global, across all devices and hosts.
     microbatches: int = 1  # gradient accumulation: batch_size is split into this many.
@@ -130,6 +131,16 @@ class MeshConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class DistillConfig:
+    # Knowledge distillation (lm/distill.py): a trained workdir with the same tokenizer teaches
+    # this run's model. loss = alpha * T^2 * KL(teacher_T || student_T) + (1 - alpha) * cross-entropy.
+    teacher_workdir: str = ""  # empty: no teacher (ordinary training).
+    teacher_step: int = 0  # 0: the teacher's newest checkpoint.
+    temperature: float = 2.0
+    alpha: float = 0.5
+
+
+@dataclasses.dataclass(frozen=True)
 class Config:
     model: ModelConfig = ModelConfig()
     data: DataConfig = DataConfig()
@@ -139,6 +150,7 @@ class Config:
     eval: EvalConfig = EvalConfig()
     checkpoint: CheckpointConfig = CheckpointConfig()
     mesh: MeshConfig = MeshConfig()
+    distill: DistillConfig = DistillConfig()
 
 
 def to_dict(config: Config) -> dict[str, Any]:
@@ -198,6 +210,7 @@ _CHOICES = {
     "optimizer.name": ("sgd", "adam", "adamw", "adagrad", "adafactor", "lion"),
     "optimizer.schedule": ("constant", "linear", "cosine", "rsqrt"),
     "train.nonfinite": ("skip", "stop"),
+    "train.objective": ("causal_lm",),
 }
 
 
@@ -246,6 +259,9 @@ def validate(config: Config) -> None:
             f"raise model.max_len or lower data.seq_len")
     if not 0.0 <= m.dropout_rate < 1.0:
         raise ConfigError(f"model.dropout_rate must be in [0, 1), got {m.dropout_rate}")
+    if config.distill.temperature <= 0 or not 0.0 <= config.distill.alpha <= 1.0:
+        raise ConfigError(f"distill.temperature must be > 0 and distill.alpha in [0, 1], got "
+                          f"{config.distill.temperature} and {config.distill.alpha}")
     try:
         nan_steps(t)
     except ValueError:

@@ -145,6 +145,10 @@ class Attention(nn.Module):
         if self.use_rotary:
             q_BHLE = rotary(q_BHLE, positions_q_BL, cfg.rope_theta)
             k_BKSE = rotary(k_BKSE, positions_kv_BS, cfg.rope_theta)
+        # Cached decoding (lm/generate.py) is on when the caller makes the "cache" collection
+        # mutable in `apply`; training, evaluation and `init` never do, so they are unchanged.
+        if self.is_mutable_collection("cache") and not self.is_initializing() and inputs_kv_BSD is inputs_q_BLD:
+            k_BKSE, v_BKSE, mask_B1LS = self._cached_keys_values(k_BKSE, v_BKSE, mask_B1LS)
         if num_kv != num_heads:  # grouped-query: each K/V head serves num_heads / num_kv query heads
             k_BHSE = jnp.repeat(k_BKSE, num_heads // num_kv, axis=1)
             v_BHSE = jnp.repeat(v_BKSE, num_heads // num_kv, axis=1)
@@ -167,6 +171,29 @@ class Attention(nn.Module):
         if cfg.use_bias:
             out_BLD += self.param("out_bias", _zeros(("embed",)), (width,), pdt).astype(dt)
         return out_BLD
+
+    def _cached_keys_values(self, k_BKLE, v_BKLE, mask_B1LL):
+        """Writes this call's L keys/values at the cache's index and returns the whole cache
+        [B, K, S, E] with its [B, 1, L, S] mask. The first call only sizes the cache (S is its
+        length) and attends as usual. A key slot is valid once written by a real token (one
+        that may attend to itself, so left padding never is) and visible to queries at or
+        after its slot: static shapes, so one compiled step serves every position."""
+        batch, _, length, _ = k_BKLE.shape
+        exists = self.has_variable("cache", "key")
+        key = self.variable("cache", "key", jnp.zeros, k_BKLE.shape, k_BKLE.dtype)
+        value = self.variable("cache", "value", jnp.zeros, v_BKLE.shape, v_BKLE.dtype)
+        valid = self.variable("cache", "valid", jnp.zeros, (batch, length), jnp.bool_)
+        index = self.variable("cache", "index", lambda: jnp.zeros((), jnp.int32))
+        if not exists:
+            return k_BKLE, v_BKLE, mask_B1LL
+        start = index.value
+        key.value = jax.lax.dynamic_update_slice(key.value, k_BKLE.astype(key.value.dtype), (0, 0, start, 0))
+        value.value = jax.lax.dynamic_update_slice(value.value, v_BKLE.astype(value.value.dtype), (0, 0, start, 0))
+        real_BL = jnp.diagonal(mask_B1LL[:, 0], axis1=1, axis2=2)
+        valid.value = jax.lax.dynamic_update_slice(valid.value, real_BL, (0, start))
+        index.value = start + length
+        slots_LS = jnp.arange(key.value.shape[2])[None, :] <= start + jnp.arange(length)[:, None]
+        return key.value, value.value, valid.value[:, None, None, :] & slots_LS[None, None]
 
 
 class Mlp(nn.Module):
@@ -251,7 +278,7 @@ class TransformerStack(nn.Module):
             return block(carry, mask, *rest), None
 
         scanned = nn.scan(
-            body, variable_axes={"params": 0}, split_rngs={"params": True, "dropout": True},
+            body, variable_axes={"params": 0, "cache": 0}, split_rngs={"params": True, "dropout": True},
             in_axes=(nn.broadcast,) * 6, length=cfg.num_layers,
             metadata_params={nn.PARTITION_NAME: "layers"})
         x_BLD, _ = scanned(block_cls(cfg, self.causal, self.cross_attention, name="layers"), x_BLD, mask_B1LS, *extra)

@@ -14,7 +14,6 @@ import jax.numpy as jnp
 import optax
 from flax import struct
 
-from lm import losses
 
 
 class TrainState(struct.PyTreeNode):
@@ -24,25 +23,18 @@ class TrainState(struct.PyTreeNode):
     rng: jax.Array  # uint32[2] base key; each step folds in its step number
 
 
-def init_state(model: nn.Module, tx: optax.GradientTransformation, seed: int, seq_len: int) -> TrainState:
+def init_state(model: nn.Module, tx: optax.GradientTransformation, seed: int, init_inputs: tuple) -> TrainState:
     """Initial state with parameters still boxed with their logical axis names (call under
-    jax.eval_shape to get shardings, or unbox)."""
+    jax.eval_shape to get shardings, or unbox). `init_inputs`: the task's dummy model inputs."""
     rng = jax.random.PRNGKey(seed)
-    dummy = jnp.zeros((1, seq_len), jnp.int32)
-    params = model.init(jax.random.fold_in(rng, 1), dummy)["params"]
+    params = model.init(jax.random.fold_in(rng, 1), *init_inputs)["params"]
     return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params),
                       rng=jax.random.fold_in(rng, 2))
 
 
-def _forward_loss(model, params, batch, rng, deterministic, z_loss):
-    logits = model.apply({"params": params}, batch["inputs"], batch["positions"], batch["segment_ids"],
-                         deterministic=deterministic, rngs=None if deterministic else {"dropout": rng})
-    return losses.cross_entropy(logits, batch["targets"], batch["weights"], z_loss)
-
-
-def make_train_step(model: nn.Module, tx: optax.GradientTransformation, learning_rate: Callable,
-                    microbatches: int = 1, z_loss: float = 0.0, dropout: bool = True,
-                    inject_nan_at_steps: tuple[int, ...] = ()):
+def make_train_step(model: nn.Module, task, tx: optax.GradientTransformation, learning_rate: Callable,
+                    microbatches: int = 1, dropout: bool = True, inject_nan_at_steps: tuple[int, ...] = (),
+                    loss_sums: Callable | None = None):
     """Gradient accumulation runs as a scan over microbatches inside the step, so only one
     gradient-sized buffer exists beside the parameters.
 
@@ -50,17 +42,20 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation, learning
     or Inf, the step keeps the old params and optimizer state (the step counter still advances,
     so the data order is unchanged) and reports `skipped` = 1; the host decides whether to go on
     (train.nonfinite="skip") or stop ("stop"). So params never become non-finite through a step.
-    `inject_nan_at_steps` (testing only) makes the loss NaN at those steps (1-based, as logged)."""
+    `inject_nan_at_steps` (testing only) makes the loss NaN at those steps (1-based, as logged).
+    `task` (lm/tasks) gives the loss sums, the batch's divisor and the extra metrics;
+    `loss_sums` replaces `task.loss_sums` (same signature and sums; lm/distill.py uses it)."""
+    loss_sums = loss_sums or task.loss_sums
 
     def microbatch_grads(params, batch, rng, total_weight):
         def objective(p):
-            sums = _forward_loss(model, p, batch, rng, not dropout, z_loss)
-            return (sums["loss_sum"] + sums["z_loss_sum"]) / total_weight, sums
+            sums = loss_sums(model, p, batch, rng, not dropout)
+            return (sums["loss_sum"] + sums.get("z_loss_sum", 0.0)) / total_weight, sums
         return jax.grad(objective, has_aux=True)(params)
 
     def train_step(state: TrainState, batch) -> tuple[TrainState, dict]:
         rng = jax.random.fold_in(state.rng, state.step)
-        total_weight = jnp.maximum(jnp.sum(batch["weights"]), 1.0)
+        total_weight = jnp.maximum(task.total_weight(batch), 1.0)
         if inject_nan_at_steps:
             poisoned = jnp.isin(state.step + 1, jnp.asarray(inject_nan_at_steps, jnp.int32))
             total_weight = jnp.where(poisoned, jnp.nan, total_weight)
@@ -85,8 +80,8 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation, learning
                                          (params, opt_state), (state.params, state.opt_state))
         metrics = {
             "loss": loss,
-            "z_loss": sums["z_loss_sum"] / total_weight,
-            "accuracy": sums["correct"] / total_weight,
+            **({"z_loss": sums["z_loss_sum"] / total_weight} if "z_loss_sum" in sums else {}),
+            **task.train_metrics(sums, total_weight),
             "grad_norm": grad_norm,
             "param_norm": param_norm,
             "learning_rate": learning_rate(state.step),
@@ -98,12 +93,9 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation, learning
     return train_step
 
 
-def make_eval_step(model: nn.Module):
+def make_eval_step(model: nn.Module, task):
     def eval_step(params, batch) -> dict:
-        """Sums over the batch: NLL (nats), correct predictions, target tokens, target bytes."""
-        sums = _forward_loss(model, params, batch, None, True, 0.0)
-        del sums["z_loss_sum"]
-        sums["bytes"] = jnp.sum(batch["target_bytes"]).astype(jnp.float32)
-        return sums
+        """The task's evaluation sums over the batch (lm/tasks)."""
+        return task.eval_sums(model, params, batch)
 
     return eval_step

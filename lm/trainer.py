@@ -19,10 +19,9 @@ import jax
 from lm import checkpoint as checkpoint_lib
 from lm import config as config_lib
 from lm import metrics as metrics_lib
-from lm import models, optimizer, sampling, sharding, steps
+from lm import distill, models, optimizer, sharding, steps, tasks
 from lm import workdir as workdir_lib
 from lm.config import Config, ConfigError, ModelConfig
-from lm.data import pipeline
 
 
 def log(message: str) -> None:
@@ -53,8 +52,9 @@ def _check_batch_layout(config: Config, mesh) -> None:
 class Run:
     """Everything a loop needs, built once from the config (before any compilation)."""
     config: Config
+    task: object  # lm/tasks: the objective's data, loss and metrics
     model_config: ModelConfig
-    corpus: pipeline.Corpus
+    corpus: object  # the task's prepared data (has .tokenizer)
     mesh: jax.sharding.Mesh
     model: nn.Module
     state_shardings: steps.TrainState
@@ -65,10 +65,14 @@ class Run:
 
 
 def build(config: Config) -> Run:
-    corpus = pipeline.prepare(config.data, config.tokenizer)
+    task = tasks.get(config)
+    corpus = task.prepare()
     model_config = resolve_model_config(config.model, corpus.tokenizer.vocab_size)
     mesh = sharding.make_mesh(config.mesh)
-    return Run(config, model_config, corpus, mesh, *build_steps(config, model_config, mesh))
+    run = Run(config, task, model_config, corpus, mesh, *build_steps(config, model_config, mesh))
+    if config.distill.teacher_workdir:  # a frozen teacher joins the jitted train step (lm/distill.py)
+        distill.attach(run, log)
+    return run
 
 
 def build_steps(config: Config, model_config: ModelConfig, mesh):
@@ -77,40 +81,33 @@ def build_steps(config: Config, model_config: ModelConfig, mesh):
     Returns (model, state_shardings, abstract_state, init_fn, train_step, eval_step)."""
     _check_batch_layout(config, mesh)
     model = models.build(model_config)
+    task = tasks.get(config)
     tx = optimizer.build(config.optimizer, config.train.steps)
-    init = lambda: steps.init_state(model, tx, config.train.seed, config.data.seq_len)  # noqa: E731
+    init = lambda: steps.init_state(model, tx, config.train.seed, task.init_inputs())  # noqa: E731
     boxed = jax.eval_shape(init)
     state_shardings = sharding.logical_shardings(boxed, mesh)
     abstract_state = checkpoint_lib.abstract_with_shardings(nn.meta.unbox(boxed), state_shardings)
     batch_sharding, replicated = sharding.batch_sharding(mesh), sharding.replicated(mesh)
     train_step = jax.jit(
-        steps.make_train_step(model, tx, optimizer.schedule(config.optimizer, config.train.steps),
-                              config.train.microbatches, config.train.z_loss, model_config.dropout_rate > 0,
+        steps.make_train_step(model, task, tx, optimizer.schedule(config.optimizer, config.train.steps),
+                              config.train.microbatches, model_config.dropout_rate > 0,
                               config_lib.nan_steps(config.train)),
         in_shardings=(state_shardings, batch_sharding), out_shardings=(state_shardings, replicated),
         donate_argnums=(0,))
-    eval_step = jax.jit(steps.make_eval_step(model), in_shardings=(state_shardings.params, batch_sharding),
+    eval_step = jax.jit(steps.make_eval_step(model, task), in_shardings=(state_shardings.params, batch_sharding),
                         out_shardings=replicated)
     init_fn = jax.jit(lambda: nn.meta.unbox(init()), out_shardings=state_shardings)
     return model, state_shardings, abstract_state, init_fn, train_step, eval_step
 
 
 def evaluate(run: Run, params) -> dict[str, float]:
-    """Loss (nats/token), perplexity, bits per byte and accuracy over the validation split."""
-    cfg = run.config
+    """The task's metrics over the validation split (for causal LM: loss in nats/token,
+    perplexity, bits per byte and accuracy)."""
     totals = None
-    for batch in pipeline.eval_batches(run.corpus, cfg.data.seq_len, cfg.eval.batch_size or cfg.train.batch_size,
-                                       cfg.eval.max_batches, jax.process_index(), jax.process_count()):
+    for batch in run.task.eval_batches(run.corpus, jax.process_index(), jax.process_count()):
         sums = run.eval_step(params, sharding.to_global(batch, run.mesh))
         totals = sums if totals is None else jax.tree.map(lambda a, b: a + b, totals, sums)
-    totals = jax.tree.map(float, jax.device_get(totals))
-    loss = totals["loss_sum"] / max(totals["weight"], 1.0)
-    return {
-        "eval/loss": loss,
-        "eval/perplexity": math.exp(min(loss, 50.0)),
-        "eval/bits_per_byte": totals["loss_sum"] / math.log(2) / max(totals["bytes"], 1.0),
-        "eval/accuracy": totals["correct"] / max(totals["weight"], 1.0),
-    }
+    return run.task.eval_metrics(jax.tree.map(float, jax.device_get(totals)))
 
 
 def _write_run_files(workdir: str, config: Config, run: Run) -> None:
@@ -213,8 +210,7 @@ def _train(config: Config, workdir: str, allow_config_change: bool, preemption: 
         f"{cfg.data.seq_len} tokens = {tokens_per_step:,} per step | data ready in {time.time() - started:.1f}s")
 
     checkpointer = checkpoint_lib.Checkpointer(os.path.join(workdir, "checkpoints"), cfg.checkpoint, log)
-    train_iter = pipeline.train_iterator(run.corpus, cfg.data.seq_len, cfg.train.batch_size, cfg.data.seed,
-                                         jax.process_index(), jax.process_count(), cfg.data.prefetch)
+    train_iter = run.task.train_iterator(run.corpus, jax.process_index(), jax.process_count())
     restored = checkpointer.restore_latest(run.abstract_state)  # verified; falls back past corrupt ones
     latest = restored[0] if restored else None
     if restored is not None:
@@ -271,8 +267,8 @@ def _train(config: Config, workdir: str, allow_config_change: bool, preemption: 
                     pending = None
                 last_eval = evaluate(run, state.params)
                 writer.write(step, last_eval)
-                log(f"eval at step {step}: loss {last_eval['eval/loss']:.4f} | perplexity "
-                    f"{last_eval['eval/perplexity']:.2f} | bits per byte {last_eval['eval/bits_per_byte']:.4f}")
+                log(f"eval at step {step}: " + " | ".join(
+                    f"{name.split('/', 1)[1].replace('_', ' ')} {value:.4f}" for name, value in last_eval.items()))
                 if last_eval["eval/loss"] < best_loss:
                     best_loss, evals_without_improvement = last_eval["eval/loss"], 0
                 else:
@@ -300,22 +296,14 @@ def _train(config: Config, workdir: str, allow_config_change: bool, preemption: 
             return last_eval
         if not last_eval:  # resumed a finished run: report where it stands.
             last_eval = evaluate(run, state.params)
-        sample = generate_sample(run, state.params)
-    log(f"sample:\n{sample}")
-    writer.write_text("sample", sample, step)
-    if jax.process_index() == 0:
-        with open(os.path.join(workdir, "sample.txt"), "w") as f:
-            f.write(sample + "\n")
+        sample = run.task.sample(run, state.params)
+    if sample is not None:
+        log(f"sample:\n{sample}")
+        writer.write_text("sample", sample, step)
+        if jax.process_index() == 0:
+            with open(os.path.join(workdir, "sample.txt"), "w") as f:
+                f.write(sample + "\n")
     writer.close()
     log(f"done: step {step} in {metrics_lib.format_duration(time.time() - started)}; "
         + ", ".join(f"{k} {v:.4f}" for k, v in last_eval.items()))
     return last_eval
-
-
-def generate_sample(run: Run, params) -> str:
-    cfg, tokenizer = run.config.train, run.corpus.tokenizer
-    prompt = [tokenizer.eos_id] + tokenizer.encode(cfg.sample_prompt)  # EOS opens a document, as in training.
-    new = sampling.sample(run.model, params, prompt, cfg.sample_tokens, run.config.data.seq_len,
-                          cfg.sample_temperature, seed=cfg.seed, stop_id=tokenizer.eos_id)
-    return cfg.sample_prompt + tokenizer.decode(new)
-

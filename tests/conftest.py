@@ -71,3 +71,15 @@ def pytest_terminal_summary(terminalreporter):
     tried = len(outcomes) - outcomes.count("skipped")
     terminalreporter.write_line(f"faults: {tried} scenarios tried, {outcomes.count('passed')} passed"
                                 + (f", {outcomes.count('skipped')} skipped" if "skipped" in outcomes else ""))
+
+
+@pytest.fixture(scope="session")
+def trained_tiny_workdir(tmp_path_factory):
+    """A real workdir (orbax checkpoints, config.json, tokenizer.model) of a small GPT trained
+    for 40 steps on tiny-shakespeare: shared by the generation, quantization and distillation tests."""
+    from lm import trainer
+
+    workdir = str(tmp_path_factory.mktemp("trained_tiny"))
+    trainer.train(small_config(**{"train.steps": 40, "eval.every_steps": 40, "checkpoint.every_steps": 40,
+                                  "optimizer.learning_rate": 3e-3}), workdir)
+    return workdir

@@ -267,12 +267,12 @@ def test_when_every_checkpoint_is_corrupt_the_run_refuses(reference, abstract_st
 
 def test_train_step_skips_a_nan_update_bitwise():
     """Config-free injection: a batch whose weights hold a NaN makes the loss and gradients NaN."""
-    from test_training import _batch, _state
+    from test_training import TASK, _batch, _state
 
     cfg = config_lib.OptimizerConfig(warmup_steps=0, schedule="constant")
     tx = optimizer.build(cfg, 10)
     model, state = _state(tx)
-    step = jax.jit(steps.make_train_step(model, tx, optimizer.schedule(cfg, 10)))
+    step = jax.jit(steps.make_train_step(model, TASK, tx, optimizer.schedule(cfg, 10)))
     batch = _batch()
     poisoned = {**batch, "weights": batch["weights"].at[1, 3].set(jnp.nan)}
     after, metrics = step(state, poisoned)

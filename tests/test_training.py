@@ -12,6 +12,7 @@ import pytest
 from lm import checkpoint as checkpoint_lib
 from lm import config as config_lib
 from lm import losses, models, optimizer, steps
+from lm.tasks import causal_lm
 
 OPT = config_lib.OptimizerConfig(learning_rate=1.0, warmup_steps=10, end_learning_rate_fraction=0.1)
 
@@ -84,17 +85,20 @@ def _batch(batch_size=8, length=16, seed=0):
             "segment_ids": jnp.ones((batch_size, length), jnp.int32), "weights": jnp.asarray(weights)}
 
 
+TASK = causal_lm.CausalLM(config_lib.from_config_dict({"data": {"seq_len": 16}}))
+
+
 def _state(tx):
     model = models.build(MODEL)
-    return model, nn.meta.unbox(steps.init_state(model, tx, seed=0, seq_len=16))
+    return model, nn.meta.unbox(steps.init_state(model, tx, seed=0, init_inputs=TASK.init_inputs()))
 
 
 def test_gradient_accumulation_equals_one_big_batch():
     tx = optimizer.build(config_lib.OptimizerConfig(warmup_steps=0, schedule="constant"), 10)
     model, state = _state(tx)
     lr = optimizer.schedule(config_lib.OptimizerConfig(warmup_steps=0, schedule="constant"), 10)
-    one = jax.jit(steps.make_train_step(model, tx, lr, microbatches=1))
-    four = jax.jit(steps.make_train_step(model, tx, lr, microbatches=4))
+    one = jax.jit(steps.make_train_step(model, TASK, tx, lr, microbatches=1))
+    four = jax.jit(steps.make_train_step(model, TASK, tx, lr, microbatches=4))
     batch = _batch()
     state_one, metrics_one = one(state, batch)
     state_four, metrics_four = four(state, batch)
@@ -107,8 +111,8 @@ def test_train_step_lowers_the_loss_and_eval_step_agrees():
     cfg = config_lib.OptimizerConfig(learning_rate=1e-2, warmup_steps=0, schedule="constant")
     tx = optimizer.build(cfg, 50)
     model, state = _state(tx)
-    train_step = jax.jit(steps.make_train_step(model, tx, optimizer.schedule(cfg, 50)))
-    eval_step = jax.jit(steps.make_eval_step(model))
+    train_step = jax.jit(steps.make_train_step(model, TASK, tx, optimizer.schedule(cfg, 50)))
+    eval_step = jax.jit(steps.make_eval_step(model, TASK))
     batch = _batch()
     first = None
     for _ in range(30):

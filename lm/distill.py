@@ -1,0 +1,102 @@
+"""Knowledge distillation: a trained teacher's softened predictions train a smaller student.
+
+  loss = alpha * T^2 * KL(softmax(teacher / T) || softmax(student / T)) + (1 - alpha) * CE(student, labels)
+
+(Hinton et al., 2015: the T^2 keeps the soft term's gradients on the scale of the hard term's
+as T changes.) `distillation_loss` is a pure function of logits over any leading axes: [B, L, V]
+for a causal LM (each token a prediction) or [B, C] for a classifier head, so a BERT student
+reuses it unchanged.
+
+The teacher runs inside the student's jitted train step: frozen (its forward pass is under
+stop_gradient and its params are a separate, non-donated argument), sharded on the student's
+mesh by the same logical-axis rules, and its logits exist only as device values in that step.
+lm/trainer.py calls `attach` when `distill.teacher_workdir` is set.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from lm import losses, optimizer, pretrained, sharding, steps
+from lm import config as config_lib
+from lm.config import Config, ConfigError
+
+
+def distillation_loss(student_logits, teacher_logits, labels, weights, temperature: float, alpha: float,
+                      z_loss: float = 0.0) -> dict:
+    """Sums over the weighted predictions (logits [..., C], labels and weights [...]):
+    "loss_sum" (the objective above), "kl_sum" (nats, at temperature T, unscaled), "ce_sum",
+    and cross_entropy's "z_loss_sum", "correct" and "weight"."""
+    student_log_probs = jax.nn.log_softmax(student_logits.astype(jnp.float32) / temperature, axis=-1)
+    teacher_log_probs = jax.nn.log_softmax(teacher_logits.astype(jnp.float32) / temperature, axis=-1)
+    kl = jnp.sum(jnp.exp(teacher_log_probs) * (teacher_log_probs - student_log_probs), axis=-1)
+    sums = losses.cross_entropy(student_logits, labels, weights, z_loss)
+    kl_sum = jnp.sum(kl * weights)
+    sums["ce_sum"], sums["kl_sum"] = sums["loss_sum"], kl_sum
+    sums["loss_sum"] = alpha * temperature ** 2 * kl_sum + (1.0 - alpha) * sums["ce_sum"]
+    return sums
+
+
+def make_train_step(model, task, teacher_model, tx, learning_rate, temperature: float, alpha: float,
+                    microbatches: int = 1, z_loss: float = 0.0, dropout: bool = True,
+                    inject_nan_at_steps: tuple[int, ...] = ()):
+    """`train_step(state, batch, teacher_params) -> (state, metrics)`: steps.make_train_step
+    with the distillation objective; "loss" in its metrics is that objective."""
+
+    def loss_sums(model, params, batch, rng, deterministic):
+        logits = model.apply({"params": params}, batch["inputs"], batch["positions"], batch["segment_ids"],
+                             deterministic=deterministic, rngs=None if deterministic else {"dropout": rng})
+        return distillation_loss(logits, batch["teacher_logits"], batch["targets"], batch["weights"],
+                                 temperature, alpha, 0.0 if deterministic else z_loss)
+
+    student_step = steps.make_train_step(model, task, tx, learning_rate, microbatches, dropout,
+                                         inject_nan_at_steps, loss_sums=loss_sums)
+
+    def train_step(state, batch, teacher_params):
+        # The whole batch's teacher logits at once: microbatches then slice them like any batch field.
+        teacher_logits = jax.lax.stop_gradient(teacher_model.apply(
+            {"params": teacher_params}, batch["inputs"], batch["positions"], batch["segment_ids"]))
+        return student_step(state, dict(batch, teacher_logits=teacher_logits))
+
+    return train_step
+
+
+def check_teacher(config: Config, student_tokenizer, teacher: pretrained.Pretrained) -> None:
+    """The teacher must predict over the student's vocabulary, for the student's sequences."""
+    where = f"distill.teacher_workdir={config.distill.teacher_workdir!r}"
+    if teacher.tokenizer.model_proto != student_tokenizer.model_proto:
+        raise ConfigError(
+            f"{where} was trained with a different tokenizer than this run, so their vocabularies do not line up: "
+            f"train the student with the teacher's, --config.tokenizer.path={teacher.workdir}/tokenizer.model")
+    student_vocab = config.model.vocab_size or student_tokenizer.vocab_size
+    if teacher.config.model.vocab_size != student_vocab:
+        raise ConfigError(f"{where} has model.vocab_size={teacher.config.model.vocab_size}, the student "
+                          f"{student_vocab}: set model.vocab_size to {teacher.config.model.vocab_size}")
+    if teacher.config.model.positions == "learned" and teacher.config.model.max_len < config.data.seq_len:
+        raise ConfigError(f"{where} has model.max_len={teacher.config.model.max_len}, shorter than this run's "
+                          f"data.seq_len={config.data.seq_len}: lower data.seq_len to at most that")
+
+
+def attach(run, log=print):
+    """Replaces `run.train_step` (lm/trainer.py's Run) by the distillation step, with the teacher
+    loaded onto the run's mesh. Every check happens before anything compiles."""
+    config = run.config
+    teacher = pretrained.load(config.distill.teacher_workdir, config.distill.teacher_step, mesh=run.mesh, log=log)
+    check_teacher(config, run.corpus.tokenizer, teacher)
+    num_teacher = sum(x.size for x in jax.tree.leaves(teacher.params))
+    log(f"distillation: teacher {teacher.workdir} step {teacher.step} ({num_teacher:,} parameters), "
+        f"temperature {config.distill.temperature}, alpha {config.distill.alpha}")
+    tx = optimizer.build(config.optimizer, config.train.steps)
+    if config.train.objective != "causal_lm":
+        raise ConfigError(f"distillation is implemented for train.objective=causal_lm, not {config.train.objective!r}")
+    step = make_train_step(
+        run.model, run.task, teacher.model, tx, optimizer.schedule(config.optimizer, config.train.steps),
+        config.distill.temperature, config.distill.alpha, config.train.microbatches, config.train.z_loss,
+        run.model_config.dropout_rate > 0, config_lib.nan_steps(config.train))
+    jitted = jax.jit(step, in_shardings=(run.state_shardings, sharding.batch_sharding(run.mesh),
+                                         teacher.param_shardings),
+                     out_shardings=(run.state_shardings, sharding.replicated(run.mesh)), donate_argnums=(0,))
+    teacher_params = teacher.params
+    run.train_step = lambda state, batch: jitted(state, batch, teacher_params)
+    return teacher

@@ -1,0 +1,80 @@
+"""A trained workdir as a ready model: its resolved config, tokenizer, model and verified params.
+
+Generation, quantization and distillation (as the teacher) all start from a workdir written by
+lm/trainer.py: `config.json`, `tokenizer.model` and orbax checkpoints. Params are restored
+through lm/checkpoint.py, so their checksums are verified, onto `mesh` with the same logical
+sharding rules as training (a checkpoint saved on one mesh loads onto another).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+
+import flax.linen as nn
+import jax
+
+from lm import checkpoint as checkpoint_lib
+from lm import config as config_lib
+from lm import models, optimizer, sharding, steps, tasks
+from lm.config import Config, ConfigError, MeshConfig
+from lm.data.tokenizer import Tokenizer
+
+
+@dataclasses.dataclass
+class Pretrained:
+    workdir: str
+    step: int
+    config: Config  # as trained, with model.vocab_size resolved
+    tokenizer: Tokenizer
+    model: nn.Module
+    params: object  # pytree of jax.Arrays, sharded by `param_shardings`
+    param_shardings: object
+
+
+def read_config(workdir: str) -> Config:
+    path = os.path.join(workdir, "config.json")
+    if not os.path.exists(path):
+        raise ConfigError(f"{workdir!r} has no config.json: give the --workdir of a run trained with tools/train.py")
+    with open(path) as f:
+        values = json.load(f)
+    # The workdir carries its own tokenizer; the path it was trained from may be gone.
+    values.setdefault("tokenizer", {})["path"] = os.path.join(workdir, "tokenizer.model")
+    return config_lib.from_config_dict(values)
+
+
+def abstract_params(config: Config, mesh):
+    """(model, abstract params with shardings, param shardings, abstract train state)."""
+    model = models.build(config.model)
+    tx = optimizer.build(config.optimizer, config.train.steps)
+    boxed = jax.eval_shape(lambda: steps.init_state(model, tx, config.train.seed, tasks.get(config).init_inputs()))
+    shardings = sharding.logical_shardings(boxed, mesh)
+    abstract_state = checkpoint_lib.abstract_with_shardings(nn.meta.unbox(boxed), shardings)
+    return model, shardings.params, abstract_state
+
+
+def load(workdir: str, step: int = 0, mesh=None, log=lambda message: None) -> Pretrained:
+    """The params of checkpoint `step` (0: the newest) of `workdir`, on `mesh` (default: all
+    local devices, data parallel, i.e. params replicated)."""
+    config = read_config(workdir)
+    if config.model.vocab_size == 0:
+        raise ConfigError(f"{workdir}/config.json has model.vocab_size=0: it was not written by lm/trainer.py")
+    tokenizer = Tokenizer.load(config.tokenizer.path)
+    mesh = mesh if mesh is not None else sharding.make_mesh(MeshConfig())
+    model, param_shardings, abstract_state = abstract_params(config, mesh)
+    directory = os.path.join(workdir, "checkpoints")
+    if not os.path.isdir(directory):
+        raise ConfigError(f"{workdir!r} has no checkpoints/ directory: train it first with tools/train.py")
+    checkpointer = checkpoint_lib.Checkpointer(directory, config.checkpoint, log)
+    try:
+        available = checkpointer.all_steps()
+        if not available:
+            raise ConfigError(f"{directory} holds no checkpoint: train first with tools/train.py")
+        step = step or available[-1]
+        if step not in available:
+            raise ConfigError(f"{directory} has no checkpoint {step}; it has steps {available}")
+        state, _ = checkpointer.restore(step, abstract_state, with_data=False)
+    finally:
+        checkpointer.close()
+    return Pretrained(workdir, step, config, tokenizer, model, state.params, param_shardings)

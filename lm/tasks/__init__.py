@@ -1,0 +1,34 @@
+"""Training objectives: what a run's data, loss and metrics are, behind one small interface.
+
+The loop (lm/trainer.py), the pure steps (lm/steps.py), checkpoints, meshes and the fault
+handling are shared by every model family; a task brings only what differs:
+
+  prepare()                      -> data object with a `.tokenizer` (tokenized, cached)
+  train_iterator(data, i, n)     -> endless batches for process i of n (grain, with get/set_state)
+  eval_batches(data, i, n)       -> one pass over the validation split, padded to whole batches
+  init_inputs()                  -> the positional arrays `model.init` is called with
+  loss_sums(model, params, batch, rng, deterministic)
+                                 -> sums: "loss_sum" (the objective, summed), "weight" (what it
+                                    is divided by), optional "z_loss_sum", and any other sums the
+                                    metrics use. Sums, not means, so microbatches, devices and
+                                    evaluation batches combine exactly.
+  total_weight(batch)            -> the divisor of the whole batch, known before the forward pass
+                                    (so gradient accumulation over microbatches is exact)
+  train_metrics(sums, total)     -> {name: value} reported beside loss, grad_norm, learning rate
+  eval_sums(model, params, batch)-> sums for evaluation (loss_sums plus whatever eval reports)
+  eval_metrics(totals)           -> {"eval/<name>": float}; must include "eval/loss"
+  sample(run, params)            -> text shown at the end of a run, or None
+
+Tasks are chosen by `train.objective`; `get(config)` returns the task object.
+"""
+
+from __future__ import annotations
+
+from lm.config import Config
+
+
+def get(config: Config):
+    from lm.tasks import causal_lm  # noqa: PLC0415 (tasks import the data stack)
+
+    objectives = {"causal_lm": causal_lm.CausalLM}
+    return objectives[config.train.objective](config)

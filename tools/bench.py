@@ -1,0 +1,118 @@
+"""Train-step throughput, MFU and memory, beside a peer framework, measured in one run.
+
+  python tools/bench.py --config=configs/bench_cpu.py [--config.model.dtype=bfloat16 ...] \
+      --steps=10 [--peer=hf] [--input_pipeline] [--json=FILE] [--markdown=FILE]
+
+Order: this machine's matmul peak (a large jitted matmul in the model's compute dtype with
+float32 accumulation), our step (compile timed on its own, then warm-up, then `--steps` timed
+steps), the peer's step at identical shapes, the peak again. MFU = model FLOPs per second
+(lm.planning.flops_per_token) / the lower of the two peak readings, so a machine that slowed
+down during the run does not flatter the result. Prints a summary and a markdown table row.
+"""
+import os
+import sys
+
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # configs/ importable
+
+import json  # noqa: E402
+import platform  # noqa: E402
+
+import numpy as np  # noqa: E402
+from absl import flags  # noqa: E402
+
+from lm import benchmark, cli  # noqa: E402
+
+_CONFIG = cli.define_config_flag("configs/bench_cpu.py")
+_STEPS = flags.DEFINE_integer("steps", 10, "Timed train steps (after warm-up).")
+_WARMUP = flags.DEFINE_integer("warmup", 2, "Untimed steps after compiling.")
+_PEER = flags.DEFINE_enum("peer", "none", ["none", "hf"], "Also train this peer at identical shapes.")
+_INPUT = flags.DEFINE_bool("input_pipeline", False, "Also measure the data pipeline's tokens/s on its own.")
+_JSON = flags.DEFINE_string("json", "", "Write every figure to this JSON file.")
+_MARKDOWN = flags.DEFINE_string("markdown", "", "Append the markdown table row to this file.")
+
+MARKDOWN_HEADER = ("| config | dtype | tokens/s | MFU | step (median, p10-p90) | compile | peak memory / estimate "
+                   "| peer tokens/s | ours / peer |\n| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+
+
+def spread(times) -> str:
+    return f"{np.median(times):.3f} s ({np.percentile(times, 10):.3f}-{np.percentile(times, 90):.3f})"
+
+
+def main(argv):
+    del argv
+    import jax
+
+    jax.config.update("jax_enable_compilation_cache", False)  # report the real compile time
+    config = cli.load(_CONFIG)
+    if _PEER.value == "hf":
+        from lm.peers import hf_gpt2
+        hf_gpt2.check_shapes(config)  # before any long work
+    dtype = config.model.dtype
+    name = os.path.splitext(os.path.basename(flags.FLAGS["config"].config_filename))[0]
+    figures = {"config": name, "dtype": dtype,
+               "machine": f"{platform.machine()}, {os.cpu_count()} cores, jax {jax.__version__}"}
+
+    print(f"peak: timing a 2048^3 {dtype} matmul (float32 accumulation) ...", flush=True)
+    peak_before = benchmark.matmul_peak(dtype)
+    print(f"peak: {peak_before / 1e9:.1f} GFLOP/s", flush=True)
+    if _INPUT.value:
+        figures.update(benchmark.input_pipeline(config))
+        print(f"input pipeline: {figures['input_tokens_per_sec']:,.0f} tokens/s on its own", flush=True)
+
+    ours = benchmark.train_steps(config, _STEPS.value, _WARMUP.value)
+    print(f"ours: compile {ours.compile_seconds:.1f} s | step {spread(ours.step_seconds)} | "
+          f"{ours.tokens_per_sec:,.0f} tokens/s | {ours.model_flops_per_sec / 1e9:.1f} model GFLOP/s", flush=True)
+    if _PEER.value == "hf":
+        peer = hf_gpt2.train_steps_in_subprocess(config, _STEPS.value, _WARMUP.value)
+        figures.update(peer)
+        print(f"peer: {peer['peer']} | step {spread(peer['peer_step_seconds'])} | "
+              f"{peer['peer_tokens_per_sec']:,.0f} tokens/s", flush=True)
+    peak_after = benchmark.matmul_peak(dtype)
+    peak = min(peak_before, peak_after)
+
+    figures.update({
+        "tokens_per_sec": ours.tokens_per_sec,
+        "mfu": ours.model_flops_per_sec / peak,
+        "peak_flops": peak,
+        "peak_flops_readings": [peak_before, peak_after],
+        "flops_per_token": ours.flops_per_token,
+        "model_flops_per_sec": ours.model_flops_per_sec,
+        "step_seconds": ours.step_seconds,
+        "step_seconds_median": ours.median_seconds,
+        "compile_seconds": ours.compile_seconds,
+        "tokens_per_step": ours.tokens_per_step,
+        "peak_memory_bytes": ours.peak_memory_bytes,
+        "memory_estimate_bytes": ours.memory_estimate_bytes,
+        "memory_parts_bytes": ours.memory_parts,
+        "compiled_temp_bytes": ours.compiled_temp_bytes,
+        "loss": ours.loss,
+    })
+    if "peer_tokens_per_sec" in figures:
+        figures["speedup_over_peer"] = ours.tokens_per_sec / figures["peer_tokens_per_sec"]
+
+    mib = benchmark.MiB
+    parts = ", ".join(f"{k} {v / mib:,.0f}" for k, v in ours.memory_parts.items())
+    print(f"\nFLOPs per token {ours.flops_per_token / 1e6:.1f} M (6 x matmul weights + 12 x layers x seq x width)")
+    print(f"MFU {figures['mfu']:.1%} of the measured {dtype} peak {peak / 1e9:.1f} GFLOP/s "
+          f"(readings {peak_before / 1e9:.1f}, {peak_after / 1e9:.1f})")
+    print(f"memory: peak {ours.peak_memory_bytes / mib:,.0f} MiB vs estimate {ours.memory_estimate_bytes / mib:,.0f} "
+          f"MiB ({parts}) = {ours.peak_memory_bytes / ours.memory_estimate_bytes:.2f}x")
+    if "speedup_over_peer" in figures:
+        print(f"ours / peer tokens/s: {figures['speedup_over_peer']:.2f}x")
+    row = (f"| {figures['config']} | {dtype} | {ours.tokens_per_sec:,.0f} | {figures['mfu']:.1%} | "
+           f"{spread(ours.step_seconds)} | {ours.compile_seconds:.1f} s | "
+           f"{ours.peak_memory_bytes / mib:,.0f} / {ours.memory_estimate_bytes / mib:,.0f} MiB | "
+           f"{figures.get('peer_tokens_per_sec', float('nan')):,.0f} | {figures.get('speedup_over_peer', float('nan')):.2f}x |")
+    print("\n" + MARKDOWN_HEADER + "\n" + row)
+    if _MARKDOWN.value:
+        new = not os.path.exists(_MARKDOWN.value)
+        with open(_MARKDOWN.value, "a") as f:
+            f.write((MARKDOWN_HEADER + "\n" if new else "") + row + "\n")
+    if _JSON.value:
+        with open(_JSON.value, "w") as f:
+            json.dump(figures, f, indent=2)
+
+
+if __name__ == "__main__":
+    cli.run(main)

@@ -29,6 +29,7 @@ EXTRAS = {
     "dev": [
         "pytest>=9,<10",
         "portpicker>=1.6,<2",
+        "scikit-learn>=1.5,<2",  # BERT fine-tuning metrics are checked against it; tools/baseline_tfidf.py.
     ],
     # Hugging Face interop and the PyTorch peer benchmark. torch is pinned exactly: a range
     # pulls the multi-GB CUDA build instead of the CPU wheel.

@@ -21,7 +21,7 @@ class ConfigError(ValueError):
 
 @dataclasses.dataclass(frozen=True)
 class ModelConfig:
-    family: str = "gpt"  # gpt (decoder-only causal LM)
+    family: str = "gpt"  # gpt (decoder-only causal LM) | bert (bidirectional encoder)
     vocab_size: int = 0  # 0: take it from the tokenizer.
     num_layers: int = 4
     embed_dim: int = 256
@@ -42,6 +42,8 @@ class ModelConfig:
     dtype: str = "float32"  # compute dtype; matmuls accumulate in float32.
     scan_layers: bool = False  # nn.scan over layers: compile time flat in depth.
     remat: str = "none"  # none | full | save_dots
+    type_vocab_size: int = 2  # bert: token-type (segment A/B) embeddings.
+    num_classes: int = 0  # bert: 0 = pretraining heads (MLM + NSP); >= 2 = a classifier on the pooled output.
 
 
 @dataclasses.dataclass(frozen=True)
@@ -90,7 +92,7 @@ class OptimizerConfig:
 
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
-    objective: str = "causal_lm"  # what the run trains for (lm/tasks): causal_lm
+    objective: str = "causal_lm"  # what the run trains for (lm/tasks): causal_lm | mlm_nsp | classification
     steps: int = 1000
     batch_size: int = 32  # global, across all devices and hosts.
     microbatches: int = 1  # gradient accumulation: batch_size is split into this many.
@@ -141,6 +143,30 @@ class DistillConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class MlmConfig:
+    # Masked-LM + next-sentence pretraining (train.objective=mlm_nsp, lm/tasks/mlm_nsp.py).
+    document_boundary: str = "heading"  # heading: WikiText ` = Title = ` lines start articles | paragraph: blank lines
+    mask_rate: float = 0.15  # share of a pair's tokens selected for prediction ...
+    mask_token_fraction: float = 0.8  # ... of which this share becomes [MASK],
+    random_token_fraction: float = 0.1  # this share a random piece, and the rest stays unchanged.
+    max_predictions: int = 20  # masked positions per example the MLM head scores (static shape).
+    short_pair_rate: float = 0.1  # pairs made shorter than data.seq_len, so short inputs are seen too.
+    nsp_weight: float = 1.0  # loss = MLM loss + nsp_weight * NSP loss.
+
+
+@dataclasses.dataclass(frozen=True)
+class FinetuneConfig:
+    # Sentence classification on a pretrained encoder (train.objective=classification, lm/tasks/classification.py).
+    task: str = "sst2"  # sst2 | mrpc | rte
+    data_dir: str = ""  # folder with the task's files; empty: ../shared/data/<task> beside the repository.
+    tfds_name: str = ""  # e.g. "glue/sst2": read from tfds instead (needs the dataset prepared or allow_download).
+    select_metric: str = "accuracy"  # validation metric for early stopping and the best checkpoint (higher is better).
+    freeze_encoder: bool = False  # train the head (and pooler) only.
+    layer_lr_decay: float = 1.0  # layer-wise learning-rate decay: layer i of N gets decay^(N - i); 1.0: off.
+    init_checkpoint: str = "best"  # init_from a workdir: its best (by validation loss) or latest checkpoint.
+
+
+@dataclasses.dataclass(frozen=True)
 class Config:
     model: ModelConfig = ModelConfig()
     data: DataConfig = DataConfig()
@@ -151,6 +177,9 @@ class Config:
     checkpoint: CheckpointConfig = CheckpointConfig()
     mesh: MeshConfig = MeshConfig()
     distill: DistillConfig = DistillConfig()
+    mlm: MlmConfig = MlmConfig()
+    finetune: FinetuneConfig = FinetuneConfig()
+    init_from: str = ""  # a workdir or checkpoint path whose encoder starts this run (bert); empty: from scratch.
 
 
 def to_dict(config: Config) -> dict[str, Any]:
@@ -198,7 +227,7 @@ def from_config_dict(config_dict) -> Config:
 
 
 _CHOICES = {
-    "model.family": ("gpt",),
+    "model.family": ("gpt", "bert"),
     "model.mlp_activation": ("gelu", "swiglu"),
     "model.positions": ("learned", "rotary"),
     "model.norm": ("layernorm", "rmsnorm"),
@@ -210,7 +239,11 @@ _CHOICES = {
     "optimizer.name": ("sgd", "adam", "adamw", "adagrad", "adafactor", "lion"),
     "optimizer.schedule": ("constant", "linear", "cosine", "rsqrt"),
     "train.nonfinite": ("skip", "stop"),
-    "train.objective": ("causal_lm",),
+    "train.objective": ("causal_lm", "mlm_nsp", "classification"),
+    "mlm.document_boundary": ("heading", "paragraph"),
+    "finetune.task": ("sst2", "mrpc", "rte"),
+    "finetune.select_metric": ("accuracy", "f1", "precision", "recall"),
+    "finetune.init_checkpoint": ("best", "latest"),
 }
 
 
@@ -262,6 +295,7 @@ def validate(config: Config) -> None:
     if config.distill.temperature <= 0 or not 0.0 <= config.distill.alpha <= 1.0:
         raise ConfigError(f"distill.temperature must be > 0 and distill.alpha in [0, 1], got "
                           f"{config.distill.temperature} and {config.distill.alpha}")
+    _validate_bert(config)
     try:
         nan_steps(t)
     except ValueError:
@@ -289,3 +323,26 @@ def validate(config: Config) -> None:
             raise ConfigError(f"config 'mesh.{name}' must be a positive size or -1 (the rest), got {size}")
     if sum(getattr(config.mesh, n) == -1 for n in ("data", "fsdp", "tensor")) > 1:
         raise ConfigError("only one mesh axis may be -1 (the rest of the devices)")
+
+
+def _validate_bert(config: Config) -> None:
+    """The encoder objectives and the BERT family go together; their knobs must make sense."""
+    m, objective = config.model, config.train.objective
+    if objective in ("mlm_nsp", "classification") and m.family != "bert":
+        raise ConfigError(f"train.objective={objective} needs model.family=bert (got {m.family!r})")
+    if m.family == "bert" and objective == "causal_lm":
+        raise ConfigError("model.family=bert is an encoder: set train.objective to mlm_nsp or classification")
+    if objective == "mlm_nsp" and m.num_classes:
+        raise ConfigError(f"train.objective=mlm_nsp uses the MLM and NSP heads: set model.num_classes=0 "
+                          f"(got {m.num_classes})")
+    if objective == "classification" and m.num_classes < 2:
+        raise ConfigError(f"train.objective=classification needs model.num_classes >= 2 (got {m.num_classes})")
+    mlm = config.mlm
+    if not 0.0 < mlm.mask_rate < 1.0 or mlm.max_predictions <= 0:
+        raise ConfigError(f"mlm.mask_rate must be in (0, 1) and mlm.max_predictions positive, got "
+                          f"{mlm.mask_rate} and {mlm.max_predictions}")
+    if min(mlm.mask_token_fraction, mlm.random_token_fraction) < 0 or \
+            mlm.mask_token_fraction + mlm.random_token_fraction > 1.0:
+        raise ConfigError("mlm.mask_token_fraction and mlm.random_token_fraction must be >= 0 and sum to at most 1")
+    if not 0.0 < config.finetune.layer_lr_decay <= 1.0:
+        raise ConfigError(f"finetune.layer_lr_decay must be in (0, 1] (1.0: off), got {config.finetune.layer_lr_decay}")

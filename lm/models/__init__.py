@@ -2,10 +2,11 @@
 import flax.linen as nn
 
 from lm.config import ModelConfig
+from lm.models.bert import Bert
 from lm.models.gpt import GPT
 
 
 def build(config: ModelConfig) -> nn.Module:
     """The model for `config.family`; `config.vocab_size` must already be resolved."""
-    families = {"gpt": GPT}
+    families = {"gpt": GPT, "bert": Bert}
     return families[config.family](config)

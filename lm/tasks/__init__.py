@@ -29,6 +29,8 @@ from lm.config import Config
 
 def get(config: Config):
     from lm.tasks import causal_lm  # noqa: PLC0415 (tasks import the data stack)
+    from lm.tasks import classification, mlm_nsp  # noqa: PLC0415
 
-    objectives = {"causal_lm": causal_lm.CausalLM}
+    objectives = {"causal_lm": causal_lm.CausalLM, "mlm_nsp": mlm_nsp.MlmNsp,
+                  "classification": classification.Classification}
     return objectives[config.train.objective](config)

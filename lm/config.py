@@ -44,6 +44,7 @@ class ModelConfig:
     remat: str = "none"  # none | full | save_dots
     type_vocab_size: int = 2  # bert: token-type (segment A/B) embeddings.
     num_classes: int = 0  # bert: 0 = pretraining heads (MLM + NSP); >= 2 = a classifier on the pooled output.
+    pooling: str = "cls"  # bert: what the pooler reads: cls (the first token, BERT's) | mean (over real tokens)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -240,6 +241,7 @@ _CHOICES = {
     "optimizer.schedule": ("constant", "linear", "cosine", "rsqrt"),
     "train.nonfinite": ("skip", "stop"),
     "train.objective": ("causal_lm", "mlm_nsp", "classification"),
+    "model.pooling": ("cls", "mean"),
     "mlm.document_boundary": ("heading", "paragraph"),
     "finetune.task": ("sst2", "mrpc", "rte"),
     "finetune.select_metric": ("accuracy", "f1", "precision", "recall"),

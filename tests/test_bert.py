@@ -230,3 +230,18 @@ def test_bad_configs_are_refused_before_compiling():
         classification.Classification(finetune_config(**{"model.num_classes": 3}))
     with pytest.raises(config_lib.ConfigError, match="does not exist"):
         warm_start.resolve("/nonexistent/workdir")
+
+
+def test_mean_pooling_ignores_padding():
+    cfg = config_lib.ModelConfig(family="bert", vocab_size=50, num_layers=1, embed_dim=16, num_heads=2, mlp_dim=32,
+                                 max_len=12, num_classes=2, pooling="mean")
+    model = models.build(cfg)
+    tokens = jnp.asarray([[2, 7, 9, 11, 3, 0, 0, 0]], jnp.int32)
+    real = (tokens > 0).astype(jnp.int32)
+    params = jax.jit(model.init)(jax.random.PRNGKey(0), tokens, tokens * 0, real)
+    apply = jax.jit(model.apply)
+    padded = apply(params, tokens, tokens * 0, real)
+    trimmed = apply(params, tokens[:, :5], tokens[:, :5] * 0, real[:, :5])
+    np.testing.assert_allclose(padded, trimmed, atol=1e-5)
+    other_padding = apply(params, tokens.at[0, 6].set(30), tokens * 0, real)
+    np.testing.assert_allclose(padded, other_padding, atol=1e-6)

@@ -56,7 +56,12 @@ class BertEncoder(nn.Module):
         mask_B1LS = layers.attention_mask(segment_ids_BL, segment_ids_BL, causal=False)
         x_BLD = layers.TransformerStack(cfg, causal=False, name="layers")(x_BLD, mask_B1LS, positions_BL, deterministic)
         x_BLD = layers.Norm(cfg, name="final_norm")(x_BLD)
-        pooled_BD = jnp.tanh(_dense(self, "pooler", x_BLD[:, 0], cfg.embed_dim, ("embed", "mlp")))
+        if cfg.pooling == "mean":  # average of the real tokens' states: no [CLS]-specific training needed
+            real_BL1 = (segment_ids_BL > 0)[..., None].astype(x_BLD.dtype)
+            summary_BD = jnp.sum(x_BLD * real_BL1, axis=1) / jnp.maximum(jnp.sum(real_BL1, axis=1), 1.0)
+        else:
+            summary_BD = x_BLD[:, 0]
+        pooled_BD = jnp.tanh(_dense(self, "pooler", summary_BD, cfg.embed_dim, ("embed", "mlp")))
         return x_BLD, pooled_BD, embed
 
 

@@ -19,6 +19,13 @@ handling are shared by every model family; a task brings only what differs:
   eval_metrics(totals)           -> {"eval/<name>": float}; must include "eval/loss"
   sample(run, params)            -> text shown at the end of a run, or None
 
+Optional (lm/tasks/classification.py has them; the trainer uses defaults otherwise):
+  selection                      -> (eval metric name, higher is better) for early stopping and
+                                    the best checkpoint; default ("eval/loss", False)
+  update_scale(path)             -> learning-rate factor of one parameter (0 freezes it)
+  write_report(run, workdir, evaluate, checkpointer)
+                                 -> called once at the end of a run (fine-tuning: eval_report.json)
+
 Tasks are chosen by `train.objective`; `get(config)` returns the task object.
 """
 

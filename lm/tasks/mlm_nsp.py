@@ -77,7 +77,7 @@ class MlmNsp:
                               f"validation documents (mlm.document_boundary={boundary}): both need some")
         tokenizer = tokenizer_lib.load_or_train(
             self.config.tokenizer, (" ".join(doc) for doc in train_docs), _identity(train_files, boundary),
-            os.path.join(corpus_lib.cache_root(data)))
+            corpus_lib.cache_root(data))
         ids = pairs.SpecialIds.from_tokenizer(tokenizer)
         return PretrainingData(tokenizer, pairs.Documents.tokenize(train_docs, tokenizer),
                                pairs.Documents.tokenize(validation_docs, tokenizer), ids)

@@ -245,3 +245,22 @@ def test_mean_pooling_ignores_padding():
     np.testing.assert_allclose(padded, trimmed, atol=1e-5)
     other_padding = apply(params, tokens.at[0, 6].set(30), tokens * 0, real)
     np.testing.assert_allclose(padded, other_padding, atol=1e-6)
+
+
+def test_pretraining_batches_are_deterministic_and_resume_exactly():
+    config = bert_config(**{"train.batch_size": 4})
+    task = mlm_nsp.MlmNsp(config)
+    data = task.prepare()
+    first = task.train_iterator(data)
+    next(first)
+    state = first.get_state()
+    expected = [next(first) for _ in range(2)]
+    resumed = task.train_iterator(data)
+    resumed.set_state(state)
+    again = [next(resumed) for _ in range(2)]
+    for a, b in zip(expected, again):
+        for key in a:
+            np.testing.assert_array_equal(a[key], b[key])
+    other_process = next(task.train_iterator(data, process_index=1, process_count=2))
+    assert other_process["inputs"].shape == (2, 64)
+    assert not np.array_equal(other_process["inputs"], next(task.train_iterator(data, 0, 2))["inputs"])

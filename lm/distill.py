@@ -50,8 +50,8 @@ def make_train_step(model, task, teacher_model, tx, learning_rate, temperature: 
         return distillation_loss(logits, batch["teacher_logits"], batch["targets"], batch["weights"],
                                  temperature, alpha, 0.0 if deterministic else z_loss)
 
-    student_step = steps.make_train_step(model, task, tx, learning_rate, microbatches, dropout,
-                                         inject_nan_at_steps, loss_sums=loss_sums)
+    student_step = steps.make_train_step(model, _ReportingSoftAndHard(task), tx, learning_rate, microbatches,
+                                         dropout, inject_nan_at_steps, loss_sums=loss_sums)
 
     def train_step(state, batch, teacher_params):
         # The whole batch's teacher logits at once: microbatches then slice them like any batch field.
@@ -60,6 +60,21 @@ def make_train_step(model, task, teacher_model, tx, learning_rate, temperature: 
         return student_step(state, dict(batch, teacher_logits=teacher_logits))
 
     return train_step
+
+
+class _ReportingSoftAndHard:
+    """The student's task, with the two parts of the objective reported beside it:
+    train/kl (nats per prediction at temperature T) and train/ce (the hard-label loss)."""
+
+    def __init__(self, task):
+        self.task = task
+
+    def total_weight(self, batch):
+        return self.task.total_weight(batch)
+
+    def train_metrics(self, sums, total_weight):
+        return {**self.task.train_metrics(sums, total_weight), "kl": sums["kl_sum"] / total_weight,
+                "ce": sums["ce_sum"] / total_weight}
 
 
 def check_teacher(config: Config, student_tokenizer, teacher: pretrained.Pretrained) -> None:

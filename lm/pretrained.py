@@ -54,9 +54,22 @@ def abstract_params(config: Config, mesh):
     return model, shardings.params, abstract_state
 
 
+def split_checkpoint_path(path: str, step: int = 0) -> tuple[str, int]:
+    """(workdir, step) from a workdir or from one checkpoint's directory (WORKDIR/checkpoints/STEP)."""
+    path = os.path.normpath(path)
+    parent, name = os.path.split(path)
+    if name.isdigit() and os.path.basename(parent) == "checkpoints":
+        if step and step != int(name):
+            raise ConfigError(f"{path} is checkpoint {name}, but step {step} was asked for: give one of the two")
+        return os.path.dirname(parent), int(name)
+    return path, step
+
+
 def load(workdir: str, step: int = 0, mesh=None, log=lambda message: None) -> Pretrained:
     """The params of checkpoint `step` (0: the newest) of `workdir`, on `mesh` (default: all
-    local devices, data parallel, i.e. params replicated)."""
+    local devices, data parallel, i.e. params replicated). `workdir` may also name one of its
+    checkpoints, WORKDIR/checkpoints/STEP."""
+    workdir, step = split_checkpoint_path(workdir, step)
     config = read_config(workdir)
     if config.model.vocab_size == 0:
         raise ConfigError(f"{workdir}/config.json has model.vocab_size=0: it was not written by lm/trainer.py")

@@ -12,6 +12,10 @@ handling are shared by every model family; a task brings only what differs:
                                     is divided by), optional "z_loss_sum", and any other sums the
                                     metrics use. Sums, not means, so microbatches, devices and
                                     evaluation batches combine exactly.
+  predictions(model, params, batch, rng, deterministic)
+                                 -> (logits [..., C], labels [...], weights [...]) for tasks whose
+                                    objective is one cross-entropy: what knowledge distillation
+                                    (lm/distill.py) softens, for teacher and student alike
   total_weight(batch)            -> the divisor of the whole batch, known before the forward pass
                                     (so gradient accumulation over microbatches is exact)
   train_metrics(sums, total)     -> {name: value} reported beside loss, grad_norm, learning rate

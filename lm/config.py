@@ -21,7 +21,7 @@ class ConfigError(ValueError):
 
 @dataclasses.dataclass(frozen=True)
 class ModelConfig:
-    family: str = "gpt"  # gpt (decoder-only causal LM)
+    family: str = "gpt"  # gpt (decoder-only causal LM) | t5 (encoder-decoder)
     vocab_size: int = 0  # 0: take it from the tokenizer.
     num_layers: int = 4
     embed_dim: int = 256
@@ -29,9 +29,9 @@ class ModelConfig:
     num_kv_heads: int = 0  # 0: same as num_heads (multi-head); fewer: grouped-query.
     head_dim: int = 0  # 0: embed_dim // num_heads.
     mlp_dim: int = 1024
-    mlp_activation: str = "gelu"  # gelu | swiglu
+    mlp_activation: str = "gelu"  # gelu | swiglu | relu (T5.1.0)
     max_len: int = 256  # longest sequence (size of the learned position table).
-    positions: str = "learned"  # learned | rotary
+    positions: str = "learned"  # learned | rotary | relative (T5's bucketed bias; t5 family only)
     rope_theta: float = 10000.0
     norm: str = "layernorm"  # layernorm | rmsnorm (always pre-norm)
     norm_eps: float = 1e-5
@@ -42,6 +42,9 @@ class ModelConfig:
     dtype: str = "float32"  # compute dtype; matmuls accumulate in float32.
     scan_layers: bool = False  # nn.scan over layers: compile time flat in depth.
     remat: str = "none"  # none | full | save_dots
+    num_decoder_layers: int = 0  # t5: decoder depth; 0: num_layers.
+    relative_buckets: int = 32  # positions="relative": buckets of the learned bias per head ...
+    relative_max_distance: int = 128  # ... log-spaced up to this distance (farther shares the last bucket).
 
 
 @dataclasses.dataclass(frozen=True)
@@ -141,6 +144,25 @@ class DistillConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class Seq2SeqConfig:
+    # Encoder-decoder tasks (lm/tasks/seq2seq.py, span_corruption.py). Local pairs come from
+    # data.train_files / data.validation_files / test_files: JSON lines with input_key and
+    # target_key, or parallel text files named with a "{key}" placeholder (e.g.
+    # "multi30k/train.{key}.gz", one example a line, .gz read as gzip); a tfds dataset
+    # (data.tfds_name) gives its features input_key and target_key.
+    input_key: str = "inputs"
+    target_key: str = "targets"
+    input_prefix: str = ""  # prepended to every input, e.g. "translate English to German: "
+    test_files: str = ""  # local files for tools/evaluate.py --split=test
+    input_len: int = 128  # encoder tokens per row (longer inputs are truncated)
+    target_len: int = 64  # decoder tokens per row; span corruption derives its own from input_len
+    noise_density: float = 0.15  # span corruption: fraction of tokens masked ...
+    mean_noise_span_length: float = 3.0  # ... in spans of this mean length
+    beam_size: int = 1  # decoding (samples, tools/evaluate.py): 1 is greedy
+    length_penalty: float = 0.6  # beam search: score / ((5 + length) / 6) ** length_penalty
+
+
+@dataclasses.dataclass(frozen=True)
 class Config:
     model: ModelConfig = ModelConfig()
     data: DataConfig = DataConfig()
@@ -151,6 +173,10 @@ class Config:
     checkpoint: CheckpointConfig = CheckpointConfig()
     mesh: MeshConfig = MeshConfig()
     distill: DistillConfig = DistillConfig()
+    seq2seq: Seq2SeqConfig = Seq2SeqConfig()
+    # Start from the params of a trained run: a workdir (its newest checkpoint) or a checkpoint
+    # directory (<workdir>/checkpoints/<step>); empty: from scratch. Ignored on resume.
+    init_from: str = ""
 
 
 def to_dict(config: Config) -> dict[str, Any]:
@@ -198,9 +224,9 @@ def from_config_dict(config_dict) -> Config:
 
 
 _CHOICES = {
-    "model.family": ("gpt",),
-    "model.mlp_activation": ("gelu", "swiglu"),
-    "model.positions": ("learned", "rotary"),
+    "model.family": ("gpt", "t5"),
+    "model.mlp_activation": ("gelu", "swiglu", "relu"),
+    "model.positions": ("learned", "rotary", "relative"),
     "model.norm": ("layernorm", "rmsnorm"),
     "model.param_dtype": ("float32", "bfloat16"),
     "model.dtype": ("float32", "bfloat16"),
@@ -210,7 +236,7 @@ _CHOICES = {
     "optimizer.name": ("sgd", "adam", "adamw", "adagrad", "adafactor", "lion"),
     "optimizer.schedule": ("constant", "linear", "cosine", "rsqrt"),
     "train.nonfinite": ("skip", "stop"),
-    "train.objective": ("causal_lm",),
+    "train.objective": ("causal_lm", "span_corruption", "seq2seq"),
 }
 
 
@@ -262,6 +288,7 @@ def validate(config: Config) -> None:
     if config.distill.temperature <= 0 or not 0.0 <= config.distill.alpha <= 1.0:
         raise ConfigError(f"distill.temperature must be > 0 and distill.alpha in [0, 1], got "
                           f"{config.distill.temperature} and {config.distill.alpha}")
+    _validate_seq2seq(config)
     try:
         nan_steps(t)
     except ValueError:
@@ -289,3 +316,26 @@ def validate(config: Config) -> None:
             raise ConfigError(f"config 'mesh.{name}' must be a positive size or -1 (the rest), got {size}")
     if sum(getattr(config.mesh, n) == -1 for n in ("data", "fsdp", "tensor")) > 1:
         raise ConfigError("only one mesh axis may be -1 (the rest of the devices)")
+
+
+_SEQ2SEQ_OBJECTIVES = ("span_corruption", "seq2seq")
+
+
+def _validate_seq2seq(config: Config) -> None:
+    m, s, objective = config.model, config.seq2seq, config.train.objective
+    if (m.family == "t5") != (objective in _SEQ2SEQ_OBJECTIVES):
+        raise ConfigError(
+            f"train.objective={objective!r} does not fit model.family={m.family!r}: the t5 family trains with "
+            f"{' or '.join(_SEQ2SEQ_OBJECTIVES)}, other families with causal_lm")
+    if m.positions == "relative" and m.family != "t5":
+        raise ConfigError("model.positions='relative' is T5's bias and needs model.family='t5'; use learned or rotary")
+    if m.family == "t5" and m.positions == "learned":
+        raise ConfigError("the t5 family has no learned position table: set model.positions to relative or rotary")
+    if m.num_decoder_layers < 0 or m.relative_buckets < 4 or m.relative_max_distance < m.relative_buckets // 2:
+        raise ConfigError("model.num_decoder_layers must be >= 0, model.relative_buckets >= 4 and "
+                          "model.relative_max_distance >= relative_buckets / 2")
+    if s.input_len < 2 or s.target_len < 2 or s.beam_size < 1:
+        raise ConfigError("seq2seq.input_len and seq2seq.target_len must be at least 2 and seq2seq.beam_size at least 1")
+    if not 0.0 < s.noise_density < 1.0 or s.mean_noise_span_length < 1.0:
+        raise ConfigError(f"seq2seq.noise_density must be in (0, 1) and seq2seq.mean_noise_span_length >= 1, got "
+                          f"{s.noise_density} and {s.mean_noise_span_length}")

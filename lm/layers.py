@@ -74,6 +74,42 @@ def rotary(x_BHLE, positions_BL, theta: float):
     return out.astype(x_BHLE.dtype)
 
 
+def relative_position_bucket(relative_BLS, bidirectional: bool, num_buckets: int, max_distance: int):
+    """T5's bucketing of relative positions (key position - query position) into int32 ids.
+
+    Half of a direction's buckets hold one exact distance each (0, 1, 2, ...); the rest cover
+    larger distances on a log scale up to `max_distance`, beyond which all share the last
+    bucket. Bidirectional (encoder) splits the buckets between keys before and after the
+    query; unidirectional (decoder) only ever sees keys at or before the query."""
+    offset = jnp.zeros_like(relative_BLS)
+    if bidirectional:
+        num_buckets //= 2
+        offset = jnp.where(relative_BLS > 0, num_buckets, 0)
+        distance = jnp.abs(relative_BLS)
+    else:
+        distance = jnp.maximum(-relative_BLS, 0)
+    exact = num_buckets // 2
+    scaled = jnp.log(jnp.maximum(distance, 1).astype(jnp.float32) / exact) / jnp.log(max_distance / exact)
+    log_bucket = jnp.minimum(exact + (scaled * (num_buckets - exact)).astype(jnp.int32), num_buckets - 1)
+    return (offset + jnp.where(distance < exact, distance, log_bucket)).astype(jnp.int32)
+
+
+class RelativePositionBias(nn.Module):
+    """T5's learned attention bias: one scalar per (bucket, head), shared by all layers of a stack."""
+    config: ModelConfig
+    bidirectional: bool
+
+    @nn.compact
+    def __call__(self, query_positions_BL, key_positions_BS):
+        """Float32 bias [B, H, L, S] added to the attention logits."""
+        cfg = self.config
+        buckets_BLS = relative_position_bucket(key_positions_BS[:, None, :] - query_positions_BL[:, :, None],
+                                               self.bidirectional, cfg.relative_buckets, cfg.relative_max_distance)
+        table = self.param("embedding", normal_init((None, "heads")), (cfg.relative_buckets, cfg.num_heads),
+                           jnp.dtype(cfg.param_dtype))
+        return jnp.transpose(jnp.take(table, buckets_BLS, axis=0), (0, 3, 1, 2)).astype(jnp.float32)
+
+
 class Norm(nn.Module):
     """LayerNorm or RMSNorm over the last axis, computed in float32."""
     config: ModelConfig
@@ -149,6 +185,8 @@ class Attention(nn.Module):
         # mutable in `apply`; training, evaluation and `init` never do, so they are unchanged.
         if self.is_mutable_collection("cache") and not self.is_initializing() and inputs_kv_BSD is inputs_q_BLD:
             k_BKSE, v_BKSE, mask_B1LS = self._cached_keys_values(k_BKSE, v_BKSE, mask_B1LS)
+        elif self.is_mutable_collection("cache") and not self.is_initializing():
+            k_BKSE, v_BKSE = self._cached_cross_keys_values(k_BKSE, v_BKSE)
         if num_kv != num_heads:  # grouped-query: each K/V head serves num_heads / num_kv query heads
             k_BHSE = jnp.repeat(k_BKSE, num_heads // num_kv, axis=1)
             v_BHSE = jnp.repeat(v_BKSE, num_heads // num_kv, axis=1)
@@ -196,8 +234,17 @@ class Attention(nn.Module):
         return key.value, value.value, valid.value[:, None, None, :] & slots_LS[None, None]
 
 
+    def _cached_cross_keys_values(self, k_BKSE, v_BKSE):
+        """Cross-attention keys/values depend only on the encoder output: the first decoding
+        call stores them and later calls read them back (XLA then drops the unused projections)."""
+        exists = self.has_variable("cache", "cross_key")
+        key = self.variable("cache", "cross_key", lambda: k_BKSE)
+        value = self.variable("cache", "cross_value", lambda: v_BKSE)
+        return (key.value, value.value) if exists else (k_BKSE, v_BKSE)
+
+
 class Mlp(nn.Module):
-    """GELU MLP, or SwiGLU (a gated linear unit with SiLU) as in Llama."""
+    """GELU MLP, ReLU (T5.1.0), or SwiGLU (a gated linear unit with SiLU) as in Llama."""
     config: ModelConfig
 
     @nn.compact
@@ -216,6 +263,8 @@ class Mlp(nn.Module):
         if cfg.mlp_activation == "swiglu":
             gate_BLF = dot("BLD,DF->BLF", x_BLD, kernel("wi_gate", (width, hidden), ("embed", "mlp")), dt)
             h_BLF = nn.silu(gate_BLF + bias("wi_gate_bias", hidden, "mlp")) * h_BLF
+        elif cfg.mlp_activation == "relu":
+            h_BLF = nn.relu(h_BLF)
         else:
             h_BLF = nn.gelu(h_BLF, approximate=True)
         h_BLF = nn.with_logical_constraint(h_BLF, ("batch", "length", "mlp"))

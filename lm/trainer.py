@@ -220,6 +220,10 @@ def _train(config: Config, workdir: str, allow_config_change: bool, preemption: 
         log(f"resumed from step {latest} ({checkpointer.directory})")
     else:
         state = run.init_fn()
+        if config.init_from:  # fine-tuning: pretrained params, fresh optimizer state and step
+            from lm import init_from  # noqa: PLC0415
+            state = state.replace(params=init_from.load_params(
+                config.init_from, run.abstract_state.params, run.state_shardings.params, log))
 
     writer = metrics_lib.MetricsWriter(workdir)
     step = int(jax.device_get(state.step))

@@ -34,5 +34,8 @@ from lm.config import Config
 def get(config: Config):
     from lm.tasks import causal_lm  # noqa: PLC0415 (tasks import the data stack)
 
-    objectives = {"causal_lm": causal_lm.CausalLM}
+    from lm.tasks import seq2seq, span_corruption  # noqa: PLC0415
+
+    objectives = {"causal_lm": causal_lm.CausalLM, "span_corruption": span_corruption.SpanCorruption,
+                  "seq2seq": seq2seq.Seq2Seq}
     return objectives[config.train.objective](config)

@@ -45,6 +45,13 @@ class ModelConfig:
     num_decoder_layers: int = 0  # t5: decoder depth; 0: num_layers.
     relative_buckets: int = 32  # positions="relative": buckets of the learned bias per head ...
     relative_max_distance: int = 128  # ... log-spaced up to this distance (farther shares the last bucket).
+    # Attention kernel (lm/layers.py): einsum = our heads-major einsums (fastest on XLA:CPU, see
+    # docs/performance.md); xla | cudnn = jax.nn.dot_product_attention with that implementation
+    # (cudnn: flash attention on NVIDIA GPUs); auto = cudnn on GPU, einsum elsewhere.
+    attention_impl: str = "auto"
+    # einsum path, causal self-attention: each block of this many queries is scored only against
+    # the keys up to its end, skipping fully masked key blocks (0: one block, the dense path).
+    causal_block: int = 64
 
 
 @dataclasses.dataclass(frozen=True)
@@ -231,6 +238,7 @@ _CHOICES = {
     "model.param_dtype": ("float32", "bfloat16"),
     "model.dtype": ("float32", "bfloat16"),
     "model.remat": ("none", "full", "save_dots"),
+    "model.attention_impl": ("auto", "einsum", "xla", "cudnn"),
     "data.document_unit": ("file", "paragraph"),
     "tokenizer.model_type": ("bpe", "unigram"),
     "optimizer.name": ("sgd", "adam", "adamw", "adagrad", "adafactor", "lion"),
@@ -285,6 +293,11 @@ def validate(config: Config) -> None:
             f"raise model.max_len or lower data.seq_len")
     if not 0.0 <= m.dropout_rate < 1.0:
         raise ConfigError(f"model.dropout_rate must be in [0, 1), got {m.dropout_rate}")
+    if m.attention_impl in ("xla", "cudnn") and m.dropout_rate > 0:
+        raise ConfigError(f"model.attention_impl={m.attention_impl!r} has no attention dropout, but model.dropout_rate="
+                          f"{m.dropout_rate}: use model.attention_impl='einsum' (or 'auto') or set dropout_rate=0")
+    if m.causal_block < 0:
+        raise ConfigError(f"model.causal_block must be >= 0 (0: off), got {m.causal_block}")
     if config.distill.temperature <= 0 or not 0.0 <= config.distill.alpha <= 1.0:
         raise ConfigError(f"distill.temperature must be > 0 and distill.alpha in [0, 1], got "
                           f"{config.distill.temperature} and {config.distill.alpha}")

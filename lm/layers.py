@@ -110,6 +110,55 @@ class RelativePositionBias(nn.Module):
         return jnp.transpose(jnp.take(table, buckets_BLS, axis=0), (0, 3, 1, 2)).astype(jnp.float32)
 
 
+def resolve_attention_impl(config: ModelConfig) -> str:
+    """`model.attention_impl` with "auto" resolved: cuDNN flash attention on GPU, our einsums
+    elsewhere (on XLA:CPU they beat jax.nn.dot_product_attention's XLA path; docs/performance.md).
+    Attention dropout exists only on the einsum path."""
+    if config.attention_impl != "auto":
+        return config.attention_impl
+    return "cudnn" if jax.default_backend() == "gpu" and config.dropout_rate == 0 else "einsum"
+
+
+def _attend(q_BHLE, k_BHSE, v_BHSE, mask_B1LS, bias_BHLS, dropout):
+    """softmax(q k / sqrt(E) + bias, masked) v, with the softmax in float32.
+
+    The division by the softmax's sum comes after the value matmul, so it touches [B, H, L, E]
+    rather than [B, H, L, S]; subtracting the row max only keeps exp in range and does not
+    change the result, so it is a constant to autodiff (stop_gradient), which saves its backward."""
+    dt = q_BHLE.dtype
+    scores_BHLS = jnp.einsum("BHLE,BHSE->BHLS", q_BHLE * jnp.asarray(q_BHLE.shape[-1] ** -0.5, dt), k_BHSE,
+                             preferred_element_type=jnp.float32)
+    if bias_BHLS is not None:
+        scores_BHLS += bias_BHLS
+    scores_BHLS = jnp.where(mask_B1LS, scores_BHLS, NEG_INF)
+    scores_BHLS -= jax.lax.stop_gradient(jnp.max(scores_BHLS, axis=-1, keepdims=True))
+    weights_BHLS = jnp.exp(scores_BHLS)
+    total_BHL1 = jnp.sum(weights_BHLS, axis=-1, keepdims=True)
+    weights_BHLS = dropout(weights_BHLS.astype(dt)) if dropout else weights_BHLS.astype(dt)
+    out_BHLE = jnp.einsum("BHLS,BHSE->BHLE", weights_BHLS, v_BHSE, preferred_element_type=jnp.float32)
+    return (out_BHLE / total_BHL1).astype(dt)
+
+
+def dot_product_attention(q_BHLE, k_BHSE, v_BHSE, mask_B1LS, bias_BHLS=None, dropout=None, causal_block: int = 0):
+    """Attention in heads-major layout: the einsum path of `Attention`.
+
+    causal_block > 0 promises the mask is causal (self-attention without a cache, L == S): each
+    block of `causal_block` queries is then scored only against keys up to the block's end, so
+    fully masked key blocks are never computed (at 4 blocks, 37% fewer score/value FLOPs). Rows
+    whose every key is masked (padding queries) average over their block's keys instead of all
+    keys; nothing reads those rows. Falls back to one block when L does not split evenly."""
+    length = q_BHLE.shape[2]
+    if not causal_block or length <= causal_block or length % causal_block or k_BHSE.shape[2] != length:
+        return _attend(q_BHLE, k_BHSE, v_BHSE, mask_B1LS, bias_BHLS, dropout)
+    outs = []
+    for end in range(causal_block, length + 1, causal_block):
+        rows = slice(end - causal_block, end)
+        bias = None if bias_BHLS is None else bias_BHLS[:, :, rows, :end]
+        outs.append(_attend(q_BHLE[:, :, rows], k_BHSE[:, :, :end], v_BHSE[:, :, :end],
+                            mask_B1LS[:, :, rows, :end], bias, dropout))
+    return jnp.concatenate(outs, axis=2)
+
+
 class Norm(nn.Module):
     """LayerNorm or RMSNorm over the last axis, computed in float32."""
     config: ModelConfig
@@ -154,6 +203,7 @@ class Attention(nn.Module):
     """
     config: ModelConfig
     use_rotary: bool = False
+    causal: bool = False  # the mask is causal (query i never sees key j > i): lets attention skip key blocks
 
     @nn.compact
     def __call__(self, inputs_q_BLD, inputs_kv_BSD, mask_B1LS, positions_q_BL=None, positions_kv_BS=None,
@@ -187,20 +237,19 @@ class Attention(nn.Module):
             k_BKSE, v_BKSE, mask_B1LS = self._cached_keys_values(k_BKSE, v_BKSE, mask_B1LS)
         elif self.is_mutable_collection("cache") and not self.is_initializing():
             k_BKSE, v_BKSE = self._cached_cross_keys_values(k_BKSE, v_BKSE)
-        if num_kv != num_heads:  # grouped-query: each K/V head serves num_heads / num_kv query heads
-            k_BHSE = jnp.repeat(k_BKSE, num_heads // num_kv, axis=1)
-            v_BHSE = jnp.repeat(v_BKSE, num_heads // num_kv, axis=1)
+        impl = resolve_attention_impl(cfg)
+        if impl != "einsum":  # jax.nn.dot_product_attention: [B, L, H, E] layout, grouped K/V heads as they are
+            out_BLHE = jax.nn.dot_product_attention(
+                q_BHLE.transpose(0, 2, 1, 3), k_BKSE.transpose(0, 2, 1, 3), v_BKSE.transpose(0, 2, 1, 3),
+                bias=bias_BHLS, mask=mask_B1LS, implementation=impl)
+            out_BHLE = out_BLHE.transpose(0, 2, 1, 3)
         else:
-            k_BHSE, v_BHSE = k_BKSE, v_BKSE
-
-        logits_BHLS = jnp.einsum("BHLE,BHSE->BHLS", q_BHLE * jnp.asarray(head_dim ** -0.5, dt), k_BHSE,
-                                 preferred_element_type=jnp.float32)
-        if bias_BHLS is not None:
-            logits_BHLS += bias_BHLS
-        logits_BHLS = jnp.where(mask_B1LS, logits_BHLS, NEG_INF)
-        probs_BHLS = jax.nn.softmax(logits_BHLS, axis=-1).astype(dt)
-        probs_BHLS = nn.Dropout(cfg.dropout_rate)(probs_BHLS, deterministic=deterministic)
-        out_BHLE = jnp.einsum("BHLS,BHSE->BHLE", probs_BHLS, v_BHSE, preferred_element_type=jnp.float32).astype(dt)
+            if num_kv != num_heads:  # grouped-query: each K/V head serves num_heads / num_kv query heads
+                k_BKSE = jnp.repeat(k_BKSE, num_heads // num_kv, axis=1)
+                v_BKSE = jnp.repeat(v_BKSE, num_heads // num_kv, axis=1)
+            dropout = functools.partial(nn.Dropout(cfg.dropout_rate), deterministic=deterministic)
+            out_BHLE = dot_product_attention(q_BHLE, k_BKSE, v_BKSE, mask_B1LS, bias_BHLS, dropout,
+                                             cfg.causal_block if self.causal else 0)
 
         # GPT-2's scaled init of residual projections keeps the residual stream's variance flat in depth.
         out_kernel = self.param("out", normal_init(("heads", "kv", "embed"), 0.02 / (2 * cfg.num_layers) ** 0.5),
@@ -285,7 +334,7 @@ class TransformerBlock(nn.Module):
         cfg = self.config
         drop = functools.partial(nn.Dropout(cfg.dropout_rate), deterministic=deterministic)
         h = Norm(cfg, name="attention_norm")(x_BLD)
-        h = Attention(cfg, use_rotary=cfg.positions == "rotary", name="self_attention")(
+        h = Attention(cfg, use_rotary=cfg.positions == "rotary", causal=self.causal, name="self_attention")(
             h, h, mask_B1LS, positions_BL, positions_BL, bias_BHLS, deterministic)
         x_BLD = x_BLD + drop(h)
         if self.cross_attention:

@@ -309,3 +309,16 @@ def test_finetune_from_pretrained_and_evaluate(pretrained_t5, tmp_path):
     result = evaluation.evaluate_workdir(workdir, "validation", beam_size=2, max_examples=8, log=lambda m: None)
     assert {"bleu", "rouge1", "rouge2", "rougeL", "bleu_signature"} <= set(result.metrics)
     assert len(result.predictions) == 8
+
+
+def test_config_errors_name_the_fix():
+    with pytest.raises(config_lib.ConfigError, match="does not fit model.family"):
+        config_lib.from_config_dict({"model": {"family": "t5", "positions": "relative"}})
+    with pytest.raises(config_lib.ConfigError, match="no learned position table"):
+        config_lib.from_config_dict({"model": {"family": "t5"}, "train": {"objective": "seq2seq"}})
+    with pytest.raises(config_lib.ConfigError, match="needs model.family='t5'"):
+        config_lib.from_config_dict({"model": {"positions": "relative"}})
+    tokens = np.arange(10, 40, dtype=np.int32)
+    with pytest.raises(config_lib.ConfigError, match="tokenizer.special_symbols"):
+        spans.corrupt(tokens, spans.noise_mask(spans.span_lengths(30, 0.3, 2.0), np.random.default_rng(0)),
+                      np.array([900], np.int32), eos_id=3)

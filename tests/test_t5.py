@@ -24,8 +24,8 @@ TINY = config_lib.ModelConfig(family="t5", vocab_size=97, num_layers=2, embed_di
 
 def init(cfg=TINY):
     model = models.build(cfg)
-    params = nn.meta.unbox(model.init(jax.random.PRNGKey(0), jnp.zeros((1, 8), jnp.int32),
-                                      jnp.zeros((1, 8), jnp.int32))["params"])
+    params = nn.meta.unbox(jax.jit(model.init)(jax.random.PRNGKey(0), jnp.zeros((1, 8), jnp.int32),
+                                               jnp.zeros((1, 8), jnp.int32))["params"])
     return model, params
 
 
@@ -68,12 +68,13 @@ def test_packed_examples_equal_each_example_alone(positions):
     a_in, a_out, b_in, b_out = (rng.integers(4, 97, n).astype(np.int32) for n in (5, 4, 7, 6))
     row = seq2seq_data.pack_rows([(a_in, a_out), (b_in, b_out)], 14, 12, pad_id=0)
     batch = {k: jnp.asarray(v)[None] for k, v in row.items()}
-    packed = model.apply({"params": params}, batch["encoder_inputs"], batch["decoder_inputs"],
+    apply = jax.jit(model.apply)  # one compile per shape: much faster than op-by-op here
+    packed = apply({"params": params}, batch["encoder_inputs"], batch["decoder_inputs"],
                          batch["encoder_segment_ids"], batch["encoder_positions"], batch["decoder_segment_ids"],
                          batch["decoder_positions"])
 
     def alone(inputs, targets):
-        return model.apply({"params": params}, jnp.asarray(inputs)[None],
+        return apply({"params": params}, jnp.asarray(inputs)[None],
                            jnp.asarray(np.concatenate([[0], targets[:-1]]))[None])[0]
 
     np.testing.assert_allclose(packed[0, :4], alone(a_in, a_out), atol=1e-5)
@@ -84,10 +85,11 @@ def test_encoder_is_bidirectional_and_decoder_is_causal():
     model, params = init()
     rng = np.random.default_rng(1)
     inputs, decoder = jnp.asarray(rng.integers(4, 97, (1, 8))), jnp.asarray(rng.integers(4, 97, (1, 8)))
-    base = model.apply({"params": params}, inputs, decoder)
-    later_input = model.apply({"params": params}, inputs.at[0, 7].set(3), decoder)
+    apply = jax.jit(model.apply)
+    base = apply({"params": params}, inputs, decoder)
+    later_input = apply({"params": params}, inputs.at[0, 7].set(3), decoder)
     assert not np.allclose(base[0, 0], later_input[0, 0])  # every target position sees the whole input
-    later_target = model.apply({"params": params}, inputs, decoder.at[0, 5:].set(3))
+    later_target = apply({"params": params}, inputs, decoder.at[0, 5:].set(3))
     np.testing.assert_allclose(base[0, :5], later_target[0, :5], atol=1e-6)
     assert not np.allclose(base[0, 5:], later_target[0, 5:])
 
@@ -235,3 +237,88 @@ def test_lead_baseline_takes_the_first_sentences():
     dialogue = "#Person1#: Hello, how are you? I am fine.\n#Person2#: Good. Bye."
     assert evaluation.lead(dialogue, 2) == "#Person1#: Hello, how are you? I am fine."
     assert evaluation.lead(dialogue, 3) == "#Person1#: Hello, how are you? I am fine. #Person2#: Good."
+
+
+def t5_config(**overrides):
+    """configs/t5_tiny.py shrunk to train in seconds on the shipped corpus."""
+    from configs import t5_tiny
+
+    config = t5_tiny.get_config()
+    values = {"model.num_layers": 1, "model.num_decoder_layers": 1, "model.embed_dim": 64, "model.mlp_dim": 128,
+              "tokenizer.vocab_size": 512, "tokenizer.special_symbols": ",".join(f"<extra_id_{i}>" for i in range(16)),
+              "seq2seq.input_len": 64, "data.seq_len": 64, "train.batch_size": 8, "train.steps": 40,
+              "train.log_every_steps": 10, "eval.every_steps": 10, "eval.max_batches": 2, "eval.batch_size": 8,
+              "checkpoint.every_steps": 40, "checkpoint.async_save": False, "optimizer.warmup_steps": 5,
+              "optimizer.learning_rate": 3e-3}
+    values.update(overrides)
+    for dotted, value in values.items():
+        section, field = dotted.split(".")
+        config[section][field] = value
+    return config_lib.from_config_dict(config)
+
+
+def _eval_losses(workdir):
+    import json
+    import os
+
+    with open(os.path.join(workdir, "metrics.jsonl")) as f:
+        return [r["eval/loss"] for r in map(json.loads, f) if "eval/loss" in r]
+
+
+@pytest.fixture(scope="module")
+def pretrained_t5(tmp_path_factory):
+    from lm import trainer
+
+    workdir = str(tmp_path_factory.mktemp("t5_pretrained"))
+    trainer.train(t5_config(), workdir)
+    return workdir
+
+
+def test_span_corruption_pretraining_lowers_validation_loss(pretrained_t5):
+    losses = _eval_losses(pretrained_t5)
+    assert len(losses) == 4 and losses[-1] < losses[0] - 0.3, losses
+
+
+@pytest.mark.slow
+def test_finetune_from_pretrained_and_evaluate(pretrained_t5, tmp_path):
+    """init_from restores the pretrained params and tokenizer; evaluate decodes and scores."""
+    import json
+
+    from lm import pretrained, trainer
+    from tests.conftest import CORPUS
+
+    lines = [line for line in CORPUS.read_text().split("\n") if len(line.split()) > 3][:400]
+    for name, chunk in (("train", lines[:360]), ("dev", lines[360:])):
+        with open(tmp_path / f"{name}.jsonl", "w") as f:
+            for line in chunk:  # a toy text-to-text task on real text: the line's first half -> its second half
+                words = line.split()
+                f.write(json.dumps({"a": " ".join(words[:len(words) // 2]), "b": " ".join(words[len(words) // 2:])}) + "\n")
+    workdir = str(tmp_path / "finetuned")
+    config = t5_config(**{"train.objective": "seq2seq", "data.train_files": str(tmp_path / "train.jsonl"),
+                          "data.validation_files": str(tmp_path / "dev.jsonl"), "seq2seq.input_key": "a",
+                          "seq2seq.target_key": "b", "seq2seq.target_len": 32, "train.steps": 20})
+    config = dataclasses.replace(config, init_from=pretrained_t5)
+    trainer.train(config, workdir)
+    source, tuned = pretrained.load(pretrained_t5), pretrained.load(workdir, 0)
+    assert tuned.tokenizer.model_proto == source.tokenizer.model_proto
+    first_loss = _eval_losses(workdir)[0]
+    scratch = str(tmp_path / "scratch")
+    trainer.train(dataclasses.replace(config, init_from="", tokenizer=dataclasses.replace(
+        config.tokenizer, path=f"{pretrained_t5}/tokenizer.model")), scratch)
+    assert first_loss < _eval_losses(scratch)[0]  # pretrained params, not a fresh init
+    result = evaluation.evaluate_workdir(workdir, "validation", beam_size=2, max_examples=8, log=lambda m: None)
+    assert {"bleu", "rouge1", "rouge2", "rougeL", "bleu_signature"} <= set(result.metrics)
+    assert len(result.predictions) == 8
+
+
+def test_config_errors_name_the_fix():
+    with pytest.raises(config_lib.ConfigError, match="does not fit model.family"):
+        config_lib.from_config_dict({"model": {"family": "t5", "positions": "relative"}})
+    with pytest.raises(config_lib.ConfigError, match="no learned position table"):
+        config_lib.from_config_dict({"model": {"family": "t5"}, "train": {"objective": "seq2seq"}})
+    with pytest.raises(config_lib.ConfigError, match="needs model.family='t5'"):
+        config_lib.from_config_dict({"model": {"positions": "relative"}})
+    tokens = np.arange(10, 40, dtype=np.int32)
+    with pytest.raises(config_lib.ConfigError, match="tokenizer.special_symbols"):
+        spans.corrupt(tokens, spans.noise_mask(spans.span_lengths(30, 0.3, 2.0), np.random.default_rng(0)),
+                      np.array([900], np.int32), eos_id=3)

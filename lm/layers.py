@@ -38,10 +38,51 @@ def _ones(names):
     return nn.with_logical_partitioning(nn.initializers.ones_init(), names)
 
 
-def dot(equation: str, x, w, dtype):
-    """einsum in the compute dtype with float32 accumulation, returned in the compute dtype."""
+def dot(equation: str, x, w, dtype, out_dtype=None):
+    """einsum in the compute dtype with float32 accumulation, returned in `out_dtype` (default:
+    the compute dtype). Below float32 the backward pass runs in the compute dtype too (see
+    `_low_precision_dot`); float32 is plain autodiff."""
+    if jnp.dtype(dtype) != jnp.float32:
+        return _low_precision_dot(equation, jnp.dtype(dtype), jnp.dtype(out_dtype or dtype), x, w)
     out = jnp.einsum(equation, x.astype(dtype), w.astype(dtype), preferred_element_type=jnp.float32)
-    return out.astype(dtype)
+    return out.astype(out_dtype or dtype)
+
+
+def _operand_specs(equation: str) -> tuple[str, str, str]:
+    inputs, out = equation.replace(" ", "").split("->")
+    x, w = inputs.split(",")
+    for name, spec, others in (("first", x, w + out), ("second", w, x + out)):
+        if any(axis not in others for axis in spec):
+            raise ValueError(f"dot({equation!r}): every axis of the {name} operand must also be in the other "
+                             f"operand or the output (sum it out before the dot)")
+    return x, w, out
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1, 2))
+def _low_precision_dot(equation, dtype, out_dtype, x, w):
+    """Autodiff of a float32-accumulated dot hands the backward matmuls a float32 cotangent and
+    bfloat16 operands, which XLA:CPU runs as float32 matmuls plus conversions. Here the cotangent
+    is cast to the compute dtype first, so all three matmuls are bfloat16 x bfloat16 -> float32
+    (the fast path of AVX512-BF16 CPUs, and what mixed precision means on accelerators)."""
+    return jnp.einsum(equation, x.astype(dtype), w.astype(dtype), preferred_element_type=jnp.float32).astype(out_dtype)
+
+
+def _low_precision_dot_fwd(equation, dtype, out_dtype, x, w):
+    out = _low_precision_dot(equation, dtype, out_dtype, x, w)
+    # Zero-size arrays carry the operands' dtypes: gradients come back in the dtype they went in.
+    return out, (x.astype(dtype), w.astype(dtype), jnp.zeros((0,), x.dtype), jnp.zeros((0,), w.dtype))
+
+
+def _low_precision_dot_bwd(equation, dtype, out_dtype, residuals, cotangent):
+    x, w, x_dtype, w_dtype = residuals
+    x_spec, w_spec, out_spec = _operand_specs(equation)
+    cotangent = cotangent.astype(dtype)
+    dx = jnp.einsum(f"{out_spec},{w_spec}->{x_spec}", cotangent, w, preferred_element_type=jnp.float32)
+    dw = jnp.einsum(f"{x_spec},{out_spec}->{w_spec}", x, cotangent, preferred_element_type=jnp.float32)
+    return dx.astype(x_dtype.dtype), dw.astype(w_dtype.dtype)
+
+
+_low_precision_dot.defvjp(_low_precision_dot_fwd, _low_precision_dot_bwd)
 
 
 def attention_mask(q_segment_ids_BL, kv_segment_ids_BS, causal: bool):
@@ -126,8 +167,7 @@ def _attend(q_BHLE, k_BHSE, v_BHSE, mask_B1LS, bias_BHLS, dropout):
     rather than [B, H, L, S]; subtracting the row max only keeps exp in range and does not
     change the result, so it is a constant to autodiff (stop_gradient), which saves its backward."""
     dt = q_BHLE.dtype
-    scores_BHLS = jnp.einsum("BHLE,BHSE->BHLS", q_BHLE * jnp.asarray(q_BHLE.shape[-1] ** -0.5, dt), k_BHSE,
-                             preferred_element_type=jnp.float32)
+    scores_BHLS = dot("BHLE,BHSE->BHLS", q_BHLE * jnp.asarray(q_BHLE.shape[-1] ** -0.5, dt), k_BHSE, dt, jnp.float32)
     if bias_BHLS is not None:
         scores_BHLS += bias_BHLS
     scores_BHLS = jnp.where(mask_B1LS, scores_BHLS, NEG_INF)
@@ -135,8 +175,7 @@ def _attend(q_BHLE, k_BHSE, v_BHSE, mask_B1LS, bias_BHLS, dropout):
     weights_BHLS = jnp.exp(scores_BHLS)
     total_BHL1 = jnp.sum(weights_BHLS, axis=-1, keepdims=True)
     weights_BHLS = dropout(weights_BHLS.astype(dt)) if dropout else weights_BHLS.astype(dt)
-    out_BHLE = jnp.einsum("BHLS,BHSE->BHLE", weights_BHLS, v_BHSE, preferred_element_type=jnp.float32)
-    return (out_BHLE / total_BHL1).astype(dt)
+    return (dot("BHLS,BHSE->BHLE", weights_BHLS, v_BHSE, dt, jnp.float32) / total_BHL1).astype(dt)
 
 
 def dot_product_attention(q_BHLE, k_BHSE, v_BHSE, mask_B1LS, bias_BHLS=None, dropout=None, causal_block: int = 0):
@@ -191,8 +230,7 @@ class Embed(nn.Module):
 
     def attend(self, x_BLD):
         """Logits [B, L, V] in float32."""
-        return jnp.einsum("BLD,VD->BLV", x_BLD.astype(self.config.dtype),
-                          self.embedding.astype(self.config.dtype), preferred_element_type=jnp.float32)
+        return dot("BLD,VD->BLV", x_BLD, self.embedding, self.config.dtype, jnp.float32)
 
 
 class Attention(nn.Module):

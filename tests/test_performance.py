@@ -98,3 +98,80 @@ def test_attention_impl_without_dropout_is_refused_with_dropout():
     config.model.attention_impl, config.model.dropout_rate = "xla", 0.1
     with pytest.raises(ConfigError, match="attention_impl"):
         from_config_dict(config)
+
+
+def test_fused_cross_entropy_equals_logsumexp_and_argmax():
+    keys = jax.random.split(jax.random.PRNGKey(2), 2)
+    logits = 5 * jax.random.normal(keys[0], (3, 7, 50))
+    targets = jax.random.randint(keys[1], (3, 7), 0, 50).at[0, :4].set(jnp.argmax(logits[0, :4], -1))
+    weights = jnp.ones((3, 7)).at[2, 5:].set(0.0)
+
+    def reference(logits):
+        lse = jax.nn.logsumexp(logits, axis=-1)
+        nll = lse - jnp.take_along_axis(logits, targets[..., None], axis=-1)[..., 0]
+        return jnp.sum(nll * weights) + 1e-2 * jnp.sum(lse ** 2 * weights)
+
+    def fused(logits):
+        sums = losses.cross_entropy(logits, targets, weights, z_loss=1e-2)
+        return sums["loss_sum"] + sums["z_loss_sum"]
+
+    np.testing.assert_allclose(fused(logits), reference(logits), rtol=1e-6)
+    np.testing.assert_allclose(jax.grad(fused)(logits), jax.grad(reference)(logits), atol=1e-6)
+    hits = jnp.sum((jnp.argmax(logits, -1) == targets) * weights)
+    assert float(hits) >= 4
+    assert float(losses.cross_entropy(logits, targets, weights)["correct"]) == float(hits)
+
+
+@pytest.mark.parametrize("equation,x_shape,w_shape", [
+    ("BLD,DHE->BHLE", (2, 5, 8), (8, 2, 4)),  # projections into heads
+    ("BHLE,HED->BLD", (2, 2, 5, 4), (2, 4, 8)),  # out of heads
+    ("BHLE,BHSE->BHLS", (2, 2, 5, 4), (2, 2, 5, 4)),  # attention scores
+])
+def test_bfloat16_dot_gradients_equal_autodiff(equation, x_shape, w_shape):
+    """The bfloat16 dot's own backward (bfloat16 matmuls, float32 accumulation) gives autodiff's
+    gradients, in the operands' dtypes, to bfloat16 precision."""
+    keys = jax.random.split(jax.random.PRNGKey(3), 3)
+    x = jax.random.normal(keys[0], x_shape).astype(jnp.bfloat16)
+    w = jax.random.normal(keys[1], w_shape)  # a float32 parameter
+    probe = jax.random.normal(keys[2], jax.eval_shape(lambda: jnp.einsum(equation, x, w)).shape)
+
+    def fast(x, w):
+        return jnp.sum(layers.dot(equation, x, w, jnp.bfloat16, jnp.float32) * probe)
+
+    def plain(x, w):
+        return jnp.sum(jnp.einsum(equation, x.astype(jnp.float32), w.astype(jnp.bfloat16).astype(jnp.float32)) * probe)
+
+    got, want = jax.grad(fast, (0, 1))(x, w), jax.grad(plain, (0, 1))(x, w)
+    assert got[0].dtype == jnp.bfloat16 and got[1].dtype == jnp.float32
+    for g, r in zip(got, want):
+        np.testing.assert_allclose(np.asarray(g, np.float32), np.asarray(r, np.float32), rtol=2e-2, atol=2e-2)
+
+
+def test_bfloat16_model_tracks_float32():
+    """The whole GPT in bfloat16 compute (float32 parameters) stays close to float32."""
+    f32_logits, f32_grads = model_logits_and_grads(TINY)
+    bf16_logits, bf16_grads = model_logits_and_grads(dataclasses.replace(TINY, dtype="bfloat16"))
+    np.testing.assert_allclose(bf16_logits, f32_logits, atol=5e-2)
+    jax.tree.map(lambda g, w: np.testing.assert_allclose(g, w, atol=5e-2 * float(jnp.max(jnp.abs(w))) + 1e-3),
+                 bf16_grads, f32_grads)
+
+
+def test_bench_writes_the_figures_the_acceptance_checks_read(tmp_path):
+    """tools/bench.py end to end on a small model: the JSON keys other tools read, with sane values."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    out = tmp_path / "bench.json"
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    small = ["--config.model.num_layers=1", "--config.model.embed_dim=64", "--config.model.num_heads=2",
+             "--config.model.mlp_dim=128", "--config.model.vocab_size=512", "--config.tokenizer.vocab_size=512",
+             "--config.data.seq_len=64", "--config.model.max_len=64", "--config.train.batch_size=2"]
+    subprocess.run([sys.executable, "tools/bench.py", "--config=configs/bench_cpu.py", *small, "--steps=2",
+                    "--warmup=1", f"--json={out}"], cwd=repo, check=True, capture_output=True,
+                   env={**os.environ, "PYTHONPATH": repo, "JAX_PLATFORMS": "cpu"})
+    figures = json.loads(out.read_text())
+    assert 0 < figures["mfu"] < 2 and figures["peak_flops"] > 1e9 and figures["tokens_per_sec"] > 0
+    assert len(figures["step_cpu_seconds"]) == 2 and 0 < figures["cpu_mfu"] < 2
+    assert figures["flops_per_token"] == 6 * (4 * 64 * 64 + 2 * 64 * 128 + 512 * 64) + 12 * 1 * 64 * 64

@@ -47,9 +47,8 @@ def read_config(workdir: str, require_tokenizer: bool = True) -> Config:
         if require_tokenizer:
             raise ConfigError(
                 f"{workdir!r} has no tokenizer.model. A workdir converted from Hugging Face needs a sentencepiece "
-                f"model whose ids match the checkpoint's vocabulary: convert again with "
-                f"`tools/convert.py --from_hf=DIR --workdir={workdir} --tokenizer=PATH.model`, or copy one to "
-                f"{tokenizer_path}")
+                f"model whose ids match the checkpoint's vocabulary: copy one to {tokenizer_path}, or convert again "
+                f"into a new workdir with `tools/convert.py --from_hf=HF_DIR --workdir=NEW_DIR --tokenizer=PATH.model`")
         tokenizer_path = ""
     values.setdefault("tokenizer", {})["path"] = tokenizer_path
     return config_lib.from_config_dict(values)

@@ -25,10 +25,10 @@ def summarize(point_workdir: str, overrides: Mapping[str, object]) -> dict[str, 
     series = plots.read_metrics(point_workdir)
     row: dict[str, object] = {path: value for path, value in overrides.items()}
     done = sweep.is_done(point_workdir)
-    row["status"] = "done" if done else ("partial" if series else "not started")
+    row["status"] = "done" if done else ("partial" if os.path.isdir(point_workdir) else "not started")
     steps = [step for points in series.values() for step, _ in points]
     row["steps"] = max(steps) if steps else 0
-    for name in sorted(n for n in series if n.startswith("eval/")):
+    for name in sorted((n for n in series if n.startswith("eval/")), key=lambda n: (n != "eval/loss", n)):
         values = [value for _, value in series[name] if math.isfinite(value)]
         short = name.split("/", 1)[1]
         row[f"final {short}"] = series[name][-1][1]

@@ -66,7 +66,10 @@ def test_killed_sweep_skips_finished_points_on_rerun(tmp_path):
     deadline = time.time() + 300
     while not sweep.is_done(str(first)) and process.poll() is None and time.time() < deadline:
         time.sleep(0.5)
-    os.killpg(process.pid, signal.SIGKILL)  # the sweep and its running trainer, as a crash would
+    try:
+        os.killpg(process.pid, signal.SIGKILL)  # the sweep and its running trainer, as a crash would
+    except ProcessLookupError:  # it had already finished both points
+        pass
     process.wait()
     assert sweep.is_done(str(first)), process.stdout.read()
     first_done_at = os.path.getmtime(first / sweep.DONE_FILE)

@@ -37,8 +37,8 @@ def _find_tokenizer(hf_dir: str, tokenizer_path: str, vocab_size: int, log) -> T
         log(f"note: {hf_dir} has no sentencepiece {TOKENIZER} (a tokenizer.json, such as GPT-2's byte-level BPE, "
             f"is not one). "
             f"The workdir gets weights and config only: tools/train.py and tools/generate.py need a tokenizer, so "
-            f"convert again with --tokenizer=PATH.model (a sentencepiece model whose ids match the checkpoint's), "
-            f"or copy one to WORKDIR/{TOKENIZER}. tools/convert.py --to_hf works without one.")
+            f"copy one to WORKDIR/{TOKENIZER} or convert into a new workdir with --tokenizer=PATH.model (a "
+            f"sentencepiece model whose ids match the checkpoint's). tools/convert.py --to_hf works without one.")
         return None
     tokenizer = Tokenizer.load(path)
     if tokenizer.vocab_size > vocab_size:

@@ -136,3 +136,50 @@ def test_imported_workdir_fine_tunes_and_generates_through_the_tools(trained_tin
     result = tool("tools/generate.py", f"--workdir={workdir}", "--prompt=ROMEO:", "--max_new_tokens=5",
                   "--temperature=0")
     assert "step 3" in result.stderr
+
+
+def test_sentencepiece_tokenizer_comes_along_and_greedy_decoding_matches(trained_tiny_workdir, tmp_path):
+    """An HF directory with a sentencepiece tokenizer.model (as Llama checkpoints have) imports
+    into a workdir pretrained.load accepts, and our cached greedy decoding of the imported
+    Llama picks the same tokens as transformers' generate."""
+    from lm import generate, sampling  # noqa: PLC0415
+
+    hf_model = _random_hf_model("llama_gqa_untied", seed=1)
+    hf_model.save_pretrained(tmp_path / "hf")
+    tokenizer_bytes = open(os.path.join(trained_tiny_workdir, "tokenizer.model"), "rb").read()
+    (tmp_path / "hf" / "tokenizer.model").write_bytes(tokenizer_bytes)
+    workdirs.import_hf(str(tmp_path / "hf"), str(tmp_path / "ours"))
+    assert (tmp_path / "ours" / "tokenizer.model").read_bytes() == tokenizer_bytes
+
+    loaded = pretrained.load(str(tmp_path / "ours"))
+    prompt = loaded.tokenizer.encode("ROMEO: my lord")
+    gen = generate.GenerationConfig(max_new_tokens=12, sampler=sampling.Sampler(temperature=0.0))
+    ours = generate.generate(loaded.model, loaded.params, [prompt], gen).tokens[0]
+    with torch.no_grad():
+        theirs = hf_model.generate(torch.tensor([prompt]), max_new_tokens=12, do_sample=False,
+                                   eos_token_id=None, pad_token_id=0)[0, len(prompt):].tolist()
+    assert ours == theirs
+
+
+def test_scanned_layers_export_as_per_layer_tensors():
+    """A model trained with model.scan_layers stacks its layers on a leading axis; export
+    unstacks them into the per-layer tree the converters read, with the same function."""
+    import dataclasses  # noqa: PLC0415
+
+    import flax.linen as nn  # noqa: PLC0415
+    import jax  # noqa: PLC0415
+
+    from lm import models  # noqa: PLC0415
+    from lm.config import ModelConfig  # noqa: PLC0415
+
+    config = ModelConfig(vocab_size=64, num_layers=3, embed_dim=32, num_heads=2, mlp_dim=64, max_len=16,
+                         positions="rotary", norm="rmsnorm", mlp_activation="swiglu", use_bias=False,
+                         scan_layers=True)
+    tokens = np.arange(16)[None] % 64
+    scanned = models.build(config)
+    params = jax.tree.map(np.asarray, nn.meta.unbox(scanned.init(jax.random.PRNGKey(0), tokens)["params"]))
+    unstacked = core.unstack_layers(params, config.num_layers)
+    assert sorted(unstacked["decoder"]) == ["layer_0", "layer_1", "layer_2"]
+    plain = models.build(dataclasses.replace(config, scan_layers=False))
+    np.testing.assert_allclose(plain.apply({"params": unstacked}, tokens), scanned.apply({"params": params}, tokens),
+                               atol=1e-5)

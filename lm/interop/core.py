@@ -92,14 +92,6 @@ def unstack_layers(params: dict, num_layers: int) -> dict:
     return {**params, "decoder": layers}
 
 
-def stack_layers(params: dict, num_layers: int) -> dict:
-    """The inverse of `unstack_layers`, for a config with `model.scan_layers`."""
-    import jax  # noqa: PLC0415
-
-    layers = [params["decoder"][f"layer_{i}"] for i in range(num_layers)]
-    return {**params, "decoder": {"layers": jax.tree.map(lambda *xs: np.stack(xs), *layers)}}
-
-
 def require(condition: bool, message: str) -> None:
     if not condition:
         raise ConversionError(message)

@@ -29,6 +29,7 @@ EXTRAS = {
     "dev": [
         "pytest>=9,<10",
         "portpicker>=1.6,<2",
+        "tensorboard>=2.21,<2.22",  # tests read our event files back with TensorBoard's own reader
     ],
     # Hugging Face interop and the PyTorch peer benchmark. torch is pinned exactly: a range
     # pulls the multi-GB CUDA build instead of the CPU wheel.

@@ -227,6 +227,7 @@ def _train(config: Config, workdir: str, allow_config_change: bool, preemption: 
 
     writer = metrics_lib.MetricsWriter(workdir)
     step = int(jax.device_get(state.step))
+    writer.write_config(dataclasses.asdict(dataclasses.replace(config, model=run.model_config)), step)
     last_eval: dict[str, float] = {}
     best_loss, evals_without_improvement = math.inf, 0
     pending = None  # (step, metrics on device): read one step late so the host never stalls the device.

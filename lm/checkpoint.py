@@ -69,11 +69,13 @@ def fingerprint(state, data_state: dict | None = None) -> dict:
 
 
 class Checkpointer:
-    def __init__(self, directory: str, config: CheckpointConfig, log: Callable[[str], None] = print):
+    def __init__(self, directory: str, config: CheckpointConfig, log: Callable[[str], None] = print,
+                 best_metric: str = "eval/loss", higher_is_better: bool = False):
         policies = [checkpoint_managers.LatestN(n=config.keep)]
         if config.keep_best:
+            sign = 1.0 if higher_is_better else -1.0
             policies.append(checkpoint_managers.BestN(
-                get_metric_fn=lambda metrics: -metrics["eval/loss"], n=1, keep_checkpoints_without_metrics=False))
+                get_metric_fn=lambda metrics: sign * metrics[best_metric], n=1, keep_checkpoints_without_metrics=False))
         options = ocp.CheckpointManagerOptions(
             preservation_policy=checkpoint_managers.AnyPreservationPolicy(policies),
             enable_async_checkpointing=config.async_save, create=True, cleanup_tmp_directories=True)

@@ -21,7 +21,7 @@ class ConfigError(ValueError):
 
 @dataclasses.dataclass(frozen=True)
 class ModelConfig:
-    family: str = "gpt"  # gpt (decoder-only causal LM) | t5 (encoder-decoder)
+    family: str = "gpt"  # gpt (decoder-only causal LM) | bert (bidirectional encoder) | t5 (encoder-decoder)
     vocab_size: int = 0  # 0: take it from the tokenizer.
     num_layers: int = 4
     embed_dim: int = 256
@@ -52,6 +52,8 @@ class ModelConfig:
     # einsum path, causal self-attention: each block of this many queries is scored only against
     # the keys up to its end, skipping fully masked key blocks (0: one block, the dense path).
     causal_block: int = 64
+    type_vocab_size: int = 2  # bert: token-type (segment A/B) embeddings.
+    num_classes: int = 0  # bert: 0 = pretraining heads (MLM + NSP); >= 2 = a classifier on the pooled output.
 
 
 @dataclasses.dataclass(frozen=True)
@@ -100,7 +102,7 @@ class OptimizerConfig:
 
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
-    objective: str = "causal_lm"  # what the run trains for (lm/tasks): causal_lm
+    objective: str = "causal_lm"  # what the run trains for (lm/tasks): causal_lm | mlm_nsp | classification
     steps: int = 1000
     batch_size: int = 32  # global, across all devices and hosts.
     microbatches: int = 1  # gradient accumulation: batch_size is split into this many.
@@ -170,6 +172,30 @@ class Seq2SeqConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class MlmConfig:
+    # Masked-LM + next-sentence pretraining (train.objective=mlm_nsp, lm/tasks/mlm_nsp.py).
+    document_boundary: str = "heading"  # heading: WikiText ` = Title = ` lines start articles | paragraph: blank lines
+    mask_rate: float = 0.15  # share of a pair's tokens selected for prediction ...
+    mask_token_fraction: float = 0.8  # ... of which this share becomes [MASK],
+    random_token_fraction: float = 0.1  # this share a random piece, and the rest stays unchanged.
+    max_predictions: int = 20  # masked positions per example the MLM head scores (static shape).
+    short_pair_rate: float = 0.1  # pairs made shorter than data.seq_len, so short inputs are seen too.
+    nsp_weight: float = 1.0  # loss = MLM loss + nsp_weight * NSP loss.
+
+
+@dataclasses.dataclass(frozen=True)
+class FinetuneConfig:
+    # Sentence classification on a pretrained encoder (train.objective=classification, lm/tasks/classification.py).
+    task: str = "sst2"  # sst2 | mrpc | rte
+    data_dir: str = ""  # folder with the task's files; empty: ../shared/data/<task> beside the repository.
+    tfds_name: str = ""  # e.g. "glue/sst2": read from tfds instead (needs the dataset prepared or allow_download).
+    select_metric: str = "accuracy"  # validation metric for early stopping and the best checkpoint (higher is better).
+    freeze_encoder: bool = False  # train the head (and pooler) only.
+    layer_lr_decay: float = 1.0  # layer-wise learning-rate decay: layer i of N gets decay^(N - i); 1.0: off.
+    init_checkpoint: str = "best"  # init_from a workdir: its best (by validation loss) or latest checkpoint.
+
+
+@dataclasses.dataclass(frozen=True)
 class Config:
     model: ModelConfig = ModelConfig()
     data: DataConfig = DataConfig()
@@ -183,6 +209,11 @@ class Config:
     seq2seq: Seq2SeqConfig = Seq2SeqConfig()
     # Start from the params of a trained run: a workdir (its newest checkpoint) or a checkpoint
     # directory (<workdir>/checkpoints/<step>); empty: from scratch. Ignored on resume.
+    mlm: MlmConfig = MlmConfig()
+    finetune: FinetuneConfig = FinetuneConfig()
+    # Start from the params of a trained run: a workdir or one of its checkpoints
+    # (<workdir>/checkpoints/<step>); empty: from scratch. Ignored on resume. A classifier takes
+    # only the encoder (its head starts fresh); other objectives take every parameter.
     init_from: str = ""
 
 
@@ -231,7 +262,7 @@ def from_config_dict(config_dict) -> Config:
 
 
 _CHOICES = {
-    "model.family": ("gpt", "t5"),
+    "model.family": ("gpt", "bert", "t5"),
     "model.mlp_activation": ("gelu", "swiglu", "relu"),
     "model.positions": ("learned", "rotary", "relative"),
     "model.norm": ("layernorm", "rmsnorm"),
@@ -244,7 +275,11 @@ _CHOICES = {
     "optimizer.name": ("sgd", "adam", "adamw", "adagrad", "adafactor", "lion"),
     "optimizer.schedule": ("constant", "linear", "cosine", "rsqrt"),
     "train.nonfinite": ("skip", "stop"),
-    "train.objective": ("causal_lm", "span_corruption", "seq2seq"),
+    "train.objective": ("causal_lm", "mlm_nsp", "classification", "span_corruption", "seq2seq"),
+    "mlm.document_boundary": ("heading", "paragraph"),
+    "finetune.task": ("sst2", "mrpc", "rte"),
+    "finetune.select_metric": ("accuracy", "f1", "precision", "recall"),
+    "finetune.init_checkpoint": ("best", "latest"),
 }
 
 
@@ -302,6 +337,7 @@ def validate(config: Config) -> None:
         raise ConfigError(f"distill.temperature must be > 0 and distill.alpha in [0, 1], got "
                           f"{config.distill.temperature} and {config.distill.alpha}")
     _validate_seq2seq(config)
+    _validate_bert(config)
     try:
         nan_steps(t)
     except ValueError:
@@ -352,3 +388,26 @@ def _validate_seq2seq(config: Config) -> None:
     if not 0.0 < s.noise_density < 1.0 or s.mean_noise_span_length < 1.0:
         raise ConfigError(f"seq2seq.noise_density must be in (0, 1) and seq2seq.mean_noise_span_length >= 1, got "
                           f"{s.noise_density} and {s.mean_noise_span_length}")
+
+
+def _validate_bert(config: Config) -> None:
+    """The encoder objectives and the BERT family go together; their knobs must make sense."""
+    m, objective = config.model, config.train.objective
+    if objective in ("mlm_nsp", "classification") and m.family != "bert":
+        raise ConfigError(f"train.objective={objective} needs model.family=bert (got {m.family!r})")
+    if m.family == "bert" and objective == "causal_lm":
+        raise ConfigError("model.family=bert is an encoder: set train.objective to mlm_nsp or classification")
+    if objective == "mlm_nsp" and m.num_classes:
+        raise ConfigError(f"train.objective=mlm_nsp uses the MLM and NSP heads: set model.num_classes=0 "
+                          f"(got {m.num_classes})")
+    if objective == "classification" and m.num_classes < 2:
+        raise ConfigError(f"train.objective=classification needs model.num_classes >= 2 (got {m.num_classes})")
+    mlm = config.mlm
+    if not 0.0 < mlm.mask_rate < 1.0 or mlm.max_predictions <= 0:
+        raise ConfigError(f"mlm.mask_rate must be in (0, 1) and mlm.max_predictions positive, got "
+                          f"{mlm.mask_rate} and {mlm.max_predictions}")
+    if min(mlm.mask_token_fraction, mlm.random_token_fraction) < 0 or \
+            mlm.mask_token_fraction + mlm.random_token_fraction > 1.0:
+        raise ConfigError("mlm.mask_token_fraction and mlm.random_token_fraction must be >= 0 and sum to at most 1")
+    if not 0.0 < config.finetune.layer_lr_decay <= 1.0:
+        raise ConfigError(f"finetune.layer_lr_decay must be in (0, 1] (1.0: off), got {config.finetune.layer_lr_decay}")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Callable
+
 import jax
 import optax
 
@@ -33,7 +35,19 @@ def decay_mask(params):
     return jax.tree.map(lambda p: p.ndim >= 2, params)
 
 
-def build(config: OptimizerConfig, total_steps: int) -> optax.GradientTransformation:
+def scale_by_path(factor: Callable) -> optax.GradientTransformation:
+    """Multiplies each leaf's update by `factor(path)`, a static float per parameter."""
+    def update(updates, state, params=None):
+        del params
+        return jax.tree_util.tree_map_with_path(lambda path, u: u * factor(path), updates), state
+
+    return optax.GradientTransformation(lambda params: optax.EmptyState(), update)
+
+
+def build(config: OptimizerConfig, total_steps: int, update_scale: Callable | None = None) -> optax.GradientTransformation:
+    """`update_scale(path) -> float` (optional): per-parameter learning-rate factors. Scaling the
+    final update scales that parameter's learning rate (and its decoupled weight decay); a factor
+    of 0 freezes it, and its gradient is zeroed first so it does not count in the clipping norm."""
     lr = schedule(config, total_steps)
     wd, mask = config.weight_decay, decay_mask
     optimizers = {
@@ -45,4 +59,7 @@ def build(config: OptimizerConfig, total_steps: int) -> optax.GradientTransforma
         "lion": lambda: optax.lion(lr, config.b1, config.b2, weight_decay=wd, mask=mask),
     }
     chain = [optax.clip_by_global_norm(config.grad_clip_norm)] if config.grad_clip_norm > 0 else []
-    return optax.chain(*chain, optimizers[config.name]())
+    if update_scale is None:
+        return optax.chain(*chain, optimizers[config.name]())
+    frozen = scale_by_path(lambda path: 0.0 if update_scale(path) == 0.0 else 1.0)
+    return optax.chain(frozen, *chain, optimizers[config.name](), scale_by_path(update_scale))

@@ -19,7 +19,7 @@ import jax
 from lm import checkpoint as checkpoint_lib
 from lm import config as config_lib
 from lm import metrics as metrics_lib
-from lm import distill, models, optimizer, sharding, steps, tasks
+from lm import distill, models, optimizer, sharding, steps, tasks, warm_start
 from lm import workdir as workdir_lib
 from lm.config import Config, ConfigError, ModelConfig
 
@@ -82,7 +82,8 @@ def build_steps(config: Config, model_config: ModelConfig, mesh):
     _check_batch_layout(config, mesh)
     model = models.build(model_config)
     task = tasks.get(config)
-    tx = optimizer.build(config.optimizer, config.train.steps)
+    # A task may scale each parameter's updates (fine-tuning: frozen encoder, layer-wise decay).
+    tx = optimizer.build(config.optimizer, config.train.steps, getattr(task, "update_scale", None))
     init = lambda: steps.init_state(model, tx, config.train.seed, task.init_inputs())  # noqa: E731
     boxed = jax.eval_shape(init)
     state_shardings = sharding.logical_shardings(boxed, mesh)
@@ -209,7 +210,10 @@ def _train(config: Config, workdir: str, allow_config_change: bool, preemption: 
         f"{jax.devices()[0].platform} device(s), {jax.process_count()} process(es) | batch {cfg.train.batch_size} x "
         f"{cfg.data.seq_len} tokens = {tokens_per_step:,} per step | data ready in {time.time() - started:.1f}s")
 
-    checkpointer = checkpoint_lib.Checkpointer(os.path.join(workdir, "checkpoints"), cfg.checkpoint, log)
+    # The validation metric that picks the best checkpoint and stops early: a task may name its own.
+    select_name, select_higher = getattr(run.task, "selection", ("eval/loss", False))
+    checkpointer = checkpoint_lib.Checkpointer(os.path.join(workdir, "checkpoints"), cfg.checkpoint, log,
+                                               select_name, select_higher)
     train_iter = run.task.train_iterator(run.corpus, jax.process_index(), jax.process_count())
     restored = checkpointer.restore_latest(run.abstract_state)  # verified; falls back past corrupt ones
     latest = restored[0] if restored else None
@@ -220,7 +224,11 @@ def _train(config: Config, workdir: str, allow_config_change: bool, preemption: 
         log(f"resumed from step {latest} ({checkpointer.directory})")
     else:
         state = run.init_fn()
-        if config.init_from:  # fine-tuning: pretrained params, fresh optimizer state and step
+        if config.init_from and config.train.objective == "classification":
+            # fine-tuning a classifier: the encoder from a pretraining run, the head fresh
+            state = warm_start.load_subtree(state, config.init_from, models.bert.ENCODER,
+                                            config.finetune.init_checkpoint, log)
+        elif config.init_from:  # fine-tuning: pretrained params, fresh optimizer state and step
             from lm import init_from  # noqa: PLC0415
             state = state.replace(params=init_from.load_params(
                 config.init_from, run.abstract_state.params, run.state_shardings.params, log))
@@ -229,7 +237,7 @@ def _train(config: Config, workdir: str, allow_config_change: bool, preemption: 
     step = int(jax.device_get(state.step))
     writer.write_config(dataclasses.asdict(dataclasses.replace(config, model=run.model_config)), step)
     last_eval: dict[str, float] = {}
-    best_loss, evals_without_improvement = math.inf, 0
+    best_loss, evals_without_improvement = (-math.inf if select_higher else math.inf), 0
     pending = None  # (step, metrics on device): read one step late so the host never stalls the device.
     interval_start, interval_steps = time.time(), 0
     stop_early = False
@@ -274,12 +282,13 @@ def _train(config: Config, workdir: str, allow_config_change: bool, preemption: 
                 writer.write(step, last_eval)
                 log(f"eval at step {step}: " + " | ".join(
                     f"{name.split('/', 1)[1].replace('_', ' ')} {value:.4f}" for name, value in last_eval.items()))
-                if last_eval["eval/loss"] < best_loss:
-                    best_loss, evals_without_improvement = last_eval["eval/loss"], 0
+                value = last_eval[select_name]
+                if (value > best_loss) if select_higher else (value < best_loss):
+                    best_loss, evals_without_improvement = value, 0
                 else:
                     evals_without_improvement += 1
                     if 0 < cfg.train.early_stopping_patience <= evals_without_improvement:
-                        log(f"early stopping: no improvement in validation loss for {evals_without_improvement} "
+                        log(f"early stopping: no improvement in {select_name} for {evals_without_improvement} "
                             f"evaluations (best {best_loss:.4f})")
                         stop_early = True
                 interval_start, interval_steps = time.time(), 0  # evaluation time is not training time
@@ -292,6 +301,9 @@ def _train(config: Config, workdir: str, allow_config_change: bool, preemption: 
         guard.flush()
         if pending is not None:
             report(*pending)
+        if hasattr(run.task, "write_report") and not preemption.requested:
+            checkpointer.wait()  # the task evaluates its best checkpoint into the workdir (fine-tuning)
+            run.task.write_report(run, workdir, evaluate, checkpointer)
 
         checkpointer.close()
         if preemption.requested:

@@ -33,9 +33,11 @@ from lm.config import Config
 
 def get(config: Config):
     from lm.tasks import causal_lm  # noqa: PLC0415 (tasks import the data stack)
+    from lm.tasks import classification, mlm_nsp  # noqa: PLC0415
 
     from lm.tasks import seq2seq, span_corruption  # noqa: PLC0415
 
-    objectives = {"causal_lm": causal_lm.CausalLM, "span_corruption": span_corruption.SpanCorruption,
-                  "seq2seq": seq2seq.Seq2Seq}
+    objectives = {"causal_lm": causal_lm.CausalLM, "mlm_nsp": mlm_nsp.MlmNsp,
+                  "classification": classification.Classification,
+                  "span_corruption": span_corruption.SpanCorruption, "seq2seq": seq2seq.Seq2Seq}
     return objectives[config.train.objective](config)

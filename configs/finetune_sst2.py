@@ -1,0 +1,36 @@
+"""Fine-tune bert_tiny on SST-2 (single-sentence sentiment, 2 classes).
+
+python tools/train.py --config=configs/finetune_sst2.py --config.init_from=runs/bert_tiny --workdir=runs/sst2
+
+`init_from` (a pretraining workdir or one of its checkpoints) gives the encoder and the
+tokenizer; the classifier head starts fresh. Empty `init_from` trains the same model from
+scratch (give it the pretraining tokenizer with --config.tokenizer.path=runs/bert_tiny/tokenizer.model
+for a like-for-like comparison). The best checkpoint by validation accuracy is evaluated
+again at the end into <workdir>/eval_report.json.
+"""
+from configs import bert_tiny
+
+
+def get_config():
+    config = bert_tiny.get_config()  # the encoder's shapes must be the pretraining run's
+    config.model.num_classes = 2
+    config.model.dropout_rate = 0.1
+    config.train.objective = "classification"
+    config.finetune.task = "sst2"
+    config.finetune.select_metric = "accuracy"
+    config.data.seq_len = 64
+    config.train.batch_size = 32
+    config.train.steps = 600  # ~2.8 epochs of 6,920 sentences
+    config.train.early_stopping_patience = 4
+    config.train.log_every_steps = 50
+    config.optimizer.learning_rate = 2e-4
+    config.optimizer.warmup_steps = 60
+    config.optimizer.schedule = "linear"
+    config.optimizer.end_learning_rate_fraction = 0.0
+    config.optimizer.weight_decay = 0.01
+    config.eval.every_steps = 100
+    config.eval.batch_size = 64
+    config.eval.max_batches = 0  # the whole validation split (872 sentences)
+    config.checkpoint.every_steps = 100
+    config.checkpoint.keep = 1
+    return config

@@ -1,0 +1,94 @@
+"""Bidirectional encoder (BERT): the shared Transformer stack without the causal mask.
+
+Assembled from lm/layers.py. What is BERT's own: token-type (segment A/B) embeddings, a
+pooled first-token ([CLS]) output (dense + tanh), and the heads. With `num_classes == 0` the
+model carries the pretraining heads (masked-LM, tied to the input embedding, and
+next-sentence prediction); with `num_classes >= 2` a classifier on the pooled output.
+
+Everything but the heads lives under the `encoder` parameter subtree, so a fine-tuning run
+restores exactly that subtree from a pretraining checkpoint (lm/warm_start.py).
+The blocks are pre-norm (as every family here) rather than the original post-norm: it trains
+stably at higher learning rates, which matters for the short CPU budgets.
+"""
+
+from __future__ import annotations
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+from lm import layers
+from lm.config import ModelConfig
+
+ENCODER = "encoder"  # the parameter subtree a fine-tuning run takes from a pretrained checkpoint
+
+
+def _dense(module: nn.Module, name: str, x_BD, features: int, names=("embed", "mlp")):
+    cfg = module.config
+    kernel = module.param(f"{name}_kernel", layers.normal_init(names), (x_BD.shape[-1], features),
+                          jnp.dtype(cfg.param_dtype))
+    bias = module.param(f"{name}_bias", nn.with_logical_partitioning(nn.initializers.zeros_init(), (names[1],)),
+                        (features,), jnp.dtype(cfg.param_dtype))
+    return layers.dot("...D,DF->...F", x_BD, kernel, cfg.dtype) + bias.astype(cfg.dtype)
+
+
+class BertEncoder(nn.Module):
+    """Embeddings -> bidirectional stack -> final norm; plus the pooled [CLS] vector."""
+    config: ModelConfig
+
+    @nn.compact
+    def __call__(self, tokens_BL, type_ids_BL, segment_ids_BL, deterministic: bool = True):
+        """segment_ids_BL: 1 on real tokens, 0 on padding (keys there are never attended).
+        Returns (hidden states [B, L, D], pooled [B, D]) and the token embedding module."""
+        cfg = self.config
+        batch, length = tokens_BL.shape
+        positions_BL = jnp.broadcast_to(jnp.arange(length), (batch, length))
+        embed = layers.Embed(cfg.vocab_size, cfg, name="token_embed")
+        x_BLD = embed(tokens_BL)
+        position_table = self.param("position_embed", layers.normal_init((None, "embed"), 0.02),
+                                    (cfg.max_len, cfg.embed_dim), jnp.dtype(cfg.param_dtype))
+        type_table = self.param("type_embed", layers.normal_init((None, "embed"), 0.02),
+                                (cfg.type_vocab_size, cfg.embed_dim), jnp.dtype(cfg.param_dtype))
+        x_BLD += jnp.take(position_table, positions_BL, axis=0).astype(cfg.dtype)
+        x_BLD += jnp.take(type_table, type_ids_BL, axis=0).astype(cfg.dtype)
+        x_BLD = nn.Dropout(cfg.dropout_rate)(x_BLD, deterministic=deterministic)
+        x_BLD = nn.with_logical_constraint(x_BLD, layers.ACTIVATION_AXES)
+
+        mask_B1LS = layers.attention_mask(segment_ids_BL, segment_ids_BL, causal=False)
+        x_BLD = layers.TransformerStack(cfg, causal=False, name="layers")(x_BLD, mask_B1LS, positions_BL, deterministic)
+        x_BLD = layers.Norm(cfg, name="final_norm")(x_BLD)
+        pooled_BD = jnp.tanh(_dense(self, "pooler", x_BLD[:, 0], cfg.embed_dim, ("embed", "mlp")))
+        return x_BLD, pooled_BD, embed
+
+
+class Bert(nn.Module):
+    config: ModelConfig  # vocab_size must be resolved (non-zero) by the caller.
+
+    @nn.compact
+    def __call__(self, tokens_BL, type_ids_BL=None, segment_ids_BL=None, masked_positions_BP=None,
+                 deterministic: bool = True):
+        """tokens_BL: int32 ids starting with [CLS]; type_ids_BL: 0 for segment A, 1 for B;
+        segment_ids_BL: 1 real / 0 padding. Pretraining (num_classes == 0): returns
+        (MLM logits [B, P, V] at masked_positions_BP, NSP logits [B, 2]); scoring only the P
+        masked positions instead of all L keeps the vocabulary matmul ~L/P times cheaper.
+        Classification: returns logits [B, num_classes]."""
+        cfg = self.config
+        if type_ids_BL is None:
+            type_ids_BL = jnp.zeros_like(tokens_BL)
+        if segment_ids_BL is None:
+            segment_ids_BL = jnp.ones_like(tokens_BL)
+        x_BLD, pooled_BD, embed = BertEncoder(cfg, name=ENCODER)(tokens_BL, type_ids_BL, segment_ids_BL, deterministic)
+        pooled_BD = nn.Dropout(cfg.dropout_rate)(pooled_BD, deterministic=deterministic)
+        if cfg.num_classes:
+            logits_BC = _dense(self, "classifier", pooled_BD, cfg.num_classes, ("embed", None))
+            return logits_BC.astype(jnp.float32)
+
+        if masked_positions_BP is None:
+            masked_positions_BP = jnp.broadcast_to(jnp.arange(tokens_BL.shape[1]), tokens_BL.shape)
+        picked_BPD = jnp.take_along_axis(x_BLD, masked_positions_BP[..., None], axis=1)
+        h_BPD = nn.gelu(_dense(self, "mlm_transform", picked_BPD, cfg.embed_dim, ("embed", "mlp")), approximate=True)
+        h_BPD = layers.Norm(cfg, name="mlm_norm")(h_BPD)
+        mlm_bias_V = self.param("mlm_output_bias", nn.with_logical_partitioning(nn.initializers.zeros_init(),
+                                                                                ("vocab",)), (cfg.vocab_size,))
+        mlm_logits_BPV = embed.attend(h_BPD) + mlm_bias_V  # tied to the input embedding
+        nsp_logits_B2 = _dense(self, "nsp", pooled_BD, 2, ("embed", None)).astype(jnp.float32)
+        return mlm_logits_BPV, nsp_logits_B2

@@ -1,0 +1,182 @@
+"""Sentence(-pair) classification with a BERT encoder: a head on the pooled [CLS] output.
+
+The encoder usually starts from a pretraining run (`init_from`, lm/warm_start.py), whose
+tokenizer this run then reuses. Evaluation sums a confusion matrix, so accuracy, precision,
+recall and F1 (of class 1 for two classes, macro-averaged for more) are exact over the whole
+validation split. The validation metric `finetune.select_metric` drives early stopping and
+the best checkpoint; at the end the best checkpoint is evaluated again and written to
+`<workdir>/eval_report.json`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import re
+
+import grain
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from lm.config import Config, ConfigError
+from lm.data import corpus as corpus_lib
+from lm.data import glue
+from lm.data import tokenizer as tokenizer_lib
+from lm.models.bert import ENCODER
+
+
+@dataclasses.dataclass(frozen=True)
+class ClassificationData:
+    tokenizer: tokenizer_lib.Tokenizer
+    train: glue.EncodedSplit
+    validation: glue.EncodedSplit
+
+
+def metrics_from_confusion(confusion: np.ndarray) -> dict[str, float]:
+    """confusion[true, predicted] counts -> accuracy, precision, recall, F1: of class 1 for two
+    classes (scikit-learn's average="binary"), else macro-averaged (average="macro")."""
+    confusion = np.asarray(confusion, np.float64)
+    true_positive = np.diag(confusion)
+    predicted, actual = confusion.sum(axis=0), confusion.sum(axis=1)
+    precision = np.divide(true_positive, predicted, out=np.zeros_like(true_positive), where=predicted > 0)
+    recall = np.divide(true_positive, actual, out=np.zeros_like(true_positive), where=actual > 0)
+    denominator = precision + recall
+    f1 = np.divide(2 * precision * recall, denominator, out=np.zeros_like(true_positive), where=denominator > 0)
+    pick = (lambda v: float(v[1])) if len(confusion) == 2 else (lambda v: float(np.mean(v)))
+    return {"accuracy": float(true_positive.sum() / max(confusion.sum(), 1.0)), "precision": pick(precision),
+            "recall": pick(recall), "f1": pick(f1)}
+
+
+class Classification:
+    def __init__(self, config: Config):
+        self.config = config
+        self.num_classes = config.model.num_classes
+        expected = glue.NUM_CLASSES[config.finetune.task]
+        if self.num_classes != expected:
+            raise ConfigError(f"finetune.task={config.finetune.task} has {expected} classes but model.num_classes="
+                              f"{self.num_classes}: set model.num_classes={expected}")
+        # The validation metric that picks the best checkpoint and stops early (higher is better).
+        self.selection = (f"eval/{config.finetune.select_metric}", True)
+
+    # Data.
+    def _tokenizer(self, train_texts) -> tokenizer_lib.Tokenizer:
+        c = self.config
+        if c.init_from:  # the pretrained encoder's embeddings only mean something with its own tokenizer
+            return tokenizer_lib.Tokenizer.load(glue.workdir_tokenizer_path(c.init_from))
+        return tokenizer_lib.load_or_train(c.tokenizer, train_texts, f"glue:{c.finetune.task}:{c.finetune.tfds_name}",
+                                           corpus_lib.cache_root(c.data))
+
+    def prepare(self) -> ClassificationData:
+        c = self.config
+        train = glue.load(c.finetune, "train", c.data.allow_download)
+        validation = glue.load(c.finetune, "validation", c.data.allow_download)
+        tokenizer = self._tokenizer(iter(train.first + (train.second or [])))
+        return ClassificationData(tokenizer, glue.encode(train, tokenizer, c.data.seq_len),
+                                  glue.encode(validation, tokenizer, c.data.seq_len))
+
+    def train_iterator(self, data: ClassificationData, process_index: int = 0, process_count: int = 1):
+        c = self.config
+        if c.train.batch_size % process_count:
+            raise ConfigError(f"train.batch_size={c.train.batch_size} does not divide into {process_count} processes")
+        dataset = grain.MapDataset.source(data.train).shuffle(seed=c.data.seed).repeat()
+        dataset = dataset[process_index::process_count].batch(c.train.batch_size // process_count, drop_remainder=True)
+        prefetch = max(c.data.prefetch, 1)
+        return iter(dataset.to_iter_dataset(grain.ReadOptions(num_threads=min(2, prefetch),
+                                                              prefetch_buffer_size=prefetch)))
+
+    def eval_batches(self, data: ClassificationData, process_index: int = 0, process_count: int = 1):
+        """The whole validation split (eval.max_batches caps it), padded to whole batches."""
+        c = self.config
+        batch = c.eval.batch_size or c.train.batch_size
+        num_batches = -(-len(data.validation) // batch)
+        if c.eval.max_batches:
+            num_batches = min(num_batches, c.eval.max_batches)
+        dataset = grain.MapDataset.range(num_batches * batch).map(data.validation.__getitem__)
+        dataset = dataset[process_index::process_count].batch(batch // process_count, drop_remainder=True)
+        return dataset.to_iter_dataset(grain.ReadOptions(num_threads=2, prefetch_buffer_size=4))
+
+    def init_inputs(self):
+        tokens = jnp.zeros((1, self.config.data.seq_len), jnp.int32)
+        return tokens, tokens, tokens + 1
+
+    # Loss and metrics.
+    def loss_sums(self, model, params, batch, rng, deterministic: bool) -> dict:
+        logits_BC = model.apply({"params": params}, batch["inputs"], batch["type_ids"], batch["segment_ids"],
+                                deterministic=deterministic, rngs=None if deterministic else {"dropout": rng})
+        nll_B = jax.nn.logsumexp(logits_BC, axis=-1) - jnp.take_along_axis(logits_BC, batch["labels"][:, None], -1)[:, 0]
+        predicted_B = jnp.argmax(logits_BC, axis=-1)
+        weights_B = batch["weights"]
+        sums = {"loss_sum": jnp.sum(nll_B * weights_B), "weight": jnp.sum(weights_B),
+                "correct": jnp.sum((predicted_B == batch["labels"]) * weights_B)}
+        for true in range(self.num_classes):  # scalar sums, so hosts and batches add them like any other
+            for guess in range(self.num_classes):
+                hit = (batch["labels"] == true) & (predicted_B == guess)
+                sums[f"confusion_{true}_{guess}"] = jnp.sum(hit * weights_B)
+        return sums
+
+    def total_weight(self, batch):
+        return jnp.sum(batch["weights"])
+
+    def train_metrics(self, sums, total_weight) -> dict:
+        return {"accuracy": sums["correct"] / total_weight}
+
+    def eval_sums(self, model, params, batch) -> dict:
+        return self.loss_sums(model, params, batch, None, True)
+
+    def eval_metrics(self, totals) -> dict[str, float]:
+        confusion = np.zeros((self.num_classes, self.num_classes))
+        for key, value in totals.items():
+            if match := re.fullmatch(r"confusion_(\d+)_(\d+)", key):
+                confusion[int(match[1]), int(match[2])] = value
+        scores = metrics_from_confusion(confusion)
+        return {"eval/loss": totals["loss_sum"] / max(totals["weight"], 1.0),
+                **{f"eval/{name}": value for name, value in scores.items()}}
+
+    # Optimizer: per-parameter learning-rate factors (lm/optimizer.py).
+    def update_scale(self, path) -> float:
+        """0 for a frozen encoder (the pooler stays trainable: the head needs a trainable
+        projection); with layer_lr_decay d < 1, depth k of N + 2 (embeddings 0, layer i at
+        i + 1, final norm, pooler and head N + 1) learns at d^(N + 1 - k) of the rate."""
+        f, num_layers = self.config.finetune, self.config.model.num_layers
+        names = [str(getattr(key, "key", key)) for key in path]
+        if names[0] != ENCODER:
+            return 1.0
+        in_pooler = any(n.startswith("pooler") for n in names)
+        if f.freeze_encoder:
+            return 1.0 if in_pooler else 0.0
+        if f.layer_lr_decay == 1.0 or in_pooler or "final_norm" in names:
+            return 1.0
+        layer = next((int(n[len("layer_"):]) for n in names if re.fullmatch(r"layer_\d+", n)), None)
+        depth = 0 if layer is None else layer + 1
+        return f.layer_lr_decay ** (num_layers + 1 - depth)
+
+    def sample(self, run, params):
+        del run, params
+        return None
+
+    def write_report(self, run, workdir: str, evaluate, checkpointer) -> dict:
+        """Evaluates the best checkpoint (by the selection metric) and writes eval_report.json."""
+        name = self.selection[0]
+        scores = {}
+        with open(os.path.join(workdir, "metrics.jsonl")) as f:
+            for line in f:
+                record = json.loads(line)
+                if name in record:
+                    scores[record["step"]] = record
+        kept = [s for s in checkpointer.all_steps() if s in scores]
+        if not kept:
+            return {}
+        best = max(kept, key=lambda s: scores[s][name])
+        state, _ = checkpointer.restore(best, run.abstract_state, with_data=False)
+        metrics = evaluate(run, state.params)
+        last = max(scores)
+        report = {"task": self.config.finetune.task, "selected_by": name, "best_step": best,
+                  "validation_examples": len(run.corpus.validation), "best": metrics,
+                  "last_step": last, "last": {k: v for k, v in scores[last].items() if k.startswith("eval/")},
+                  "init_from": self.config.init_from or None}
+        if jax.process_index() == 0:
+            with open(os.path.join(workdir, "eval_report.json"), "w") as f:
+                json.dump(report, f, indent=2)
+        return report

@@ -1,0 +1,166 @@
+"""BERT pretraining: masked-language modelling plus next-sentence prediction.
+
+Data: local text files split into documents (lm/data/pairs.py builds the sentence pairs and
+the masks). Loss per example: mean NLL over its masked positions + mlm.nsp_weight x NSP NLL;
+the batch loss is the mean over real examples, so microbatches combine exactly. Metrics:
+MLM loss and accuracy over masked positions only, NSP loss and accuracy.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import math
+import os
+
+import grain
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from lm.config import Config, ConfigError
+from lm.data import corpus as corpus_lib
+from lm.data import pairs
+from lm.data import tokenizer as tokenizer_lib
+
+
+@dataclasses.dataclass(frozen=True)
+class PretrainingData:
+    tokenizer: tokenizer_lib.Tokenizer
+    train: pairs.Documents
+    validation: pairs.Documents
+    ids: pairs.SpecialIds
+
+
+def _read(files: list[str]) -> str:
+    parts = []
+    for path in files:
+        with open(path, "rb") as f:
+            parts.append(f.read().decode("utf-8", errors="replace"))
+    return "\n\n".join(parts)
+
+
+def _identity(files: list[str], boundary: str) -> str:
+    digest = hashlib.sha256(boundary.encode())
+    for path in files:
+        stat = os.stat(path)
+        digest.update(f"{os.path.abspath(path)}:{stat.st_size}:{stat.st_mtime_ns};".encode())
+    return f"pairs:{digest.hexdigest()[:16]}"
+
+
+def _nll_and_correct(logits, labels):
+    logits = logits.astype(jnp.float32)
+    nll = jax.nn.logsumexp(logits, axis=-1) - jnp.take_along_axis(logits, labels[..., None], axis=-1)[..., 0]
+    return nll, (jnp.argmax(logits, axis=-1) == labels).astype(jnp.float32)
+
+
+class MlmNsp:
+    def __init__(self, config: Config):
+        self.config = config
+
+    # Data.
+    def prepare(self) -> PretrainingData:
+        data, boundary = self.config.data, self.config.mlm.document_boundary
+        if data.tfds_name:
+            raise ConfigError("train.objective=mlm_nsp reads local text files with document structure: set "
+                              "data.train_files (and data.validation_files) instead of data.tfds_name")
+        train_files = corpus_lib.expand_files(data.train_files, "data.train_files")
+        train_docs = pairs.split_documents(_read(train_files), boundary)
+        if data.validation_files:
+            validation_docs = pairs.split_documents(
+                _read(corpus_lib.expand_files(data.validation_files, "data.validation_files")), boundary)
+        else:  # hold out whole documents at the end
+            cut = max(1, int(round(len(train_docs) * (1 - data.validation_fraction))))
+            train_docs, validation_docs = train_docs[:cut], train_docs[cut:]
+        if not train_docs or not validation_docs:
+            raise ConfigError(f"{data.train_files} gives {len(train_docs)} training and {len(validation_docs)} "
+                              f"validation documents (mlm.document_boundary={boundary}): both need some")
+        tokenizer = tokenizer_lib.load_or_train(
+            self.config.tokenizer, (" ".join(doc) for doc in train_docs), _identity(train_files, boundary),
+            os.path.join(corpus_lib.cache_root(data)))
+        ids = pairs.SpecialIds.from_tokenizer(tokenizer)
+        return PretrainingData(tokenizer, pairs.Documents.tokenize(train_docs, tokenizer),
+                               pairs.Documents.tokenize(validation_docs, tokenizer), ids)
+
+    def _examples(self, data: PretrainingData, docs: pairs.Documents):
+        return pairs.PretrainingExamples(docs, self.config.data.seq_len, data.ids, self.config.mlm)
+
+    def train_iterator(self, data: PretrainingData, process_index: int = 0, process_count: int = 1):
+        c = self.config
+        if c.train.batch_size % process_count:
+            raise ConfigError(f"train.batch_size={c.train.batch_size} does not divide into {process_count} processes")
+        dataset = grain.MapDataset.source(data.train.anchors()).shuffle(seed=c.data.seed).repeat()
+        dataset = dataset[process_index::process_count]
+        dataset = dataset.random_map(self._examples(data, data.train), seed=c.data.seed)
+        dataset = dataset.batch(c.train.batch_size // process_count, drop_remainder=True)
+        prefetch = max(c.data.prefetch, 1)
+        return iter(dataset.to_iter_dataset(grain.ReadOptions(num_threads=min(2, prefetch),
+                                                              prefetch_buffer_size=prefetch)))
+
+    def eval_batches(self, data: PretrainingData, process_index: int = 0, process_count: int = 1):
+        """A fixed set of validation pairs (same anchors, masks and partners at every
+        evaluation), spread over all documents, padded to whole batches."""
+        c = self.config
+        batch = c.eval.batch_size or c.train.batch_size
+        anchors = data.validation.anchors()
+        anchors = anchors[np.random.default_rng(1234).permutation(len(anchors))]
+        num_batches = -(-len(anchors) // batch)
+        if c.eval.max_batches:
+            num_batches = min(num_batches, c.eval.max_batches)
+        anchors = anchors[:num_batches * batch]
+        padding = np.full((num_batches * batch - len(anchors), 2), -1, np.int32)
+        dataset = grain.MapDataset.source(np.concatenate([anchors, padding]))
+        dataset = dataset.random_map(self._examples(data, data.validation), seed=1234)[process_index::process_count]
+        dataset = dataset.batch(batch // process_count, drop_remainder=True)
+        return dataset.to_iter_dataset(grain.ReadOptions(num_threads=2, prefetch_buffer_size=4))
+
+    def init_inputs(self):
+        seq_len, predictions = self.config.data.seq_len, self.config.mlm.max_predictions
+        tokens = jnp.zeros((1, seq_len), jnp.int32)
+        return tokens, tokens, tokens + 1, jnp.zeros((1, predictions), jnp.int32)
+
+    # Loss and metrics.
+    def _sums(self, model, params, batch, rng, deterministic: bool) -> dict:
+        mlm_logits, nsp_logits = model.apply(
+            {"params": params}, batch["inputs"], batch["type_ids"], batch["segment_ids"], batch["mlm_positions"],
+            deterministic=deterministic, rngs=None if deterministic else {"dropout": rng})
+        mlm_nll, mlm_correct = _nll_and_correct(mlm_logits, batch["mlm_targets"])
+        nsp_nll, nsp_correct = _nll_and_correct(nsp_logits, batch["nsp_labels"])
+        mlm_w, nsp_w = batch["mlm_weights"], batch["nsp_weights"]
+        per_example_mlm = jnp.sum(mlm_nll * mlm_w, axis=-1) / jnp.maximum(jnp.sum(mlm_w, axis=-1), 1.0)
+        return {
+            "loss_sum": jnp.sum((per_example_mlm + self.config.mlm.nsp_weight * nsp_nll) * nsp_w),
+            "weight": jnp.sum(nsp_w),
+            "mlm_loss_sum": jnp.sum(mlm_nll * mlm_w), "mlm_correct": jnp.sum(mlm_correct * mlm_w),
+            "mlm_weight": jnp.sum(mlm_w),
+            "nsp_loss_sum": jnp.sum(nsp_nll * nsp_w), "nsp_correct": jnp.sum(nsp_correct * nsp_w),
+        }
+
+    def loss_sums(self, model, params, batch, rng, deterministic: bool) -> dict:
+        return self._sums(model, params, batch, rng, deterministic)
+
+    def total_weight(self, batch):
+        return jnp.sum(batch["nsp_weights"])
+
+    def train_metrics(self, sums, total_weight) -> dict:
+        return {"mlm_accuracy": sums["mlm_correct"] / jnp.maximum(sums["mlm_weight"], 1.0),
+                "nsp_accuracy": sums["nsp_correct"] / total_weight}
+
+    def eval_sums(self, model, params, batch) -> dict:
+        return self._sums(model, params, batch, None, True)
+
+    def eval_metrics(self, totals) -> dict[str, float]:
+        examples, masked = max(totals["weight"], 1.0), max(totals["mlm_weight"], 1.0)
+        mlm_loss = totals["mlm_loss_sum"] / masked
+        return {
+            "eval/loss": totals["loss_sum"] / examples,
+            "eval/mlm_loss": mlm_loss,
+            "eval/mlm_perplexity": math.exp(min(mlm_loss, 50.0)),
+            "eval/mlm_accuracy": totals["mlm_correct"] / masked,
+            "eval/nsp_loss": totals["nsp_loss_sum"] / examples,
+            "eval/nsp_accuracy": totals["nsp_correct"] / examples,
+        }
+
+    def sample(self, run, params):
+        del run, params
+        return None

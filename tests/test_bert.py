@@ -1,0 +1,232 @@
+"""BERT: the encoder, MLM+NSP data (masking statistics, pair construction), a short real
+pretraining run, partial restore into a classifier, fine-tuning and its metrics."""
+
+import dataclasses
+import json
+import math
+import os
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from lm import config as config_lib
+from lm import models, optimizer, trainer, warm_start
+from lm.data import glue, pairs
+from lm.tasks import classification, mlm_nsp
+
+from conftest import CORPUS, REPO
+
+pytestmark = pytest.mark.bert
+SST2_SAMPLE = REPO / "data" / "sst2_sample"
+SPECIALS = "[CLS],[SEP],[MASK]"
+
+
+def bert_config(**overrides):
+    """A tiny BERT pretraining config on tiny-shakespeare paragraphs (documents = speeches)."""
+    from configs import bert_tiny
+
+    config = bert_tiny.get_config()
+    values = {
+        "model.num_layers": 2, "model.embed_dim": 64, "model.num_heads": 4, "model.mlp_dim": 128,
+        "model.max_len": 64, "model.dropout_rate": 0.0, "data.seq_len": 64, "data.train_files": str(CORPUS),
+        "data.validation_files": "", "data.validation_fraction": 0.1, "mlm.document_boundary": "paragraph",
+        "mlm.max_predictions": 10, "tokenizer.vocab_size": 512, "train.batch_size": 16, "train.steps": 30,
+        "train.log_every_steps": 5, "eval.every_steps": 30, "eval.batch_size": 16, "eval.max_batches": 2,
+        "checkpoint.every_steps": 30, "checkpoint.async_save": False, "optimizer.warmup_steps": 5,
+        "optimizer.learning_rate": 3e-3,
+    }
+    values.update(overrides)
+    for dotted, value in values.items():
+        section, field = dotted.split(".")
+        config[section][field] = value
+    return config_lib.from_config_dict(config)
+
+
+def finetune_config(init_from="", **overrides):
+    from configs import finetune_sst2
+
+    config = finetune_sst2.get_config()
+    values = {
+        "model.num_layers": 2, "model.embed_dim": 64, "model.num_heads": 4, "model.mlp_dim": 128,
+        "model.max_len": 64, "data.seq_len": 32, "finetune.data_dir": str(SST2_SAMPLE), "train.batch_size": 16,
+        "train.steps": 20, "train.log_every_steps": 5, "eval.every_steps": 10, "eval.batch_size": 40,
+        "checkpoint.every_steps": 10, "checkpoint.async_save": False, "optimizer.warmup_steps": 2,
+        "tokenizer.vocab_size": 512,
+    }
+    values.update(overrides)
+    for dotted, value in values.items():
+        section, field = dotted.split(".")
+        config[section][field] = value
+    config.init_from = init_from
+    return config_lib.from_config_dict(config)
+
+
+@pytest.fixture(scope="module")
+def pretrained_workdir(tmp_path_factory):
+    workdir = str(tmp_path_factory.mktemp("bert_pretrain"))
+    trainer.train(bert_config(), workdir)
+    return workdir
+
+
+def _metrics(workdir):
+    with open(os.path.join(workdir, "metrics.jsonl")) as f:
+        return [json.loads(line) for line in f]
+
+
+def test_bert_base_has_110m_parameters_and_tiny_runs():
+    from configs import bert_base
+
+    config = config_lib.from_config_dict(bert_base.get_config())
+    model = models.build(dataclasses.replace(config.model, vocab_size=30522))
+    inputs = mlm_nsp.MlmNsp(config).init_inputs()
+    shapes = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), *inputs))["params"]
+    count = sum(math.prod(x.shape) for x in jax.tree.leaves(shapes))
+    assert count == 110_106_428  # BERT-base: 109.5M + our pre-norm's final norm and the tied head's transform
+    assert 109e6 < count < 111e6
+
+
+def test_masking_statistics():
+    tokenizer_config = config_lib.TokenizerConfig(vocab_size=512, special_symbols=SPECIALS)
+    config = bert_config()
+    task = mlm_nsp.MlmNsp(dataclasses.replace(config, tokenizer=tokenizer_config))
+    data = task.prepare()
+    examples = pairs.PretrainingExamples(data.train, 64, data.ids, dataclasses.replace(config.mlm, max_predictions=64))
+    rng = np.random.default_rng(0)
+    anchors = data.train.anchors()
+    selected = candidates = masked = randomized = kept = 0
+    for k in range(600):
+        anchor = anchors[k * 7 % len(anchors)]
+        a, b, _ = pairs.make_pair(data.train, anchor, 64, 0.0, rng)
+        tokens, type_ids, segment_ids = pairs.encode_pair(a, b, 64, data.ids)
+        inputs, positions, targets, weights = pairs.mask_tokens(tokens, segment_ids, data.ids, examples.config, rng)
+        chosen = positions[weights > 0]
+        special = (tokens == data.ids.cls) | (tokens == data.ids.sep) | (segment_ids == 0)
+        assert not special[chosen].any(), "specials and padding are never selected"
+        assert (inputs[~np.isin(np.arange(64), chosen)] == tokens[~np.isin(np.arange(64), chosen)]).all()
+        assert (targets[weights > 0] == tokens[chosen]).all()
+        candidates += int((~special).sum())
+        selected += len(chosen)
+        masked += int((inputs[chosen] == data.ids.mask).sum())
+        kept += int((inputs[chosen] == tokens[chosen]).sum())
+        randomized += int(((inputs[chosen] != tokens[chosen]) & (inputs[chosen] != data.ids.mask)).sum())
+    assert selected / candidates == pytest.approx(0.15, abs=0.005)
+    assert masked / selected == pytest.approx(0.8, abs=0.02)
+    # a random replacement can draw the original piece, so "kept" is 10% plus a sliver
+    assert randomized / selected == pytest.approx(0.1, abs=0.015)
+    assert kept / selected == pytest.approx(0.1, abs=0.015)
+
+
+def test_nsp_pairs_are_half_true_next_and_negatives_from_other_documents():
+    # Document d's sentences hold ids 1000 * (d + 1) + k: where a segment came from is readable.
+    docs = pairs.Documents([[np.full(5 + k % 4, 1000 * (d + 1) + k, np.int32) for k in range(30)] for d in range(12)])
+    rng = np.random.default_rng(0)
+    labels = []
+    for anchor in docs.anchors()[rng.permutation(len(docs.anchors()))[:2000]]:
+        a, b, is_next = pairs.make_pair(docs, anchor, 64, 0.1, rng)
+        assert 1 <= len(a) and 1 <= len(b) and len(a) + len(b) <= 61
+        doc_a, doc_b = a // 1000 - 1, b // 1000 - 1
+        assert (doc_a == anchor[0]).all()
+        if is_next:
+            assert (doc_b == anchor[0]).all() and b[0] % 1000 == a[-1] % 1000 + 1, "B continues A"
+        else:
+            assert (doc_b != anchor[0]).all(), "a negative B comes from another document"
+        labels.append(is_next)
+    assert np.mean(labels) == pytest.approx(0.5, abs=0.03)
+
+
+def test_pretraining_run_learns_and_reports_mlm_and_nsp(pretrained_workdir):
+    records = _metrics(pretrained_workdir)
+    losses = [r["train/loss"] for r in records if "train/loss" in r]
+    assert losses[-1] < losses[0] - 0.5, losses
+    final = [r for r in records if "eval/mlm_accuracy" in r][-1]
+    assert {"eval/mlm_accuracy", "eval/nsp_accuracy", "eval/mlm_loss", "eval/nsp_loss"} <= set(final)
+    assert final["eval/mlm_accuracy"] > 0.05  # far above 1/512 chance after 30 steps
+
+
+def test_partial_restore_takes_the_encoder_and_keeps_a_fresh_head(pretrained_workdir, tmp_path):
+    config = finetune_config(init_from=pretrained_workdir)
+    run = trainer.build(config)
+    fresh = run.init_fn()
+    state = warm_start.load_subtree(fresh, pretrained_workdir, "encoder", log=lambda message: None)
+    pretrained, _, step = warm_start.read_params(pretrained_workdir)
+    assert step == 30
+    same = jax.tree.map(lambda a, b: bool(np.array_equal(np.asarray(a), b)), state.params["encoder"],
+                        pretrained["encoder"])
+    assert all(jax.tree.leaves(same))
+    assert np.array_equal(state.params["classifier_kernel"], fresh.params["classifier_kernel"])
+    assert not np.array_equal(fresh.params["encoder"]["pooler_kernel"], pretrained["encoder"]["pooler_kernel"])
+
+    wider = dataclasses.replace(run.model_config, embed_dim=32, mlp_dim=64)
+    shapes = jax.eval_shape(lambda: nn.meta.unbox(models.build(wider).init(jax.random.PRNGKey(0), *run.task.init_inputs())))
+    with pytest.raises(config_lib.ConfigError, match=r"has shape \(64,\) in the checkpoint but \(32,\)"):
+        warm_start.replace_subtree(shapes["params"], pretrained, "encoder")
+
+
+def test_fine_tune_from_pretrained_writes_report(pretrained_workdir, tmp_path):
+    workdir = str(tmp_path / "sst2")
+    final = trainer.train(finetune_config(init_from=pretrained_workdir), workdir)
+    assert {"eval/accuracy", "eval/f1", "eval/precision", "eval/recall"} <= set(final)
+    with open(os.path.join(workdir, "eval_report.json")) as f:
+        report = json.load(f)
+    evals = {r["step"]: r["eval/accuracy"] for r in _metrics(workdir) if "eval/accuracy" in r}
+    assert report["best"]["eval/accuracy"] == pytest.approx(max(evals.values()))
+    assert evals[report["best_step"]] == max(evals.values()) and report["validation_examples"] == 120
+    with open(os.path.join(workdir, "tokenizer.model"), "rb") as ours, \
+            open(os.path.join(pretrained_workdir, "tokenizer.model"), "rb") as theirs:
+        assert ours.read() == theirs.read(), "fine-tuning reuses the pretraining tokenizer"
+
+
+@pytest.mark.parametrize("labels", [2, 3])
+def test_metrics_match_scikit_learn(labels):
+    metrics = pytest.importorskip("sklearn.metrics")
+    rng = np.random.default_rng(labels)
+    truth, guess = rng.integers(0, labels, 500), rng.integers(0, labels, 500)
+    confusion = np.zeros((labels, labels))
+    np.add.at(confusion, (truth, guess), 1)
+    ours = classification.metrics_from_confusion(confusion)
+    average = "binary" if labels == 2 else "macro"
+    assert ours["accuracy"] == pytest.approx(metrics.accuracy_score(truth, guess))
+    assert ours["precision"] == pytest.approx(metrics.precision_score(truth, guess, average=average))
+    assert ours["recall"] == pytest.approx(metrics.recall_score(truth, guess, average=average))
+    assert ours["f1"] == pytest.approx(metrics.f1_score(truth, guess, average=average))
+
+
+def test_frozen_encoder_and_layer_wise_decay_scale_updates():
+    task = classification.Classification(finetune_config(**{"finetune.freeze_encoder": True}))
+    model = models.build(dataclasses.replace(task.config.model, vocab_size=100))
+    shapes = jax.eval_shape(lambda: nn.meta.unbox(model.init(jax.random.PRNGKey(0), *task.init_inputs())["params"]))
+    params = ones = jax.tree.map(lambda x: jnp.ones(x.shape, x.dtype), shapes)
+    tx = optimizer.build(dataclasses.replace(task.config.optimizer, name="sgd", momentum=0.0, warmup_steps=0,
+                                             schedule="constant", learning_rate=1.0), 10, task.update_scale)
+    updates, _ = tx.update(ones, tx.init(params), params)
+    assert float(jnp.abs(updates["encoder"]["layers"]["layer_1"]["mlp"]["wi"]).max()) == 0.0
+    assert float(jnp.abs(updates["encoder"]["token_embed"]["embedding"]).max()) == 0.0
+    assert float(jnp.abs(updates["classifier_kernel"]).min()) > 0.0
+    assert float(jnp.abs(updates["encoder"]["pooler_kernel"]).min()) > 0.0
+
+    decay = classification.Classification(finetune_config(**{"finetune.layer_lr_decay": 0.5}))
+    factor = lambda *names: decay.update_scale([jax.tree_util.DictKey(n) for n in names])  # noqa: E731
+    assert factor("classifier_kernel") == 1.0
+    assert factor("encoder", "layers", "layer_1", "mlp", "wi") == 0.5  # top of 2 layers
+    assert factor("encoder", "layers", "layer_0", "mlp", "wi") == 0.25
+    assert factor("encoder", "token_embed", "embedding") == 0.125
+
+
+def test_glue_by_name_from_tfds(tmp_path):
+    tfds = pytest.importorskip("tensorflow_datasets")
+    with tfds.testing.mock_data(num_examples=12):
+        split = glue.load(config_lib.FinetuneConfig(task="mrpc", tfds_name="glue/mrpc"), "validation")
+    assert len(split.first) == len(split.second) == len(split.labels) == 12
+    assert set(np.unique(split.labels)) <= {0, 1}
+
+
+def test_bad_configs_are_refused_before_compiling():
+    with pytest.raises(config_lib.ConfigError, match="model.family=bert"):
+        bert_config(**{"model.family": "gpt"})
+    with pytest.raises(config_lib.ConfigError, match="model.num_classes=2"):
+        classification.Classification(finetune_config(**{"model.num_classes": 3}))
+    with pytest.raises(config_lib.ConfigError, match="does not exist"):
+        warm_start.resolve("/nonexistent/workdir")

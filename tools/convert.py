@@ -1,4 +1,4 @@
-"""Move weights between Hugging Face transformers and our workdirs (GPT-2 and Llama shapes).
+"""Move weights between Hugging Face transformers and our workdirs (GPT-2, Llama and T5 v1.0).
 
   # import: config.json + safetensors -> a workdir tools/train.py and tools/generate.py accept
   python tools/convert.py --from_hf=HF_DIR --workdir=DIR [--tokenizer=PATH.model]

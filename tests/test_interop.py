@@ -213,3 +213,41 @@ def test_scanned_layers_export_as_per_layer_tensors():
     plain = models.build(dataclasses.replace(config, scan_layers=False))
     np.testing.assert_allclose(plain.apply({"params": unstacked}, tokens), scanned.apply({"params": params}, tokens),
                                atol=1e-5)
+
+
+@pytest.mark.slow  # a short T5 fine-tune and a decode: ~1-2 min on the shared 2-core machine
+def test_imported_t5_fine_tunes_with_init_from_and_evaluates(trained_tiny_workdir, tmp_path, capsys):
+    """A T5 checkpoint from transformers starts a seq2seq fine-tune (config.init_from) whose
+    workdir tools/evaluate.py's library path decodes and scores."""
+    import dataclasses  # noqa: PLC0415
+    import json  # noqa: PLC0415
+
+    from conftest import CORPUS  # noqa: PLC0415
+    from lm import evaluation, trainer  # noqa: PLC0415
+
+    _random_hf_model("t5_unscaled").save_pretrained(tmp_path / "hf")
+    (tmp_path / "hf" / "tokenizer.model").write_bytes(
+        open(os.path.join(trained_tiny_workdir, "tokenizer.model"), "rb").read())
+    imported = str(tmp_path / "imported")
+    workdirs.import_hf(str(tmp_path / "hf"), imported)
+    lines = [line for line in CORPUS.read_text().split("\n") if len(line.split()) > 3][:120]
+    for name, chunk in (("train", lines[:100]), ("dev", lines[100:])):
+        with open(tmp_path / f"{name}.jsonl", "w") as f:
+            for line in chunk:
+                words = line.split()
+                f.write(json.dumps({"a": " ".join(words[:len(words) // 2]), "b": " ".join(words[len(words) // 2:])})
+                        + "\n")
+    config = pretrained.read_config(imported)
+    config = dataclasses.replace(
+        config, init_from=imported,
+        data=dataclasses.replace(config.data, train_files=str(tmp_path / "train.jsonl"),
+                                 validation_files=str(tmp_path / "dev.jsonl")),
+        seq2seq=dataclasses.replace(config.seq2seq, input_key="a", target_key="b", input_len=32, target_len=16),
+        train=dataclasses.replace(config.train, steps=4, batch_size=4, sample_tokens=4),
+        eval=dataclasses.replace(config.eval, every_steps=4, max_batches=1),
+        checkpoint=dataclasses.replace(config.checkpoint, every_steps=4, async_save=False))
+    tuned = str(tmp_path / "tuned")
+    trainer.train(config, tuned)
+    assert f"init_from: params of {imported} step 0" in capsys.readouterr().out
+    result = evaluation.evaluate_workdir(tuned, "validation", beam_size=1, max_examples=4, log=lambda m: None)
+    assert {"bleu", "rougeL"} <= set(result.metrics) and len(result.predictions) == 4

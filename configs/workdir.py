@@ -4,7 +4,8 @@
 
 `DIR/config.json` is the config, with its tokenizer pointing at `DIR/tokenizer.model`; any
 `--config.section.field=value` overrides it as usual (a workdir imported by tools/convert.py
-has seen none of our data: fine-tuning it on other data or batch size needs --allow_config_change).
+has seen none of our data: fine-tune it into a new --workdir with --config.init_from=DIR, or
+resume it in place with other data or batch size and --allow_config_change).
 Without an argument (as the test that loads every config calls it), the base config.
 """
 import ml_collections

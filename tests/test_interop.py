@@ -30,6 +30,15 @@ SHAPES = {
         vocab_size=VOCAB, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=2,
         max_position_embeddings=64, tie_word_embeddings=True, bos_token_id=None, eos_token_id=None,
         pad_token_id=None)),
+    # T5 v1.0 (ReLU): with the d_model**-0.5 output scaling, and without (transformers 5 writes
+    # scale_decoder_outputs=false when tie_word_embeddings=False is asked for).
+    "t5_scaled": lambda: transformers.T5ForConditionalGeneration(transformers.T5Config(
+        vocab_size=VOCAB, d_model=64, d_kv=16, d_ff=96, num_layers=2, num_decoder_layers=3, num_heads=4,
+        relative_attention_num_buckets=8, relative_attention_max_distance=24, feed_forward_proj="relu",
+        dropout_rate=0.0, decoder_start_token_id=0, pad_token_id=0, eos_token_id=1)),
+    "t5_unscaled": lambda: transformers.T5ForConditionalGeneration(transformers.T5Config(
+        vocab_size=VOCAB, d_model=48, d_kv=8, d_ff=64, num_layers=2, num_heads=3, feed_forward_proj="relu",
+        tie_word_embeddings=False, dropout_rate=0.0, decoder_start_token_id=0, pad_token_id=0, eos_token_id=1)),
 }
 
 
@@ -44,15 +53,26 @@ def _random_hf_model(shape: str, seed: int = 0):
     return model.eval()
 
 
+def _inputs(shape, seed=1):
+    """Token ids: one array for decoders, (encoder inputs, decoder inputs) for T5."""
+    rng = np.random.default_rng(seed)
+    if shape.startswith("t5"):
+        return rng.integers(2, VOCAB, (2, 40)), rng.integers(2, VOCAB, (2, 12))
+    return rng.integers(0, VOCAB, (2, 48))
+
+
 def _hf_logits(model, tokens):
     with torch.no_grad():
+        if isinstance(tokens, tuple):
+            encoder_ids, decoder_ids = (torch.from_numpy(t) for t in tokens)
+            return model(input_ids=encoder_ids, decoder_input_ids=decoder_ids).logits.numpy()
         return model(torch.from_numpy(tokens)).logits.numpy()
 
 
 def _our_logits(workdir, tokens, step=0):
     config = pretrained.read_config(workdir, require_tokenizer=False)
     _, model, params, _ = pretrained.restore_params(workdir, config, step)
-    return np.asarray(model.apply({"params": params}, tokens))
+    return np.asarray(model.apply({"params": params}, *(tokens if isinstance(tokens, tuple) else (tokens,))))
 
 
 @pytest.mark.parametrize("shape", sorted(SHAPES))
@@ -60,7 +80,7 @@ def test_logits_match_both_directions_and_safetensors_round_trip(shape, tmp_path
     hf_model = _random_hf_model(shape)
     hf_model.save_pretrained(tmp_path / "hf")
     workdirs.import_hf(str(tmp_path / "hf"), str(tmp_path / "ours"))
-    tokens = np.random.default_rng(1).integers(0, VOCAB, (2, 48))
+    tokens = _inputs(shape)
 
     ours = _our_logits(str(tmp_path / "ours"), tokens)
     theirs = _hf_logits(hf_model, tokens)
@@ -68,7 +88,8 @@ def test_logits_match_both_directions_and_safetensors_round_trip(shape, tmp_path
     assert np.abs(ours - theirs).max() < TOLERANCE, f"HF -> ours: max diff {np.abs(ours - theirs).max()}"
 
     workdirs.export_hf(str(tmp_path / "ours"), str(tmp_path / "back"))
-    reloaded = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "back").eval()
+    auto = transformers.AutoModelForSeq2SeqLM if shape.startswith("t5") else transformers.AutoModelForCausalLM
+    reloaded = auto.from_pretrained(tmp_path / "back").eval()
     assert type(reloaded) is type(hf_model)
     back = _hf_logits(reloaded, tokens)
     assert np.abs(back - ours).max() < TOLERANCE, f"ours -> HF: max diff {np.abs(back - ours).max()}"
@@ -76,7 +97,16 @@ def test_logits_match_both_directions_and_safetensors_round_trip(shape, tmp_path
     original = safetensors_io.read_file(str(tmp_path / "hf" / "model.safetensors"))
     exported = safetensors_io.read_file(str(tmp_path / "back" / "model.safetensors"))
     assert sorted(original) == sorted(exported)
-    assert all(np.array_equal(original[name], exported[name]) for name in original), "HF -> ours -> HF changed bits"
+    if not shape.startswith("t5"):
+        assert all(np.array_equal(original[name], exported[name]) for name in original), "HF -> ours -> HF changed bits"
+        return
+    # T5's factors (sqrt(head_dim) on queries, the output scaling) are folded into our weights and
+    # back: equal up to rounding, and the output scaling moves into the final norm.
+    final_norm = "decoder.final_layer_norm.weight"
+    factor = 64 ** -0.5 if shape == "t5_scaled" else 1.0
+    np.testing.assert_allclose(exported[final_norm], original[final_norm] * factor, rtol=1e-6)
+    for name in set(original) - {final_norm}:
+        np.testing.assert_allclose(exported[name], original[name], rtol=1e-6, atol=1e-7, err_msg=name)
 
 
 def test_our_trained_model_loads_in_transformers(trained_tiny_workdir, tmp_path):
@@ -178,8 +208,46 @@ def test_scanned_layers_export_as_per_layer_tensors():
     tokens = np.arange(16)[None] % 64
     scanned = models.build(config)
     params = jax.tree.map(np.asarray, nn.meta.unbox(scanned.init(jax.random.PRNGKey(0), tokens)["params"]))
-    unstacked = core.unstack_layers(params, config.num_layers)
+    unstacked = core.unstack_layers(params)
     assert sorted(unstacked["decoder"]) == ["layer_0", "layer_1", "layer_2"]
     plain = models.build(dataclasses.replace(config, scan_layers=False))
     np.testing.assert_allclose(plain.apply({"params": unstacked}, tokens), scanned.apply({"params": params}, tokens),
                                atol=1e-5)
+
+
+@pytest.mark.slow  # a short T5 fine-tune and a decode: ~1-2 min on the shared 2-core machine
+def test_imported_t5_fine_tunes_with_init_from_and_evaluates(trained_tiny_workdir, tmp_path, capsys):
+    """A T5 checkpoint from transformers starts a seq2seq fine-tune (config.init_from) whose
+    workdir tools/evaluate.py's library path decodes and scores."""
+    import dataclasses  # noqa: PLC0415
+    import json  # noqa: PLC0415
+
+    from conftest import CORPUS  # noqa: PLC0415
+    from lm import evaluation, trainer  # noqa: PLC0415
+
+    _random_hf_model("t5_unscaled").save_pretrained(tmp_path / "hf")
+    (tmp_path / "hf" / "tokenizer.model").write_bytes(
+        open(os.path.join(trained_tiny_workdir, "tokenizer.model"), "rb").read())
+    imported = str(tmp_path / "imported")
+    workdirs.import_hf(str(tmp_path / "hf"), imported)
+    lines = [line for line in CORPUS.read_text().split("\n") if len(line.split()) > 3][:120]
+    for name, chunk in (("train", lines[:100]), ("dev", lines[100:])):
+        with open(tmp_path / f"{name}.jsonl", "w") as f:
+            for line in chunk:
+                words = line.split()
+                f.write(json.dumps({"a": " ".join(words[:len(words) // 2]), "b": " ".join(words[len(words) // 2:])})
+                        + "\n")
+    config = pretrained.read_config(imported)
+    config = dataclasses.replace(
+        config, init_from=imported,
+        data=dataclasses.replace(config.data, train_files=str(tmp_path / "train.jsonl"),
+                                 validation_files=str(tmp_path / "dev.jsonl")),
+        seq2seq=dataclasses.replace(config.seq2seq, input_key="a", target_key="b", input_len=32, target_len=16),
+        train=dataclasses.replace(config.train, steps=4, batch_size=4, sample_tokens=4),
+        eval=dataclasses.replace(config.eval, every_steps=4, max_batches=1),
+        checkpoint=dataclasses.replace(config.checkpoint, every_steps=4, async_save=False))
+    tuned = str(tmp_path / "tuned")
+    trainer.train(config, tuned)
+    assert f"init_from: params of {imported} step 0" in capsys.readouterr().out
+    result = evaluation.evaluate_workdir(tuned, "validation", beam_size=1, max_examples=4, log=lambda m: None)
+    assert {"bleu", "rougeL"} <= set(result.metrics) and len(result.predictions) == 4

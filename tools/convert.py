@@ -1,12 +1,12 @@
-"""Move weights between Hugging Face transformers and our workdirs (GPT-2 and Llama shapes).
+"""Move weights between Hugging Face transformers and our workdirs (GPT-2, Llama and T5 v1.0).
 
   # import: config.json + safetensors -> a workdir tools/train.py and tools/generate.py accept
   python tools/convert.py --from_hf=HF_DIR --workdir=DIR [--tokenizer=PATH.model]
   # export: a workdir's checkpoint -> a directory transformers' from_pretrained loads
-  python tools/convert.py --to_hf=HF_DIR --workdir=DIR [--step=N] [--architecture=gpt2|llama]
+  python tools/convert.py --to_hf=HF_DIR --workdir=DIR [--step=N] [--architecture=gpt2|llama|t5]
 
-Fine-tune an imported workdir in place (its config.json is the config):
-  python tools/train.py --config=configs/workdir.py:DIR --workdir=DIR --allow_config_change \
+Fine-tune an imported workdir (its config.json is the config; init_from loads its params):
+  python tools/train.py --config=configs/workdir.py:DIR --workdir=NEW_DIR --config.init_from=DIR \
       --config.train.steps=200 --config.data.train_files=MY_TEXT
 Pickled PyTorch weights are refused; safetensors only. See docs/interop.md.
 """

@@ -4,13 +4,13 @@ Each architecture module (gpt2.py, llama.py) knows one Hugging Face `model_type`
 onto one of our model families with four functions:
 
   model_config(hf_config: dict) -> ModelConfig        (refuses features we do not model)
-  import_params(model, tensors, source) -> params     (our Flax tree, layers unstacked)
+  import_params(model, tensors, source, hf_config)    (our Flax tree, layers unstacked)
   check_exportable(model) -> None                     (refuses configs the format cannot hold)
   export(model, params) -> (hf_config: dict, tensors) (flat torch names, float32 numpy)
 
-Adding an architecture is a new module registered in ARCHITECTURES. BERT and T5 belong here
-once their families (`bert`, `t5` in lm/models) exist: their modules follow the same four
-functions, reusing core.py's head splitting and transposes.
+A module may also set OBJECTIVE, the train.objective an imported workdir gets (default
+causal_lm; t5.py: seq2seq). Adding an architecture is a new module registered in
+ARCHITECTURES; BERT (lm/models/bert.py) is the one family still without one.
 """
 
 from __future__ import annotations
@@ -18,10 +18,10 @@ from __future__ import annotations
 from types import ModuleType
 
 from lm.config import ModelConfig
-from lm.interop import gpt2, llama
+from lm.interop import gpt2, llama, t5
 from lm.interop.core import ConversionError
 
-ARCHITECTURES: dict[str, ModuleType] = {"gpt2": gpt2, "llama": llama}
+ARCHITECTURES: dict[str, ModuleType] = {"gpt2": gpt2, "llama": llama, "t5": t5}
 
 
 def for_model_type(model_type: str) -> ModuleType:
@@ -34,8 +34,10 @@ def for_model_type(model_type: str) -> ModuleType:
 
 def default_architecture(model: ModelConfig) -> str:
     """The Hugging Face architecture whose shape this model has (learned positions: GPT-2)."""
+    if model.family == "t5":
+        return "t5"
     if model.family != "gpt":
-        raise ConversionError(f"model.family={model.family!r} has no Hugging Face exporter yet (only gpt)")
+        raise ConversionError(f"model.family={model.family!r} has no Hugging Face exporter yet (gpt and t5 have)")
     return "gpt2" if model.positions == "learned" else "llama"
 
 

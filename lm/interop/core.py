@@ -79,17 +79,19 @@ def merge_out_heads(kernel_HED: np.ndarray) -> np.ndarray:
     return np.asarray(kernel_HED).reshape(-1, kernel_HED.shape[-1])
 
 
-def unstack_layers(params: dict, num_layers: int) -> dict:
-    """A `model.scan_layers` tree (decoder/layers/..., leading axis = layer) as per-layer
-    `decoder/layer_i`, the layout the converters read and write."""
-    decoder = params.get("decoder", {})
-    if "layers" not in decoder:
-        return params
+def unstack_layers(params: dict) -> dict:
+    """A `model.scan_layers` tree (<stack>/layers/..., leading axis = layer) as per-layer
+    `<stack>/layer_i`, the layout the converters read and write (stacks: encoder, decoder)."""
     import jax  # noqa: PLC0415
 
-    stacked = decoder["layers"]
-    layers = {f"layer_{i}": jax.tree.map(lambda x, i=i: np.asarray(x)[i], stacked) for i in range(num_layers)}
-    return {**params, "decoder": layers}
+    out = dict(params)
+    for stack in ("encoder", "decoder"):
+        tree = params.get(stack)
+        if isinstance(tree, dict) and "layers" in tree:
+            count = jax.tree.leaves(tree["layers"])[0].shape[0]
+            out[stack] = {f"layer_{i}": jax.tree.map(lambda x, i=i: np.asarray(x)[i], tree["layers"])
+                          for i in range(count)}
+    return out
 
 
 def require(condition: bool, message: str) -> None:

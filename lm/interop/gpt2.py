@@ -37,7 +37,7 @@ def _strip_prefix(tensors: dict) -> dict:
     return {name.removeprefix("transformer."): value for name, value in tensors.items()}
 
 
-def import_params(m: ModelConfig, raw: dict, source: str) -> dict:
+def import_params(m: ModelConfig, raw: dict, source: str, hf: dict | None = None) -> dict:
     tensors = core.Tensors(_strip_prefix(raw), source)
     width, heads, head_dim = m.embed_dim, m.num_heads, m.embed_dim // m.num_heads
 

@@ -49,7 +49,7 @@ def _dims(m: ModelConfig):
     return m.num_heads, m.num_kv_heads or m.num_heads, m.head_dim or m.embed_dim // m.num_heads
 
 
-def import_params(m: ModelConfig, raw: dict, source: str) -> dict:
+def import_params(m: ModelConfig, raw: dict, source: str, hf: dict | None = None) -> dict:
     tensors = core.Tensors(raw, source)
     width, (heads, kv_heads, head_dim) = m.embed_dim, _dims(m)
 

@@ -19,7 +19,7 @@ import numpy as np
 
 from lm import checkpoint as checkpoint_lib
 from lm import interop, optimizer, pretrained, sharding
-from lm.config import CheckpointConfig, Config, DataConfig, MeshConfig, TokenizerConfig
+from lm.config import CheckpointConfig, Config, DataConfig, MeshConfig, TokenizerConfig, TrainConfig
 from lm.data.tokenizer import Tokenizer
 from lm.interop import core, safetensors_io
 from lm.steps import TrainState
@@ -47,12 +47,13 @@ def _find_tokenizer(hf_dir: str, tokenizer_path: str, vocab_size: int, log) -> T
     return tokenizer
 
 
-def run_config(model, tokenizer_path: str) -> Config:
+def run_config(model, tokenizer_path: str, objective: str = "causal_lm") -> Config:
     """Defaults for everything but the model: fine-tuning overrides data, optimizer and steps."""
     data = DataConfig()
     if model.positions == "learned":
         data = dataclasses.replace(data, seq_len=min(data.seq_len, model.max_len))
-    return Config(model=model, data=data, tokenizer=TokenizerConfig(path=tokenizer_path))
+    return Config(model=model, data=data, tokenizer=TokenizerConfig(path=tokenizer_path),
+                  train=TrainConfig(objective=objective))
 
 
 def _check_tree(params, abstract_params, source: str) -> None:
@@ -74,14 +75,15 @@ def import_hf(hf_dir: str, workdir: str, tokenizer_path: str = "", log: Callable
     hf_config, raw = safetensors_io.read_hf_dir(hf_dir)
     architecture = interop.for_model_type(hf_config.get("model_type", ""))
     model = architecture.model_config(hf_config)
-    params = architecture.import_params(model, raw, hf_dir)
+    params = architecture.import_params(model, raw, hf_dir, hf_config)
     del raw
     tokenizer = _find_tokenizer(hf_dir, tokenizer_path, model.vocab_size, log)
     os.makedirs(workdir, exist_ok=True)
     workdir_tokenizer = os.path.abspath(os.path.join(workdir, TOKENIZER))
     if tokenizer is not None:
         tokenizer.save(workdir_tokenizer)
-    config = run_config(model, workdir_tokenizer if tokenizer is not None else "")
+    config = run_config(model, workdir_tokenizer if tokenizer is not None else "",
+                        getattr(architecture, "OBJECTIVE", "causal_lm"))
 
     mesh = sharding.make_mesh(MeshConfig())
     _, param_shardings, abstract_state = pretrained.abstract_params(config, mesh)
@@ -115,7 +117,7 @@ def export_hf(workdir: str, hf_dir: str, step: int = 0, architecture: str = "",
     exporter = interop.get(architecture)
     exporter.check_exportable(config.model)  # before the (slow) restore
     step, _, params, _ = pretrained.restore_params(workdir, config, step, log=log)
-    params = core.unstack_layers(jax.tree.map(np.asarray, jax.device_get(params)), config.model.num_layers)
+    params = core.unstack_layers(jax.tree.map(np.asarray, jax.device_get(params)))
     hf_config, tensors = exporter.export(config.model, params)
     safetensors_io.write_hf_dir(hf_dir, hf_config, tensors)
     if config.tokenizer.path:  # our sentencepiece model, for users who tokenize with it

@@ -33,5 +33,5 @@ def get(config: Config):
     from lm.tasks import seq2seq, span_corruption  # noqa: PLC0415
 
     objectives = {"causal_lm": causal_lm.CausalLM, "span_corruption": span_corruption.SpanCorruption,
-                  "seq2seq": seq2seq.Seq2Seq}
+                  "seq2seq": seq2seq.Seq2Seq, "prefix_lm": span_corruption.PrefixLM}
     return objectives[config.train.objective](config)

@@ -275,7 +275,7 @@ _CHOICES = {
     "optimizer.name": ("sgd", "adam", "adamw", "adagrad", "adafactor", "lion"),
     "optimizer.schedule": ("constant", "linear", "cosine", "rsqrt"),
     "train.nonfinite": ("skip", "stop"),
-    "train.objective": ("causal_lm", "mlm_nsp", "classification", "span_corruption", "seq2seq"),
+    "train.objective": ("causal_lm", "mlm_nsp", "classification", "span_corruption", "seq2seq", "prefix_lm"),
     "mlm.document_boundary": ("heading", "paragraph"),
     "finetune.task": ("sst2", "mrpc", "rte"),
     "finetune.select_metric": ("accuracy", "f1", "precision", "recall"),
@@ -367,7 +367,7 @@ def validate(config: Config) -> None:
         raise ConfigError("only one mesh axis may be -1 (the rest of the devices)")
 
 
-_SEQ2SEQ_OBJECTIVES = ("span_corruption", "seq2seq")
+_SEQ2SEQ_OBJECTIVES = ("span_corruption", "seq2seq", "prefix_lm")
 
 
 def _validate_seq2seq(config: Config) -> None:

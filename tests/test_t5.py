@@ -322,3 +322,18 @@ def test_config_errors_name_the_fix():
     with pytest.raises(config_lib.ConfigError, match="tokenizer.special_symbols"):
         spans.corrupt(tokens, spans.noise_mask(spans.span_lengths(30, 0.3, 2.0), np.random.default_rng(0)),
                       np.array([900], np.int32), eos_id=3)
+
+
+def test_prefix_lm_rows_split_a_window_at_a_random_point():
+    splitter = spans.PrefixSplitter(raw=12, eos_id=3, pad_id=0)
+    tokens = np.arange(10, 22, dtype=np.int32)
+    cuts = set()
+    for seed in range(20):
+        inputs, targets = splitter.split(tokens, np.random.default_rng(seed))
+        np.testing.assert_array_equal(np.concatenate([inputs[:-1], targets[:-1]]), tokens)
+        assert inputs[-1] == targets[-1] == 3 and len(inputs) > 1 and len(targets) > 1
+        cuts.add(len(inputs))
+    assert len(cuts) > 4
+    row = splitter(tokens, np.random.default_rng(0))
+    assert row["encoder_inputs"].shape == row["decoder_targets"].shape == (13,)
+    assert row["decoder_weights"].sum() == len(splitter.split(tokens, np.random.default_rng(0))[1])

@@ -119,3 +119,19 @@ class Corruptor:
     def __call__(self, tokens: np.ndarray, rng: np.random.Generator) -> dict[str, np.ndarray]:
         inputs, targets = corrupt(tokens, noise_mask(self.lengths, rng), self.sentinel_ids, self.eos_id)
         return seq2seq.pack_rows([(inputs, targets)], self.lengths.inputs, self.lengths.targets, self.pad_id)
+
+
+class PrefixSplitter:
+    """The prefix-LM alternative: a window split at a uniformly random point; the encoder reads
+    the prefix, the decoder writes the rest. Rows are `raw + 1` tokens on both sides, padded."""
+
+    def __init__(self, raw: int, eos_id: int, pad_id: int):
+        self.raw, self.eos_id, self.pad_id = raw, eos_id, pad_id
+
+    def split(self, tokens: np.ndarray, rng: np.random.Generator):
+        cut = int(rng.integers(1, len(tokens)))
+        return (np.append(tokens[:cut], self.eos_id).astype(np.int32),
+                np.append(tokens[cut:], self.eos_id).astype(np.int32))
+
+    def __call__(self, tokens: np.ndarray, rng: np.random.Generator) -> dict[str, np.ndarray]:
+        return seq2seq.pack_rows([self.split(tokens, rng)], self.raw + 1, self.raw + 1, self.pad_id)

@@ -39,5 +39,6 @@ def get(config: Config):
 
     objectives = {"causal_lm": causal_lm.CausalLM, "mlm_nsp": mlm_nsp.MlmNsp,
                   "classification": classification.Classification,
-                  "span_corruption": span_corruption.SpanCorruption, "seq2seq": seq2seq.Seq2Seq}
+                  "span_corruption": span_corruption.SpanCorruption, "seq2seq": seq2seq.Seq2Seq,
+                  "prefix_lm": span_corruption.PrefixLM}
     return objectives[config.train.objective](config)

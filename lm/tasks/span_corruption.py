@@ -1,4 +1,5 @@
-"""T5's span-corruption pretraining: reconstruct masked spans of a text corpus.
+"""T5's span-corruption pretraining: reconstruct masked spans of a text corpus (and the
+prefix-LM alternative: continue a text from a random split point).
 
 The corpus is the causal-LM corpus (lm/data/pipeline.py: files or a tfds dataset, cleaned,
 tokenized once and cached); lm/data/span_corruption.py turns its token stream into packed
@@ -75,7 +76,27 @@ class SpanCorruption(EncoderDecoderTask):
 
     def sample_pairs(self, corpus) -> list[tuple[str, str]]:
         tok, corruptor = corpus.tokenizer, self._corruptor(corpus)
+        if isinstance(corruptor, spans.PrefixSplitter):
+            inputs, targets = corruptor.split(spans.Windows(corpus.validation_tokens, corruptor.raw)[0],
+                                              np.random.default_rng(0))
+            return [(tok.decode(inputs[:-1]), tok.decode(targets[:-1]))]
         window = spans.Windows(corpus.validation_tokens, self.lengths.raw)[0]
         inputs, targets = spans.corrupt(window, spans.noise_mask(self.lengths, np.random.default_rng(0)),
                                         corruptor.sentinel_ids, tok.eos_id)
         return [(tok.decode(inputs[:-1]), tok.decode(targets[:-1]))]
+
+
+class PrefixLM(SpanCorruption):
+    """Encoder reads a random-length prefix of a window of seq2seq.input_len - 1 tokens; the
+    decoder writes the rest. Same data, loss and metrics as span corruption."""
+
+    def __init__(self, config: Config):
+        super().__init__(config)
+        raw = config.seq2seq.input_len - 1
+        self.lengths = spans.SpanLengths(raw, 0, 0, raw + 1, raw + 1)
+
+    def prepare(self) -> pipeline.Corpus:
+        return pipeline.prepare(self.config.data, self.config.tokenizer)
+
+    def _corruptor(self, corpus) -> spans.PrefixSplitter:
+        return spans.PrefixSplitter(self.lengths.raw, corpus.tokenizer.eos_id, corpus.tokenizer.pad_id)

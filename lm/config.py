@@ -47,7 +47,7 @@ class ModelConfig:
     relative_max_distance: int = 128  # ... log-spaced up to this distance (farther shares the last bucket).
     # Attention kernel (lm/layers.py): einsum = our heads-major einsums (fastest on XLA:CPU, see
     # docs/performance.md); xla | cudnn = jax.nn.dot_product_attention with that implementation
-    # (cudnn: flash attention on NVIDIA GPUs); auto = cudnn on GPU, einsum elsewhere.
+    # (cudnn: flash attention on NVIDIA GPUs, bfloat16); auto = cudnn on GPU in bfloat16, else einsum.
     attention_impl: str = "auto"
     # einsum path, causal self-attention: each block of this many queries is scored only against
     # the keys up to its end, skipping fully masked key blocks (0: one block, the dense path).

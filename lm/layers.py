@@ -152,12 +152,13 @@ class RelativePositionBias(nn.Module):
 
 
 def resolve_attention_impl(config: ModelConfig) -> str:
-    """`model.attention_impl` with "auto" resolved: cuDNN flash attention on GPU, our einsums
-    elsewhere (on XLA:CPU they beat jax.nn.dot_product_attention's XLA path; docs/performance.md).
-    Attention dropout exists only on the einsum path."""
+    """`model.attention_impl` with "auto" resolved: cuDNN flash attention on GPU in bfloat16 (cuDNN
+    takes no float32), our einsums elsewhere (on XLA:CPU they beat jax.nn.dot_product_attention's
+    XLA path; docs/performance.md). Attention dropout exists only on the einsum path."""
     if config.attention_impl != "auto":
         return config.attention_impl
-    return "cudnn" if jax.default_backend() == "gpu" and config.dropout_rate == 0 else "einsum"
+    cudnn_ok = jax.default_backend() == "gpu" and config.dtype == "bfloat16" and config.dropout_rate == 0
+    return "cudnn" if cudnn_ok else "einsum"
 
 
 def _attend(q_BHLE, k_BHSE, v_BHSE, mask_B1LS, bias_BHLS, dropout):

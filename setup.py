@@ -29,6 +29,7 @@ EXTRAS = {
     "dev": [
         "pytest>=9,<10",
         "portpicker>=1.6,<2",
+        "tensorboard>=2.21,<2.22",  # tests read our event files back with TensorBoard's own reader
         "scikit-learn>=1.5,<2",  # BERT fine-tuning metrics are checked against it; tools/baseline_tfidf.py.
     ],
     # Hugging Face interop and the PyTorch peer benchmark. torch is pinned exactly: a range

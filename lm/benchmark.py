@@ -49,6 +49,30 @@ def random_batch(config: Config, vocab_size: int, seed: int = 0) -> dict:
             "target_bytes": np.ones(shape, np.int32)}
 
 
+def matmul_cpu_peak(dtype: str = "float32", size: int = 2048, repeats: int = 9) -> float:
+    """As `matmul_peak`, per second of process CPU time (all threads): the denominator of the
+    CPU-time MFU, which a busy machine disturbs far less than the wall-clock one."""
+    key_a, key_b = jax.random.split(jax.random.PRNGKey(0))
+    a = jax.random.normal(key_a, (size, size), jnp.float32).astype(dtype)
+    b = jax.random.normal(key_b, (size, size), jnp.float32).astype(dtype)
+    matmul = jax.jit(lambda x, y: jnp.dot(x, y, preferred_element_type=jnp.float32))
+    matmul(a, b).block_until_ready()
+    times = []
+    for _ in range(repeats):
+        started = time.process_time()
+        matmul(a, b).block_until_ready()
+        times.append(time.process_time() - started)
+    return 2 * size ** 3 / float(np.median(times))
+
+
+def load_average() -> float:
+    """The machine's 1-minute load average (runnable processes), to say how contended a run was."""
+    try:
+        return float(open("/proc/loadavg").read().split()[0])
+    except OSError:
+        return float("nan")
+
+
 def _rss(field: str) -> int:
     with open("/proc/self/status") as f:
         for line in f:
@@ -89,6 +113,7 @@ def kept_activation_bytes(model, params, batch) -> int | None:
 @dataclasses.dataclass
 class StepBenchmark:
     step_seconds: list[float]
+    step_cpu_seconds: list[float]  # process CPU time per step: on a shared machine it moves far less than wall time
     compile_seconds: float
     tokens_per_step: int
     flops_per_token: float
@@ -138,15 +163,16 @@ def train_steps(config: Config, num_steps: int, warmup: int = 2) -> StepBenchmar
         for _ in range(warmup):
             state, metrics = compiled(state, batch)
             jax.block_until_ready(metrics)
-        times = []
+        times, cpu_times = [], []
         for _ in range(num_steps):
-            started = time.perf_counter()
+            started, cpu_started = time.perf_counter(), time.process_time()
             state, metrics = compiled(state, batch)
             jax.block_until_ready(metrics)
             times.append(time.perf_counter() - started)
+            cpu_times.append(time.process_time() - cpu_started)
         peak = _rss("VmHWM") - baseline
     tokens = config.train.batch_size * config.data.seq_len
-    return StepBenchmark(times, compile_seconds, tokens, planning.flops_per_token(model_config, config.data.seq_len),
+    return StepBenchmark(times, cpu_times, compile_seconds, tokens, planning.flops_per_token(model_config, config.data.seq_len),
                          int(peak), parts, int(getattr(memory, "temp_size_in_bytes", 0) or 0),
                          float(metrics["loss"]))
 

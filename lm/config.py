@@ -21,7 +21,7 @@ class ConfigError(ValueError):
 
 @dataclasses.dataclass(frozen=True)
 class ModelConfig:
-    family: str = "gpt"  # gpt (decoder-only causal LM) | bert (bidirectional encoder)
+    family: str = "gpt"  # gpt (decoder-only causal LM) | bert (bidirectional encoder) | t5 (encoder-decoder)
     vocab_size: int = 0  # 0: take it from the tokenizer.
     num_layers: int = 4
     embed_dim: int = 256
@@ -29,9 +29,9 @@ class ModelConfig:
     num_kv_heads: int = 0  # 0: same as num_heads (multi-head); fewer: grouped-query.
     head_dim: int = 0  # 0: embed_dim // num_heads.
     mlp_dim: int = 1024
-    mlp_activation: str = "gelu"  # gelu | swiglu
+    mlp_activation: str = "gelu"  # gelu | swiglu | relu (T5.1.0)
     max_len: int = 256  # longest sequence (size of the learned position table).
-    positions: str = "learned"  # learned | rotary
+    positions: str = "learned"  # learned | rotary | relative (T5's bucketed bias; t5 family only)
     rope_theta: float = 10000.0
     norm: str = "layernorm"  # layernorm | rmsnorm (always pre-norm)
     norm_eps: float = 1e-5
@@ -42,6 +42,16 @@ class ModelConfig:
     dtype: str = "float32"  # compute dtype; matmuls accumulate in float32.
     scan_layers: bool = False  # nn.scan over layers: compile time flat in depth.
     remat: str = "none"  # none | full | save_dots
+    num_decoder_layers: int = 0  # t5: decoder depth; 0: num_layers.
+    relative_buckets: int = 32  # positions="relative": buckets of the learned bias per head ...
+    relative_max_distance: int = 128  # ... log-spaced up to this distance (farther shares the last bucket).
+    # Attention kernel (lm/layers.py): einsum = our heads-major einsums (fastest on XLA:CPU, see
+    # docs/performance.md); xla | cudnn = jax.nn.dot_product_attention with that implementation
+    # (cudnn: flash attention on NVIDIA GPUs, bfloat16); auto = cudnn on GPU in bfloat16, else einsum.
+    attention_impl: str = "auto"
+    # einsum path, causal self-attention: each block of this many queries is scored only against
+    # the keys up to its end, skipping fully masked key blocks (0: one block, the dense path).
+    causal_block: int = 64
     type_vocab_size: int = 2  # bert: token-type (segment A/B) embeddings.
     num_classes: int = 0  # bert: 0 = pretraining heads (MLM + NSP); >= 2 = a classifier on the pooled output.
     pooling: str = "cls"  # bert: what the pooler reads: cls (the first token, BERT's) | mean (over real tokens)
@@ -144,6 +154,25 @@ class DistillConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class Seq2SeqConfig:
+    # Encoder-decoder tasks (lm/tasks/seq2seq.py, span_corruption.py). Local pairs come from
+    # data.train_files / data.validation_files / test_files: JSON lines with input_key and
+    # target_key, or parallel text files named with a "{key}" placeholder (e.g.
+    # "multi30k/train.{key}.gz", one example a line, .gz read as gzip); a tfds dataset
+    # (data.tfds_name) gives its features input_key and target_key.
+    input_key: str = "inputs"
+    target_key: str = "targets"
+    input_prefix: str = ""  # prepended to every input, e.g. "translate English to German: "
+    test_files: str = ""  # local files for tools/evaluate.py --split=test
+    input_len: int = 128  # encoder tokens per row (longer inputs are truncated)
+    target_len: int = 64  # decoder tokens per row; span corruption derives its own from input_len
+    noise_density: float = 0.15  # span corruption: fraction of tokens masked ...
+    mean_noise_span_length: float = 3.0  # ... in spans of this mean length
+    beam_size: int = 1  # decoding (samples, tools/evaluate.py): 1 is greedy
+    length_penalty: float = 0.6  # beam search: score / ((5 + length) / 6) ** length_penalty
+
+
+@dataclasses.dataclass(frozen=True)
 class MlmConfig:
     # Masked-LM + next-sentence pretraining (train.objective=mlm_nsp, lm/tasks/mlm_nsp.py).
     document_boundary: str = "heading"  # heading: WikiText ` = Title = ` lines start articles | paragraph: blank lines
@@ -178,9 +207,15 @@ class Config:
     checkpoint: CheckpointConfig = CheckpointConfig()
     mesh: MeshConfig = MeshConfig()
     distill: DistillConfig = DistillConfig()
+    seq2seq: Seq2SeqConfig = Seq2SeqConfig()
+    # Start from the params of a trained run: a workdir (its newest checkpoint) or a checkpoint
+    # directory (<workdir>/checkpoints/<step>); empty: from scratch. Ignored on resume.
     mlm: MlmConfig = MlmConfig()
     finetune: FinetuneConfig = FinetuneConfig()
-    init_from: str = ""  # a workdir or checkpoint path whose encoder starts this run (bert); empty: from scratch.
+    # Start from the params of a trained run: a workdir or one of its checkpoints
+    # (<workdir>/checkpoints/<step>); empty: from scratch. Ignored on resume. A classifier takes
+    # only the encoder (its head starts fresh); other objectives take every parameter.
+    init_from: str = ""
 
 
 def to_dict(config: Config) -> dict[str, Any]:
@@ -228,19 +263,20 @@ def from_config_dict(config_dict) -> Config:
 
 
 _CHOICES = {
-    "model.family": ("gpt", "bert"),
-    "model.mlp_activation": ("gelu", "swiglu"),
-    "model.positions": ("learned", "rotary"),
+    "model.family": ("gpt", "bert", "t5"),
+    "model.mlp_activation": ("gelu", "swiglu", "relu"),
+    "model.positions": ("learned", "rotary", "relative"),
     "model.norm": ("layernorm", "rmsnorm"),
     "model.param_dtype": ("float32", "bfloat16"),
     "model.dtype": ("float32", "bfloat16"),
     "model.remat": ("none", "full", "save_dots"),
+    "model.attention_impl": ("auto", "einsum", "xla", "cudnn"),
     "data.document_unit": ("file", "paragraph"),
     "tokenizer.model_type": ("bpe", "unigram"),
     "optimizer.name": ("sgd", "adam", "adamw", "adagrad", "adafactor", "lion"),
     "optimizer.schedule": ("constant", "linear", "cosine", "rsqrt"),
     "train.nonfinite": ("skip", "stop"),
-    "train.objective": ("causal_lm", "mlm_nsp", "classification"),
+    "train.objective": ("causal_lm", "mlm_nsp", "classification", "span_corruption", "seq2seq", "prefix_lm"),
     "model.pooling": ("cls", "mean"),
     "mlm.document_boundary": ("heading", "paragraph"),
     "finetune.task": ("sst2", "mrpc", "rte"),
@@ -294,9 +330,15 @@ def validate(config: Config) -> None:
             f"raise model.max_len or lower data.seq_len")
     if not 0.0 <= m.dropout_rate < 1.0:
         raise ConfigError(f"model.dropout_rate must be in [0, 1), got {m.dropout_rate}")
+    if m.attention_impl in ("xla", "cudnn") and m.dropout_rate > 0:
+        raise ConfigError(f"model.attention_impl={m.attention_impl!r} has no attention dropout, but model.dropout_rate="
+                          f"{m.dropout_rate}: use model.attention_impl='einsum' (or 'auto') or set dropout_rate=0")
+    if m.causal_block < 0:
+        raise ConfigError(f"model.causal_block must be >= 0 (0: off), got {m.causal_block}")
     if config.distill.temperature <= 0 or not 0.0 <= config.distill.alpha <= 1.0:
         raise ConfigError(f"distill.temperature must be > 0 and distill.alpha in [0, 1], got "
                           f"{config.distill.temperature} and {config.distill.alpha}")
+    _validate_seq2seq(config)
     _validate_bert(config)
     try:
         nan_steps(t)
@@ -325,6 +367,29 @@ def validate(config: Config) -> None:
             raise ConfigError(f"config 'mesh.{name}' must be a positive size or -1 (the rest), got {size}")
     if sum(getattr(config.mesh, n) == -1 for n in ("data", "fsdp", "tensor")) > 1:
         raise ConfigError("only one mesh axis may be -1 (the rest of the devices)")
+
+
+_SEQ2SEQ_OBJECTIVES = ("span_corruption", "seq2seq", "prefix_lm")
+
+
+def _validate_seq2seq(config: Config) -> None:
+    m, s, objective = config.model, config.seq2seq, config.train.objective
+    if (m.family == "t5") != (objective in _SEQ2SEQ_OBJECTIVES):
+        raise ConfigError(
+            f"train.objective={objective!r} does not fit model.family={m.family!r}: the t5 family trains with "
+            f"{' or '.join(_SEQ2SEQ_OBJECTIVES)}, other families with causal_lm")
+    if m.positions == "relative" and m.family != "t5":
+        raise ConfigError("model.positions='relative' is T5's bias and needs model.family='t5'; use learned or rotary")
+    if m.family == "t5" and m.positions == "learned":
+        raise ConfigError("the t5 family has no learned position table: set model.positions to relative or rotary")
+    if m.num_decoder_layers < 0 or m.relative_buckets < 4 or m.relative_max_distance < m.relative_buckets // 2:
+        raise ConfigError("model.num_decoder_layers must be >= 0, model.relative_buckets >= 4 and "
+                          "model.relative_max_distance >= relative_buckets / 2")
+    if s.input_len < 2 or s.target_len < 2 or s.beam_size < 1:
+        raise ConfigError("seq2seq.input_len and seq2seq.target_len must be at least 2 and seq2seq.beam_size at least 1")
+    if not 0.0 < s.noise_density < 1.0 or s.mean_noise_span_length < 1.0:
+        raise ConfigError(f"seq2seq.noise_density must be in (0, 1) and seq2seq.mean_noise_span_length >= 1, got "
+                          f"{s.noise_density} and {s.mean_noise_span_length}")
 
 
 def _validate_bert(config: Config) -> None:

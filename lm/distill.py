@@ -45,21 +45,34 @@ def make_train_step(model, task, teacher_model, tx, learning_rate, temperature: 
     with the distillation objective; "loss" in its metrics is that objective."""
 
     def loss_sums(model, params, batch, rng, deterministic):
-        logits = model.apply({"params": params}, batch["inputs"], batch["positions"], batch["segment_ids"],
-                             deterministic=deterministic, rngs=None if deterministic else {"dropout": rng})
-        return distillation_loss(logits, batch["teacher_logits"], batch["targets"], batch["weights"],
+        logits, labels, weights = task.predictions(model, params, batch, rng, deterministic)
+        return distillation_loss(logits, batch["teacher_logits"], labels, weights,
                                  temperature, alpha, 0.0 if deterministic else z_loss)
 
-    student_step = steps.make_train_step(model, task, tx, learning_rate, microbatches, dropout,
-                                         inject_nan_at_steps, loss_sums=loss_sums)
+    student_step = steps.make_train_step(model, _ReportingSoftAndHard(task), tx, learning_rate, microbatches,
+                                         dropout, inject_nan_at_steps, loss_sums=loss_sums)
 
     def train_step(state, batch, teacher_params):
         # The whole batch's teacher logits at once: microbatches then slice them like any batch field.
-        teacher_logits = jax.lax.stop_gradient(teacher_model.apply(
-            {"params": teacher_params}, batch["inputs"], batch["positions"], batch["segment_ids"]))
+        teacher_logits = jax.lax.stop_gradient(task.predictions(teacher_model, teacher_params, batch, None, True)[0])
         return student_step(state, dict(batch, teacher_logits=teacher_logits))
 
     return train_step
+
+
+class _ReportingSoftAndHard:
+    """The student's task, with the two parts of the objective reported beside it:
+    train/kl (nats per prediction at temperature T) and train/ce (the hard-label loss)."""
+
+    def __init__(self, task):
+        self.task = task
+
+    def total_weight(self, batch):
+        return self.task.total_weight(batch)
+
+    def train_metrics(self, sums, total_weight):
+        return {**self.task.train_metrics(sums, total_weight), "kl": sums["kl_sum"] / total_weight,
+                "ce": sums["ce_sum"] / total_weight}
 
 
 def check_teacher(config: Config, student_tokenizer, teacher: pretrained.Pretrained) -> None:
@@ -82,14 +95,15 @@ def attach(run, log=print):
     """Replaces `run.train_step` (lm/trainer.py's Run) by the distillation step, with the teacher
     loaded onto the run's mesh. Every check happens before anything compiles."""
     config = run.config
+    if not hasattr(run.task, "predictions"):
+        raise ConfigError(f"train.objective={config.train.objective!r} has no single prediction to distil (its task "
+                          f"defines no `predictions`): distillation serves causal_lm and classification")
     teacher = pretrained.load(config.distill.teacher_workdir, config.distill.teacher_step, mesh=run.mesh, log=log)
     check_teacher(config, run.corpus.tokenizer, teacher)
     num_teacher = sum(x.size for x in jax.tree.leaves(teacher.params))
     log(f"distillation: teacher {teacher.workdir} step {teacher.step} ({num_teacher:,} parameters), "
         f"temperature {config.distill.temperature}, alpha {config.distill.alpha}")
     tx = optimizer.build(config.optimizer, config.train.steps)
-    if config.train.objective != "causal_lm":
-        raise ConfigError(f"distillation is implemented for train.objective=causal_lm, not {config.train.objective!r}")
     step = make_train_step(
         run.model, run.task, teacher.model, tx, optimizer.schedule(config.optimizer, config.train.steps),
         config.distill.temperature, config.distill.alpha, config.train.microbatches, config.train.z_loss,

@@ -38,10 +38,51 @@ def _ones(names):
     return nn.with_logical_partitioning(nn.initializers.ones_init(), names)
 
 
-def dot(equation: str, x, w, dtype):
-    """einsum in the compute dtype with float32 accumulation, returned in the compute dtype."""
+def dot(equation: str, x, w, dtype, out_dtype=None):
+    """einsum in the compute dtype with float32 accumulation, returned in `out_dtype` (default:
+    the compute dtype). Below float32 the backward pass runs in the compute dtype too (see
+    `_low_precision_dot`); float32 is plain autodiff."""
+    if jnp.dtype(dtype) != jnp.float32:
+        return _low_precision_dot(equation, jnp.dtype(dtype), jnp.dtype(out_dtype or dtype), x, w)
     out = jnp.einsum(equation, x.astype(dtype), w.astype(dtype), preferred_element_type=jnp.float32)
-    return out.astype(dtype)
+    return out.astype(out_dtype or dtype)
+
+
+def _operand_specs(equation: str) -> tuple[str, str, str]:
+    inputs, out = equation.replace(" ", "").split("->")
+    x, w = inputs.split(",")
+    for name, spec, others in (("first", x, w + out), ("second", w, x + out)):
+        if any(axis not in others for axis in spec):
+            raise ValueError(f"dot({equation!r}): every axis of the {name} operand must also be in the other "
+                             f"operand or the output (sum it out before the dot)")
+    return x, w, out
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1, 2))
+def _low_precision_dot(equation, dtype, out_dtype, x, w):
+    """Autodiff of a float32-accumulated dot hands the backward matmuls a float32 cotangent and
+    bfloat16 operands, which XLA:CPU runs as float32 matmuls plus conversions. Here the cotangent
+    is cast to the compute dtype first, so all three matmuls are bfloat16 x bfloat16 -> float32
+    (the fast path of AVX512-BF16 CPUs, and what mixed precision means on accelerators)."""
+    return jnp.einsum(equation, x.astype(dtype), w.astype(dtype), preferred_element_type=jnp.float32).astype(out_dtype)
+
+
+def _low_precision_dot_fwd(equation, dtype, out_dtype, x, w):
+    out = _low_precision_dot(equation, dtype, out_dtype, x, w)
+    # Zero-size arrays carry the operands' dtypes: gradients come back in the dtype they went in.
+    return out, (x.astype(dtype), w.astype(dtype), jnp.zeros((0,), x.dtype), jnp.zeros((0,), w.dtype))
+
+
+def _low_precision_dot_bwd(equation, dtype, out_dtype, residuals, cotangent):
+    x, w, x_dtype, w_dtype = residuals
+    x_spec, w_spec, out_spec = _operand_specs(equation)
+    cotangent = cotangent.astype(dtype)
+    dx = jnp.einsum(f"{out_spec},{w_spec}->{x_spec}", cotangent, w, preferred_element_type=jnp.float32)
+    dw = jnp.einsum(f"{x_spec},{out_spec}->{w_spec}", x, cotangent, preferred_element_type=jnp.float32)
+    return dx.astype(x_dtype.dtype), dw.astype(w_dtype.dtype)
+
+
+_low_precision_dot.defvjp(_low_precision_dot_fwd, _low_precision_dot_bwd)
 
 
 def attention_mask(q_segment_ids_BL, kv_segment_ids_BS, causal: bool):
@@ -72,6 +113,90 @@ def rotary(x_BHLE, positions_BL, theta: float):
     x1, x2 = jnp.split(x_BHLE.astype(jnp.float32), 2, axis=-1)
     out = jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1)
     return out.astype(x_BHLE.dtype)
+
+
+def relative_position_bucket(relative_BLS, bidirectional: bool, num_buckets: int, max_distance: int):
+    """T5's bucketing of relative positions (key position - query position) into int32 ids.
+
+    Half of a direction's buckets hold one exact distance each (0, 1, 2, ...); the rest cover
+    larger distances on a log scale up to `max_distance`, beyond which all share the last
+    bucket. Bidirectional (encoder) splits the buckets between keys before and after the
+    query; unidirectional (decoder) only ever sees keys at or before the query."""
+    offset = jnp.zeros_like(relative_BLS)
+    if bidirectional:
+        num_buckets //= 2
+        offset = jnp.where(relative_BLS > 0, num_buckets, 0)
+        distance = jnp.abs(relative_BLS)
+    else:
+        distance = jnp.maximum(-relative_BLS, 0)
+    exact = num_buckets // 2
+    scaled = jnp.log(jnp.maximum(distance, 1).astype(jnp.float32) / exact) / jnp.log(max_distance / exact)
+    log_bucket = jnp.minimum(exact + (scaled * (num_buckets - exact)).astype(jnp.int32), num_buckets - 1)
+    return (offset + jnp.where(distance < exact, distance, log_bucket)).astype(jnp.int32)
+
+
+class RelativePositionBias(nn.Module):
+    """T5's learned attention bias: one scalar per (bucket, head), shared by all layers of a stack."""
+    config: ModelConfig
+    bidirectional: bool
+
+    @nn.compact
+    def __call__(self, query_positions_BL, key_positions_BS):
+        """Float32 bias [B, H, L, S] added to the attention logits."""
+        cfg = self.config
+        buckets_BLS = relative_position_bucket(key_positions_BS[:, None, :] - query_positions_BL[:, :, None],
+                                               self.bidirectional, cfg.relative_buckets, cfg.relative_max_distance)
+        table = self.param("embedding", normal_init((None, "heads")), (cfg.relative_buckets, cfg.num_heads),
+                           jnp.dtype(cfg.param_dtype))
+        return jnp.transpose(jnp.take(table, buckets_BLS, axis=0), (0, 3, 1, 2)).astype(jnp.float32)
+
+
+def resolve_attention_impl(config: ModelConfig) -> str:
+    """`model.attention_impl` with "auto" resolved: cuDNN flash attention on GPU in bfloat16 (cuDNN
+    takes no float32), our einsums elsewhere (on XLA:CPU they beat jax.nn.dot_product_attention's
+    XLA path; docs/performance.md). Attention dropout exists only on the einsum path."""
+    if config.attention_impl != "auto":
+        return config.attention_impl
+    cudnn_ok = jax.default_backend() == "gpu" and config.dtype == "bfloat16" and config.dropout_rate == 0
+    return "cudnn" if cudnn_ok else "einsum"
+
+
+def _attend(q_BHLE, k_BHSE, v_BHSE, mask_B1LS, bias_BHLS, dropout):
+    """softmax(q k / sqrt(E) + bias, masked) v, with the softmax in float32.
+
+    The division by the softmax's sum comes after the value matmul, so it touches [B, H, L, E]
+    rather than [B, H, L, S]; subtracting the row max only keeps exp in range and does not
+    change the result, so it is a constant to autodiff (stop_gradient), which saves its backward."""
+    dt = q_BHLE.dtype
+    scores_BHLS = dot("BHLE,BHSE->BHLS", q_BHLE * jnp.asarray(q_BHLE.shape[-1] ** -0.5, dt), k_BHSE, dt, jnp.float32)
+    if bias_BHLS is not None:
+        scores_BHLS += bias_BHLS
+    scores_BHLS = jnp.where(mask_B1LS, scores_BHLS, NEG_INF)
+    scores_BHLS -= jax.lax.stop_gradient(jnp.max(scores_BHLS, axis=-1, keepdims=True))
+    weights_BHLS = jnp.exp(scores_BHLS)
+    total_BHL1 = jnp.sum(weights_BHLS, axis=-1, keepdims=True)
+    weights_BHLS = dropout(weights_BHLS.astype(dt)) if dropout else weights_BHLS.astype(dt)
+    return (dot("BHLS,BHSE->BHLE", weights_BHLS, v_BHSE, dt, jnp.float32) / total_BHL1).astype(dt)
+
+
+def dot_product_attention(q_BHLE, k_BHSE, v_BHSE, mask_B1LS, bias_BHLS=None, dropout=None, causal_block: int = 0):
+    """Attention in heads-major layout: the einsum path of `Attention`.
+
+    causal_block > 0 promises the mask is causal (self-attention without a cache, L == S): each
+    block of `causal_block` queries is then scored only against keys up to the block's end, so
+    fully masked key blocks are never computed (at 4 blocks, 37% fewer score/value FLOPs). Rows
+    whose every key is masked (padding queries) average over their block's keys instead of all
+    keys; nothing reads those rows. Falls back to one block when L does not split evenly."""
+    length = q_BHLE.shape[2]
+    if not causal_block or length <= causal_block or length % causal_block or k_BHSE.shape[2] != length:
+        return _attend(q_BHLE, k_BHSE, v_BHSE, mask_B1LS, bias_BHLS, dropout)
+    outs = []
+    for end in range(causal_block, length + 1, causal_block):
+        rows = slice(end - causal_block, end)
+        bias = None if bias_BHLS is None else bias_BHLS[:, :, rows, :end]
+        outs.append(_attend(q_BHLE[:, :, rows], k_BHSE[:, :, :end], v_BHSE[:, :, :end],
+                            mask_B1LS[:, :, rows, :end], bias, dropout))
+    return jnp.concatenate(outs, axis=2)
 
 
 class Norm(nn.Module):
@@ -106,8 +231,7 @@ class Embed(nn.Module):
 
     def attend(self, x_BLD):
         """Logits [B, L, V] in float32."""
-        return jnp.einsum("BLD,VD->BLV", x_BLD.astype(self.config.dtype),
-                          self.embedding.astype(self.config.dtype), preferred_element_type=jnp.float32)
+        return dot("BLD,VD->BLV", x_BLD, self.embedding, self.config.dtype, jnp.float32)
 
 
 class Attention(nn.Module):
@@ -118,6 +242,7 @@ class Attention(nn.Module):
     """
     config: ModelConfig
     use_rotary: bool = False
+    causal: bool = False  # the mask is causal (query i never sees key j > i): lets attention skip key blocks
 
     @nn.compact
     def __call__(self, inputs_q_BLD, inputs_kv_BSD, mask_B1LS, positions_q_BL=None, positions_kv_BS=None,
@@ -149,20 +274,21 @@ class Attention(nn.Module):
         # mutable in `apply`; training, evaluation and `init` never do, so they are unchanged.
         if self.is_mutable_collection("cache") and not self.is_initializing() and inputs_kv_BSD is inputs_q_BLD:
             k_BKSE, v_BKSE, mask_B1LS = self._cached_keys_values(k_BKSE, v_BKSE, mask_B1LS)
-        if num_kv != num_heads:  # grouped-query: each K/V head serves num_heads / num_kv query heads
-            k_BHSE = jnp.repeat(k_BKSE, num_heads // num_kv, axis=1)
-            v_BHSE = jnp.repeat(v_BKSE, num_heads // num_kv, axis=1)
+        elif self.is_mutable_collection("cache") and not self.is_initializing():
+            k_BKSE, v_BKSE = self._cached_cross_keys_values(k_BKSE, v_BKSE)
+        impl = resolve_attention_impl(cfg)
+        if impl != "einsum":  # jax.nn.dot_product_attention: [B, L, H, E] layout, grouped K/V heads as they are
+            out_BLHE = jax.nn.dot_product_attention(
+                q_BHLE.transpose(0, 2, 1, 3), k_BKSE.transpose(0, 2, 1, 3), v_BKSE.transpose(0, 2, 1, 3),
+                bias=bias_BHLS, mask=mask_B1LS, implementation=impl)
+            out_BHLE = out_BLHE.transpose(0, 2, 1, 3)
         else:
-            k_BHSE, v_BHSE = k_BKSE, v_BKSE
-
-        logits_BHLS = jnp.einsum("BHLE,BHSE->BHLS", q_BHLE * jnp.asarray(head_dim ** -0.5, dt), k_BHSE,
-                                 preferred_element_type=jnp.float32)
-        if bias_BHLS is not None:
-            logits_BHLS += bias_BHLS
-        logits_BHLS = jnp.where(mask_B1LS, logits_BHLS, NEG_INF)
-        probs_BHLS = jax.nn.softmax(logits_BHLS, axis=-1).astype(dt)
-        probs_BHLS = nn.Dropout(cfg.dropout_rate)(probs_BHLS, deterministic=deterministic)
-        out_BHLE = jnp.einsum("BHLS,BHSE->BHLE", probs_BHLS, v_BHSE, preferred_element_type=jnp.float32).astype(dt)
+            if num_kv != num_heads:  # grouped-query: each K/V head serves num_heads / num_kv query heads
+                k_BKSE = jnp.repeat(k_BKSE, num_heads // num_kv, axis=1)
+                v_BKSE = jnp.repeat(v_BKSE, num_heads // num_kv, axis=1)
+            dropout = functools.partial(nn.Dropout(cfg.dropout_rate), deterministic=deterministic)
+            out_BHLE = dot_product_attention(q_BHLE, k_BKSE, v_BKSE, mask_B1LS, bias_BHLS, dropout,
+                                             cfg.causal_block if self.causal else 0)
 
         # GPT-2's scaled init of residual projections keeps the residual stream's variance flat in depth.
         out_kernel = self.param("out", normal_init(("heads", "kv", "embed"), 0.02 / (2 * cfg.num_layers) ** 0.5),
@@ -196,8 +322,17 @@ class Attention(nn.Module):
         return key.value, value.value, valid.value[:, None, None, :] & slots_LS[None, None]
 
 
+    def _cached_cross_keys_values(self, k_BKSE, v_BKSE):
+        """Cross-attention keys/values depend only on the encoder output: the first decoding
+        call stores them and later calls read them back (XLA then drops the unused projections)."""
+        exists = self.has_variable("cache", "cross_key")
+        key = self.variable("cache", "cross_key", lambda: k_BKSE)
+        value = self.variable("cache", "cross_value", lambda: v_BKSE)
+        return (key.value, value.value) if exists else (k_BKSE, v_BKSE)
+
+
 class Mlp(nn.Module):
-    """GELU MLP, or SwiGLU (a gated linear unit with SiLU) as in Llama."""
+    """GELU MLP, ReLU (T5.1.0), or SwiGLU (a gated linear unit with SiLU) as in Llama."""
     config: ModelConfig
 
     @nn.compact
@@ -216,6 +351,8 @@ class Mlp(nn.Module):
         if cfg.mlp_activation == "swiglu":
             gate_BLF = dot("BLD,DF->BLF", x_BLD, kernel("wi_gate", (width, hidden), ("embed", "mlp")), dt)
             h_BLF = nn.silu(gate_BLF + bias("wi_gate_bias", hidden, "mlp")) * h_BLF
+        elif cfg.mlp_activation == "relu":
+            h_BLF = nn.relu(h_BLF)
         else:
             h_BLF = nn.gelu(h_BLF, approximate=True)
         h_BLF = nn.with_logical_constraint(h_BLF, ("batch", "length", "mlp"))
@@ -236,7 +373,7 @@ class TransformerBlock(nn.Module):
         cfg = self.config
         drop = functools.partial(nn.Dropout(cfg.dropout_rate), deterministic=deterministic)
         h = Norm(cfg, name="attention_norm")(x_BLD)
-        h = Attention(cfg, use_rotary=cfg.positions == "rotary", name="self_attention")(
+        h = Attention(cfg, use_rotary=cfg.positions == "rotary", causal=self.causal, name="self_attention")(
             h, h, mask_B1LS, positions_BL, positions_BL, bias_BHLS, deterministic)
         x_BLD = x_BLD + drop(h)
         if self.cross_attention:

@@ -36,6 +36,11 @@ class MetricsWriter:
         if self.enabled:
             self._tensorboard.add_text(tag, text, step)
 
+    def write_config(self, config: dict, step: int = 0) -> None:
+        """The run's config as a TensorBoard text panel ("config"): a table of dotted keys."""
+        if self.enabled:
+            self._tensorboard.add_text("config", config_markdown(config), step)
+
     def close(self) -> None:
         if self.enabled:
             self._jsonl.close()
@@ -46,3 +51,18 @@ def format_duration(seconds: float) -> str:
     seconds = int(max(seconds, 0))
     hours, rest = divmod(seconds, 3600)
     return f"{hours}h{rest // 60:02d}m" if hours else f"{rest // 60}m{rest % 60:02d}s"
+
+
+def config_markdown(config: dict, prefix: str = "") -> str:
+    """A nested config dict as a two-column markdown table (TensorBoard renders markdown)."""
+    rows = []
+
+    def walk(tree, path):
+        for key, value in tree.items():
+            if isinstance(value, dict):
+                walk(value, f"{path}{key}.")
+            else:
+                rows.append(f"| {path}{key} | {json.dumps(value)} |")
+
+    walk(config, prefix)
+    return "| key | value |\n| --- | --- |\n" + "\n".join(rows)

@@ -33,14 +33,24 @@ class Pretrained:
     param_shardings: object
 
 
-def read_config(workdir: str) -> Config:
+def read_config(workdir: str, require_tokenizer: bool = True) -> Config:
+    """The workdir's config.json, its tokenizer path pointing at the workdir's own copy.
+    `require_tokenizer=False` (weights-only uses such as export) accepts a workdir without one."""
     path = os.path.join(workdir, "config.json")
     if not os.path.exists(path):
         raise ConfigError(f"{workdir!r} has no config.json: give the --workdir of a run trained with tools/train.py")
     with open(path) as f:
         values = json.load(f)
     # The workdir carries its own tokenizer; the path it was trained from may be gone.
-    values.setdefault("tokenizer", {})["path"] = os.path.join(workdir, "tokenizer.model")
+    tokenizer_path = os.path.join(workdir, "tokenizer.model")
+    if not os.path.exists(tokenizer_path):
+        if require_tokenizer:
+            raise ConfigError(
+                f"{workdir!r} has no tokenizer.model. A workdir converted from Hugging Face needs a sentencepiece "
+                f"model whose ids match the checkpoint's vocabulary: copy one to {tokenizer_path}, or convert again "
+                f"into a new workdir with `tools/convert.py --from_hf=HF_DIR --workdir=NEW_DIR --tokenizer=PATH.model`")
+        tokenizer_path = ""
+    values.setdefault("tokenizer", {})["path"] = tokenizer_path
     return config_lib.from_config_dict(values)
 
 
@@ -54,13 +64,32 @@ def abstract_params(config: Config, mesh):
     return model, shardings.params, abstract_state
 
 
+def split_checkpoint_path(path: str, step: int = 0) -> tuple[str, int]:
+    """(workdir, step) from a workdir or from one checkpoint's directory (WORKDIR/checkpoints/STEP)."""
+    path = os.path.normpath(path)
+    parent, name = os.path.split(path)
+    if name.isdigit() and os.path.basename(parent) == "checkpoints":
+        if step and step != int(name):
+            raise ConfigError(f"{path} is checkpoint {name}, but step {step} was asked for: give one of the two")
+        return os.path.dirname(parent), int(name)
+    return path, step
+
+
 def load(workdir: str, step: int = 0, mesh=None, log=lambda message: None) -> Pretrained:
     """The params of checkpoint `step` (0: the newest) of `workdir`, on `mesh` (default: all
-    local devices, data parallel, i.e. params replicated)."""
+    local devices, data parallel, i.e. params replicated). `workdir` may also name one of its
+    checkpoints, WORKDIR/checkpoints/STEP."""
+    workdir, step = split_checkpoint_path(workdir, step)
     config = read_config(workdir)
+    tokenizer = Tokenizer.load(config.tokenizer.path)
+    step, model, params, param_shardings = restore_params(workdir, config, step, mesh, log)
+    return Pretrained(workdir, step, config, tokenizer, model, params, param_shardings)
+
+
+def restore_params(workdir: str, config: Config, step: int = 0, mesh=None, log=lambda message: None):
+    """(step, model, params, param shardings) of checkpoint `step` (0: the newest) of `workdir`."""
     if config.model.vocab_size == 0:
         raise ConfigError(f"{workdir}/config.json has model.vocab_size=0: it was not written by lm/trainer.py")
-    tokenizer = Tokenizer.load(config.tokenizer.path)
     mesh = mesh if mesh is not None else sharding.make_mesh(MeshConfig())
     model, param_shardings, abstract_state = abstract_params(config, mesh)
     directory = os.path.join(workdir, "checkpoints")
@@ -77,4 +106,4 @@ def load(workdir: str, step: int = 0, mesh=None, log=lambda message: None) -> Pr
         state, _ = checkpointer.restore(step, abstract_state, with_data=False)
     finally:
         checkpointer.close()
-    return Pretrained(workdir, step, config, tokenizer, model, state.params, param_shardings)
+    return step, model, state.params, param_shardings

@@ -224,12 +224,18 @@ def _train(config: Config, workdir: str, allow_config_change: bool, preemption: 
         log(f"resumed from step {latest} ({checkpointer.directory})")
     else:
         state = run.init_fn()
-        if config.init_from:  # fine-tuning: the encoder from a pretraining run, the head fresh
+        if config.init_from and config.train.objective == "classification":
+            # fine-tuning a classifier: the encoder from a pretraining run, the head fresh
             state = warm_start.load_subtree(state, config.init_from, models.bert.ENCODER,
                                             config.finetune.init_checkpoint, log)
+        elif config.init_from:  # fine-tuning: pretrained params, fresh optimizer state and step
+            from lm import init_from  # noqa: PLC0415
+            state = state.replace(params=init_from.load_params(
+                config.init_from, run.abstract_state.params, run.state_shardings.params, log))
 
     writer = metrics_lib.MetricsWriter(workdir)
     step = int(jax.device_get(state.step))
+    writer.write_config(dataclasses.asdict(dataclasses.replace(config, model=run.model_config)), step)
     last_eval: dict[str, float] = {}
     best_loss, evals_without_improvement = (-math.inf if select_higher else math.inf), 0
     pending = None  # (step, metrics on device): read one step late so the host never stalls the device.

@@ -216,7 +216,8 @@ def _swap_in_other_arrays(step_dir, other_dir):
 def _half_written(step_dir, other_dir):
     """Files of the state item missing, as if the copy or write stopped half-way."""
     data = os.path.join(step_dir, "state", "ocdbt.process_0", "d")
-    for name in sorted(os.listdir(data))[::2]:
+    names = sorted(os.listdir(data), key=lambda name: -os.path.getsize(os.path.join(data, name)))
+    for name in names[:(len(names) + 1) // 2]:  # the larger half, so array bytes are surely among them
         os.remove(os.path.join(data, name))
 
 

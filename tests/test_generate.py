@@ -4,6 +4,7 @@ The reference is the plain model recomputing the whole prefix at every step (cac
 the cache must give the same logits, hence the same greedy tokens, for learned and rotary
 positions, grouped-query heads and scanned layers; a left-padded batch must equal each prompt alone."""
 
+import os
 import subprocess
 import sys
 
@@ -107,14 +108,16 @@ def test_bad_requests_fail_before_compiling():
 
 def test_generate_tool_prints_the_continuation(trained_tiny_workdir):
     loaded = pretrained.load(trained_tiny_workdir)
+    by_path = pretrained.load(os.path.join(trained_tiny_workdir, "checkpoints", str(loaded.step)))
+    assert by_path.step == loaded.step and by_path.workdir == os.path.normpath(trained_tiny_workdir)
     gen = generate.GenerationConfig(20, GREEDY, stop_ids=(loaded.tokenizer.eos_id,))
     expected = generate.generate_text(loaded.model, loaded.params, loaded.tokenizer, ["ROMEO:"], gen)[0]
     streamed = []
     assert generate.generate_text(loaded.model, loaded.params, loaded.tokenizer, ["ROMEO:"], gen,
                                   stream=streamed.append, stream_every=3)[0] == expected == "".join(streamed)
     result = subprocess.run(
-        [sys.executable, "tools/generate.py", f"--workdir={trained_tiny_workdir}", "--prompt=ROMEO:",
-         "--max_new_tokens=20", "--temperature=0", "--top_k=5", "--top_p=0.9"],
+        [sys.executable, "tools/generate.py", f"--checkpoint={trained_tiny_workdir}/checkpoints/{loaded.step}",
+         "--prompt=ROMEO:", "--max_new_tokens=20", "--temperature=0", "--top_k=5", "--top_p=0.9"],
         cwd=REPO, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     assert expected and result.stdout == expected + "\n"

@@ -8,6 +8,11 @@ float32 accumulation), our step (compile timed on its own, then warm-up, then `-
 steps), the peer's step at identical shapes, the peak again. MFU = model FLOPs per second
 (lm.planning.flops_per_token) / the lower of the two peak readings, so a machine that slowed
 down during the run does not flatter the result. Prints a summary and a markdown table row.
+
+On a shared machine wall time moves by 2-3x with other jobs; process CPU time (all threads)
+moves far less. So the same figures are also reported per CPU second (`*_cpu_*` keys: our step
+and the peer's CPU time, the matmul's FLOPs per CPU second, `cpu_mfu`), with the load average
+at start and end (`load_average`), so a contended run can still be compared like for like.
 """
 import os
 import sys
@@ -53,8 +58,10 @@ def main(argv):
     figures = {"config": name, "dtype": dtype,
                "machine": f"{platform.machine()}, {os.cpu_count()} cores, jax {jax.__version__}"}
 
+    load_before = benchmark.load_average()
     print(f"peak: timing a 2048^3 {dtype} matmul (float32 accumulation) ...", flush=True)
     peak_before = benchmark.matmul_peak(dtype)
+    cpu_peak = benchmark.matmul_cpu_peak(dtype)
     print(f"peak: {peak_before / 1e9:.1f} GFLOP/s", flush=True)
     if _INPUT.value:
         figures.update(benchmark.input_pipeline(config))
@@ -70,6 +77,8 @@ def main(argv):
               f"{peer['peer_tokens_per_sec']:,.0f} tokens/s", flush=True)
     peak_after = benchmark.matmul_peak(dtype)
     peak = min(peak_before, peak_after)
+    cpu_peak = max(cpu_peak, benchmark.matmul_cpu_peak(dtype))  # the better reading: CPU time is not flattered by load
+    cpu_median = float(np.median(ours.step_cpu_seconds))
 
     figures.update({
         "tokens_per_sec": ours.tokens_per_sec,
@@ -87,9 +96,15 @@ def main(argv):
         "memory_parts_bytes": ours.memory_parts,
         "compiled_temp_bytes": ours.compiled_temp_bytes,
         "loss": ours.loss,
+        "step_cpu_seconds": ours.step_cpu_seconds,
+        "tokens_per_cpu_sec": ours.tokens_per_step / cpu_median,
+        "peak_flops_per_cpu_sec": cpu_peak,
+        "cpu_mfu": ours.flops_per_token * ours.tokens_per_step / cpu_median / cpu_peak,
+        "load_average": [load_before, benchmark.load_average()],
     })
     if "peer_tokens_per_sec" in figures:
         figures["speedup_over_peer"] = ours.tokens_per_sec / figures["peer_tokens_per_sec"]
+        figures["speedup_over_peer_cpu"] = figures["tokens_per_cpu_sec"] / figures["peer_tokens_per_cpu_sec"]
 
     mib = benchmark.MiB
     parts = ", ".join(f"{k} {v / mib:,.0f}" for k, v in ours.memory_parts.items())
@@ -98,8 +113,12 @@ def main(argv):
           f"(readings {peak_before / 1e9:.1f}, {peak_after / 1e9:.1f})")
     print(f"memory: peak {ours.peak_memory_bytes / mib:,.0f} MiB vs estimate {ours.memory_estimate_bytes / mib:,.0f} "
           f"MiB ({parts}) = {ours.peak_memory_bytes / ours.memory_estimate_bytes:.2f}x")
+    print(f"per CPU second: {figures['tokens_per_cpu_sec']:,.0f} tokens, MFU {figures['cpu_mfu']:.1%} of "
+          f"{cpu_peak / 1e9:.1f} matmul GFLOP per CPU second; load average {figures['load_average'][0]:.1f} at start, "
+          f"{figures['load_average'][1]:.1f} at end (this machine has {os.cpu_count()} cores)")
     if "speedup_over_peer" in figures:
-        print(f"ours / peer tokens/s: {figures['speedup_over_peer']:.2f}x")
+        print(f"ours / peer tokens/s: {figures['speedup_over_peer']:.2f}x "
+              f"(per CPU second: {figures['speedup_over_peer_cpu']:.2f}x)")
     row = (f"| {figures['config']} | {dtype} | {ours.tokens_per_sec:,.0f} | {figures['mfu']:.1%} | "
            f"{spread(ours.step_seconds)} | {ours.compile_seconds:.1f} s | "
            f"{ours.peak_memory_bytes / mib:,.0f} / {ours.memory_estimate_bytes / mib:,.0f} MiB | "

@@ -18,7 +18,9 @@ from absl import flags  # noqa: E402
 from lm import cli, generate, pretrained, sampling  # noqa: E402
 from lm.config import ConfigError  # noqa: E402
 
-_WORKDIR = flags.DEFINE_string("workdir", None, "A workdir written by tools/train.py.", required=True)
+_WORKDIR = flags.DEFINE_string("workdir", None, "A workdir written by tools/train.py (or tools/convert.py).")
+_CHECKPOINT = flags.DEFINE_string("checkpoint", None, "Instead of --workdir: a workdir or one of its checkpoints, "
+                                  "WORKDIR/checkpoints/STEP.")
 _PROMPT = flags.DEFINE_string("prompt", "", "The text to continue.")
 _PROMPTS_FILE = flags.DEFINE_string("prompts_file", "", "A file of prompts, one a line, decoded as one batch.")
 _MAX_NEW = flags.DEFINE_integer("max_new_tokens", 100, "New tokens per prompt at most.")
@@ -48,7 +50,9 @@ def _prompts() -> list[str]:
 def main(argv):
     del argv
     prompts = _prompts()
-    loaded = pretrained.load(_WORKDIR.value, _STEP.value)
+    if bool(_WORKDIR.value) == bool(_CHECKPOINT.value):
+        raise ConfigError("give exactly one of --workdir=DIR and --checkpoint=DIR[/checkpoints/STEP]")
+    loaded = pretrained.load(_WORKDIR.value or _CHECKPOINT.value, _STEP.value)
     tokenizer = loaded.tokenizer
     stop_ids = (tokenizer.eos_id,) + tuple(tokenizer.piece_id(p.replace("\\n", "\n")) for p in _STOP.value)
     gen = generate.GenerationConfig(

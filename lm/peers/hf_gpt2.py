@@ -66,17 +66,19 @@ def train_steps(config: Config, num_steps: int, warmup: int = 2) -> dict:
 
     for _ in range(warmup):
         step()
-    times = []
+    times, cpu_times = [], []
     for _ in range(num_steps):
-        started = time.perf_counter()
+        started, cpu_started = time.perf_counter(), time.process_time()
         step()
         times.append(time.perf_counter() - started)
+        cpu_times.append(time.process_time() - cpu_started)
     median = float(np.median(times))
     with open("/proc/self/status") as f:  # this process's resident-set high-water mark
         peak = next((int(line.split()[1]) * 1024 for line in f if line.startswith("VmHWM:")), 0)
     return {"peer": f"transformers {transformers.__version__} GPT-2, torch {torch.__version__} eager float32 "
                     f"AdamW, {torch.get_num_threads()} threads",
             "peer_step_seconds": times, "peer_tokens_per_sec": batch * seq / median,
+            "peer_step_cpu_seconds": cpu_times, "peer_tokens_per_cpu_sec": batch * seq / float(np.median(cpu_times)),
             "peer_parameters": sum(p.numel() for p in model.parameters()), "peer_process_peak_rss_bytes": peak}
 
 

@@ -12,6 +12,10 @@ handling are shared by every model family; a task brings only what differs:
                                     is divided by), optional "z_loss_sum", and any other sums the
                                     metrics use. Sums, not means, so microbatches, devices and
                                     evaluation batches combine exactly.
+  predictions(model, params, batch, rng, deterministic)
+                                 -> (logits [..., C], labels [...], weights [...]) for tasks whose
+                                    objective is one cross-entropy: what knowledge distillation
+                                    (lm/distill.py) softens, for teacher and student alike
   total_weight(batch)            -> the divisor of the whole batch, known before the forward pass
                                     (so gradient accumulation over microbatches is exact)
   train_metrics(sums, total)     -> {name: value} reported beside loss, grad_norm, learning rate
@@ -38,6 +42,10 @@ def get(config: Config):
     from lm.tasks import causal_lm  # noqa: PLC0415 (tasks import the data stack)
     from lm.tasks import classification, mlm_nsp  # noqa: PLC0415
 
+    from lm.tasks import seq2seq, span_corruption  # noqa: PLC0415
+
     objectives = {"causal_lm": causal_lm.CausalLM, "mlm_nsp": mlm_nsp.MlmNsp,
-                  "classification": classification.Classification}
+                  "classification": classification.Classification,
+                  "span_corruption": span_corruption.SpanCorruption, "seq2seq": seq2seq.Seq2Seq,
+                  "prefix_lm": span_corruption.PrefixLM}
     return objectives[config.train.objective](config)

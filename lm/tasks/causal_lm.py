@@ -33,10 +33,14 @@ class CausalLM:
         return (jnp.zeros((1, self.config.data.seq_len), jnp.int32),)
 
     # Loss and metrics.
-    def loss_sums(self, model, params, batch, rng, deterministic: bool) -> dict:
+    def predictions(self, model, params, batch, rng, deterministic: bool):
+        """(logits [B, L, V], target ids [B, L], weights [B, L]): every token predicts the next."""
         logits = model.apply({"params": params}, batch["inputs"], batch["positions"], batch["segment_ids"],
                              deterministic=deterministic, rngs=None if deterministic else {"dropout": rng})
-        return losses.cross_entropy(logits, batch["targets"], batch["weights"],
+        return logits, batch["targets"], batch["weights"]
+
+    def loss_sums(self, model, params, batch, rng, deterministic: bool) -> dict:
+        return losses.cross_entropy(*self.predictions(model, params, batch, rng, deterministic),
                                     0.0 if deterministic else self.config.train.z_loss)
 
     def total_weight(self, batch):

@@ -1,0 +1,34 @@
+"""finetune_multi30k: t5_tiny fine-tuned to translate English to German on Multi30k.
+
+python tools/train.py --config=configs/finetune_multi30k.py --workdir=runs/multi30k \
+    --config.init_from=runs/t5_wikitext          # a pretrained t5_tiny workdir; empty: from scratch
+python tools/evaluate.py --workdir=runs/multi30k --json=runs/multi30k/scores.json
+
+Reads ../shared/data/multi30k (29,000 training pairs, 1,014 validation, test_2016_flickr as
+test). With init_from the tokenizer is the pretrained run's; from scratch, give the same
+one with --config.tokenizer.path=<pretrained workdir>/tokenizer.model for a fair comparison.
+"""
+from configs import t5_tiny
+
+MULTI30K = "../shared/data/multi30k"
+
+
+def get_config():
+    config = t5_tiny.get_config()
+    config.train.objective = "seq2seq"
+    config.init_from = ""
+    config.data.train_files = f"{MULTI30K}/train.{{key}}.gz"
+    config.data.validation_files = f"{MULTI30K}/val.{{key}}.gz"
+    s = config.seq2seq
+    s.test_files = f"{MULTI30K}/test_2016_flickr.{{key}}.gz"
+    s.input_key, s.target_key = "en", "de"
+    s.input_len, s.target_len = 128, 128  # rows pack several sentence pairs
+    s.beam_size, s.length_penalty = 4, 0.6
+    config.data.seq_len = 128
+    config.train.steps = 1000
+    config.train.batch_size = 16
+    config.optimizer.learning_rate = 1e-3
+    config.optimizer.warmup_steps = 50
+    config.eval.every_steps = 250
+    config.checkpoint.every_steps = 250
+    return config

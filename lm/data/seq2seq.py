@@ -1,0 +1,264 @@
+"""Text-to-text examples (input text -> target text) as packed encoder-decoder rows.
+
+Sources: local JSON lines (`input_key` and `target_key` fields), local parallel text files
+named with a `{key}` placeholder (line i of one file pairs with line i of the other; `.gz`
+is read as gzip), or a tfds dataset by name (its features `input_key` and `target_key`).
+
+A row packs several examples: encoder row and decoder row hold the same examples under the
+same segment ids (1, 2, ...; 0 is padding), positions restart at every example, and the
+decoder input of each example is its target shifted right behind the pad id (T5's start
+token). Row layout, every field int32 [length] except the float32 weights:
+
+  encoder_inputs, encoder_segment_ids, encoder_positions                    [input_len]
+  decoder_inputs, decoder_targets, decoder_segment_ids, decoder_positions,
+  decoder_weights                                                           [target_len]
+
+Packing is planned once (greedily, in a seeded shuffled order); grain then shuffles the rows
+per epoch, so the iterator's state stays one index and a resumed run sees the same batches.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import gzip
+import hashlib
+import json
+import os
+from typing import Sequence
+
+import grain
+import numpy as np
+
+from lm.config import Config, ConfigError
+from lm.data import corpus as corpus_lib
+from lm.data import text as text_lib
+from lm.data import tokenizer as tokenizer_lib
+
+SPLITS = ("train", "validation", "test")
+
+
+@dataclasses.dataclass(frozen=True)
+class Pairs:
+    """One tokenized split: ids end with EOS and are truncated to the row lengths."""
+    inputs: list[np.ndarray]
+    targets: list[np.ndarray]
+    texts: list[tuple[str, str]]  # (input, target) as read, for decoding and scoring
+
+
+@dataclasses.dataclass(frozen=True)
+class PairCorpus:
+    tokenizer: tokenizer_lib.Tokenizer
+    train: Pairs
+    validation: Pairs
+
+
+def _open_text(path: str):
+    return gzip.open(path, "rt", encoding="utf-8") if path.endswith(".gz") else open(path, encoding="utf-8")
+
+
+def _read_local(spec: str, field: str, input_key: str, target_key: str) -> list[tuple[str, str]]:
+    pairs = []
+    for pattern in (p.strip() for p in spec.split(",") if p.strip()):
+        if "{key}" in pattern:
+            sides = []
+            for key in (input_key, target_key):
+                (path,) = corpus_lib.expand_files(pattern.replace("{key}", key), field)[:1]
+                with _open_text(path) as f:
+                    sides.append(f.read().split("\n"))
+            if sides[0] and sides[0][-1] == "" and sides[1] and sides[1][-1] == "":
+                sides = [s[:-1] for s in sides]
+            if len(sides[0]) != len(sides[1]):
+                raise ConfigError(f"{field}: {pattern!r} gives {len(sides[0])} {input_key!r} lines but "
+                                  f"{len(sides[1])} {target_key!r} lines; parallel files must align line by line")
+            pairs.extend(zip(*sides))
+            continue
+        for path in corpus_lib.expand_files(pattern, field):
+            with _open_text(path) as f:
+                for number, line in enumerate(f, 1):
+                    if not line.strip():
+                        continue
+                    record = json.loads(line)
+                    missing = [k for k in (input_key, target_key) if k not in record]
+                    if missing:
+                        raise ConfigError(f"{path}:{number} has no field {missing[0]!r} (it has {', '.join(record)}): "
+                                          f"set seq2seq.input_key and seq2seq.target_key to its fields")
+                    pairs.append((record[input_key], record[target_key]))
+    return pairs
+
+
+_BUILDER_PACKAGES = ("translate", "summarization", "text", "question_answering")
+
+
+def _register_builder(name: str) -> None:
+    """This tfds release imports its older dataset modules (wmt*, cnn_dailymail, ...) lazily,
+    so `tfds.builder` does not know them by name until their module is imported."""
+    import importlib  # noqa: PLC0415
+
+    module = name.split("/")[0].split(":")[0]
+    for package in _BUILDER_PACKAGES:
+        try:
+            importlib.import_module(f"tensorflow_datasets.{package}.{module}")
+            return
+        except ImportError:
+            continue
+
+
+def _read_tfds(config: Config, split: str) -> list[tuple[str, str]]:
+    data, s2s = config.data, config.seq2seq
+    _register_builder(data.tfds_name)
+    name = {"train": data.train_split, "validation": data.eval_split}.get(split, split)
+    sources = [corpus_lib.TextSource(corpus_lib.open_split(data, name).documents, key, "") for key in
+               (s2s.input_key, s2s.target_key)]
+    return list(zip(sources[0], sources[1]))
+
+
+def read_split(config: Config, split: str) -> list[tuple[str, str]]:
+    """[(input text, target text)] of a split ("train", "validation", "test"), cleaned, with
+    the input prefix prepended; pairs with an empty side are dropped."""
+    data, s2s = config.data, config.seq2seq
+    if data.tfds_name:
+        raw = _read_tfds(config, split)
+    else:
+        spec, field = {"train": (data.train_files, "data.train_files"),
+                       "validation": (data.validation_files, "data.validation_files"),
+                       "test": (s2s.test_files, "seq2seq.test_files")}[split]
+        if not spec:
+            raise ConfigError(f"{field} is empty: the {split} split of a seq2seq task needs its own files "
+                              f"(JSON lines, or parallel files with a {{key}} placeholder)")
+        raw = _read_local(spec, field, s2s.input_key, s2s.target_key)
+    pairs = [(text_lib.clean(text_lib.decode_utf8(a)), text_lib.clean(text_lib.decode_utf8(b))) for a, b in raw]
+    pairs = [(s2s.input_prefix + a, b) for a, b in pairs if a and b]
+    if not pairs:
+        raise ConfigError(f"the {split} split has no (input, target) pairs with text on both sides")
+    return pairs
+
+
+def tokenize(pairs: Sequence[tuple[str, str]], tokenizer, input_len: int, target_len: int) -> Pairs:
+    inputs = tokenizer.encode_batch([a for a, _ in pairs])
+    targets = tokenizer.encode_batch([b for _, b in pairs])
+
+    def finish(ids, length):
+        return np.asarray(ids[:length - 1] + [tokenizer.eos_id], np.int32)
+
+    return Pairs([finish(i, input_len) for i in inputs], [finish(t, target_len) for t in targets], list(pairs))
+
+
+def load_tokenizer(config: Config, train_pairs) -> tokenizer_lib.Tokenizer:
+    """tokenizer.path; else the init_from run's tokenizer; else one trained on the training pairs."""
+    if config.tokenizer.path:
+        return tokenizer_lib.Tokenizer.load(config.tokenizer.path)
+    if config.init_from:
+        from lm import init_from  # noqa: PLC0415
+
+        return tokenizer_lib.Tokenizer.load(os.path.join(init_from.resolve(config.init_from)[0], "tokenizer.model"))
+    identity = hashlib.sha256(json.dumps([config.data.train_files, config.data.tfds_name, config.seq2seq.input_key,
+                                          config.seq2seq.target_key, len(train_pairs)]).encode()).hexdigest()
+    texts = (text for pair in train_pairs for text in pair)
+    return tokenizer_lib.load_or_train(config.tokenizer, texts, f"seq2seq:{identity}",
+                                       corpus_lib.cache_root(config.data))
+
+
+def prepare(config: Config) -> PairCorpus:
+    s2s = config.seq2seq
+    train_pairs = read_split(config, "train")
+    tokenizer = load_tokenizer(config, train_pairs)
+    return PairCorpus(tokenizer, tokenize(train_pairs, tokenizer, s2s.input_len, s2s.target_len),
+                      tokenize(read_split(config, "validation"), tokenizer, s2s.input_len, s2s.target_len))
+
+
+def pack_rows(examples: Sequence[tuple[np.ndarray, np.ndarray]], input_len: int, target_len: int,
+              pad_id: int) -> dict[str, np.ndarray]:
+    """One row holding `examples` [(input ids, target ids)] that must fit (see `plan_rows`)."""
+    row = {name: np.zeros(input_len, np.int32) for name in ("encoder_inputs", "encoder_segment_ids",
+                                                             "encoder_positions")}
+    row.update({name: np.zeros(target_len, np.int32) for name in ("decoder_inputs", "decoder_targets",
+                                                                   "decoder_segment_ids", "decoder_positions")})
+    row["encoder_inputs"][:] = pad_id
+    row["decoder_inputs"][:] = pad_id
+    row["decoder_targets"][:] = pad_id
+    row["decoder_weights"] = np.zeros(target_len, np.float32)
+    at_input = at_target = 0
+    for segment, (inputs, targets) in enumerate(examples, 1):
+        span_in, span_out = slice(at_input, at_input + len(inputs)), slice(at_target, at_target + len(targets))
+        row["encoder_inputs"][span_in] = inputs
+        row["encoder_segment_ids"][span_in] = segment
+        row["encoder_positions"][span_in] = np.arange(len(inputs))
+        row["decoder_targets"][span_out] = targets
+        row["decoder_inputs"][span_out] = np.concatenate([[pad_id], targets[:-1]])
+        row["decoder_segment_ids"][span_out] = segment
+        row["decoder_positions"][span_out] = np.arange(len(targets))
+        row["decoder_weights"][span_out] = 1.0
+        at_input, at_target = at_input + len(inputs), at_target + len(targets)
+    if at_input > input_len or at_target > target_len:
+        raise ValueError(f"examples need {at_input} x {at_target} tokens, more than the row's {input_len} x {target_len}")
+    return row
+
+
+def plan_rows(pairs: Pairs, order: Sequence[int], input_len: int, target_len: int) -> list[list[int]]:
+    """Greedy packing in `order`: an example joins the current row while both sides fit."""
+    rows, current, used_in, used_out = [], [], 0, 0
+    for index in order:
+        need_in, need_out = len(pairs.inputs[index]), len(pairs.targets[index])
+        if current and (used_in + need_in > input_len or used_out + need_out > target_len):
+            rows.append(current)
+            current, used_in, used_out = [], 0, 0
+        current.append(int(index))
+        used_in, used_out = used_in + need_in, used_out + need_out
+    if current:
+        rows.append(current)
+    return rows
+
+
+class PackedRows:
+    """Random-access packed rows; indices past the plan are all-padding rows (weight 0)."""
+
+    def __init__(self, pairs: Pairs, plan: list[list[int]], input_len: int, target_len: int, pad_id: int,
+                 pad_to: int = 0):
+        self.pairs, self.plan, self.input_len, self.target_len, self.pad_id = pairs, plan, input_len, target_len, pad_id
+        self.length = max(len(plan), pad_to)
+
+    def __len__(self):
+        return self.length
+
+    def __getitem__(self, index: int) -> dict[str, np.ndarray]:
+        members = self.plan[index] if index < len(self.plan) else []
+        return pack_rows([(self.pairs.inputs[i], self.pairs.targets[i]) for i in members], self.input_len,
+                         self.target_len, self.pad_id)
+
+
+def _check_batch(global_batch: int, process_count: int, what: str):
+    if global_batch % process_count:
+        raise ConfigError(f"{what}={global_batch} does not divide into {process_count} processes: "
+                          f"use a multiple of {process_count}")
+
+
+def batched(source, global_batch: int, process_index: int, process_count: int, *, seed: int | None,
+            prefetch: int = 4, random_map=None):
+    """Endless shuffled batches (seed given) or one ordered pass (seed None) of `source`."""
+    _check_batch(global_batch, process_count, "batch size")
+    dataset = grain.MapDataset.source(source)
+    if seed is not None:
+        if len(source) < global_batch:
+            raise ConfigError(f"the training split makes {len(source)} rows, fewer than train.batch_size="
+                              f"{global_batch}: give more data or lower the batch size")
+        dataset = dataset.shuffle(seed=seed).repeat()
+    if random_map is not None:
+        dataset = dataset.random_map(random_map, seed=seed or 0)
+    dataset = dataset[process_index::process_count].batch(global_batch // process_count, drop_remainder=True)
+    options = grain.ReadOptions(num_threads=min(2, max(prefetch, 1)), prefetch_buffer_size=max(prefetch, 1))
+    return dataset.to_iter_dataset(options)
+
+
+def train_rows(pairs: Pairs, input_len: int, target_len: int, pad_id: int, seed: int) -> PackedRows:
+    order = np.random.default_rng(seed).permutation(len(pairs.inputs))
+    return PackedRows(pairs, plan_rows(pairs, order, input_len, target_len), input_len, target_len, pad_id)
+
+
+def eval_rows(pairs: Pairs, input_len: int, target_len: int, pad_id: int, global_batch: int,
+              max_batches: int = 0) -> PackedRows:
+    plan = plan_rows(pairs, range(len(pairs.inputs)), input_len, target_len)
+    num_batches = -(-len(plan) // global_batch)
+    if max_batches:
+        num_batches = min(num_batches, max_batches)
+        plan = plan[:num_batches * global_batch]
+    return PackedRows(pairs, plan, input_len, target_len, pad_id, pad_to=num_batches * global_batch)

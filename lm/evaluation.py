@@ -1,0 +1,108 @@
+"""Decoding a seq2seq split with a trained workdir and scoring it: BLEU (sacrebleu) and
+ROUGE-1/2/L (rouge-score), the measures of translation and summarisation.
+
+Scores are corpus BLEU (sacrebleu's defaults: 13a tokenisation, exact match; its signature
+is reported so the figure is reproducible) and the mean ROUGE F1 over examples with
+Porter stemming, both on a 0-100 scale. The lead baseline (the first sentences of the input)
+is scored the same way, over the same examples.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import re
+
+import numpy as np
+
+from lm import decoding
+from lm import pretrained as pretrained_lib
+from lm.config import ConfigError
+from lm.data import seq2seq as seq2seq_data
+
+ROUGE_TYPES = ("rouge1", "rouge2", "rougeL")
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+|\n+")
+
+
+def scores(predictions: list[str], references: list[str]) -> dict:
+    """{"bleu", "bleu_signature", "rouge1", "rouge2", "rougeL"}, on a 0-100 scale."""
+    import sacrebleu  # noqa: PLC0415 (metrics libraries load only when scoring)
+    from rouge_score import rouge_scorer  # noqa: PLC0415
+
+    if len(predictions) != len(references) or not predictions:
+        raise ValueError(f"need as many predictions as references (got {len(predictions)} and {len(references)})")
+    bleu = sacrebleu.metrics.BLEU()
+    result = {"bleu": bleu.corpus_score(predictions, [references]).score, "bleu_signature": str(bleu.get_signature())}
+    scorer = rouge_scorer.RougeScorer(list(ROUGE_TYPES), use_stemmer=True)
+    per_example = [scorer.score(ref, pred) for pred, ref in zip(predictions, references)]
+    for name in ROUGE_TYPES:
+        result[name] = 100.0 * float(np.mean([s[name].fmeasure for s in per_example]))
+    return result
+
+
+def lead(text: str, sentences: int = 2) -> str:
+    """The first `sentences` sentences (or lines: a dialogue turn is one) of `text`."""
+    return " ".join([s.strip() for s in _SENTENCE_END.split(text) if s.strip()][:sentences])
+
+
+def best_step(workdir: str, available: list[int]) -> int:
+    """The checkpoint with the lowest logged validation loss, else the newest."""
+    losses = {}
+    path = os.path.join(workdir, "metrics.jsonl")
+    if os.path.exists(path):
+        with open(path) as f:
+            for line in f:
+                record = json.loads(line)
+                if "eval/loss" in record and record["step"] in available:
+                    losses[record["step"]] = record["eval/loss"]
+    return min(losses, key=losses.get) if losses else available[-1]
+
+
+@dataclasses.dataclass
+class Result:
+    metrics: dict
+    inputs: list[str]
+    predictions: list[str]
+    references: list[str]
+
+
+def evaluate_workdir(workdir: str, split: str = "validation", beam_size: int = 0, length_penalty: float = -1.0,
+                     max_examples: int = 0, batch_size: int = 32, step: int = 0, lead_sentences: int = 0,
+                     log=print) -> Result:
+    """Decodes `split` with the workdir's best checkpoint (or `step`) and scores it.
+    beam_size 0 / length_penalty < 0: the run's seq2seq settings. lead_sentences > 0 also
+    scores the lead baseline ("baseline_lead/<metric>")."""
+    if split not in seq2seq_data.SPLITS:
+        raise ConfigError(f"--split={split!r}: choose one of {', '.join(seq2seq_data.SPLITS)}")
+    config = pretrained_lib.read_config(workdir)
+    if config.train.objective != "seq2seq":
+        raise ConfigError(f"{workdir} was trained for {config.train.objective!r}; tools/evaluate.py decodes "
+                          f"seq2seq (text-to-text) runs: fine-tune one first (configs/finetune_multi30k.py)")
+    from lm import checkpoint as checkpoint_lib  # noqa: PLC0415
+
+    checkpointer = checkpoint_lib.Checkpointer(os.path.join(workdir, "checkpoints"), config.checkpoint, lambda m: None)
+    available = checkpointer.all_steps()
+    checkpointer.close()
+    if not available:
+        raise ConfigError(f"{workdir} has no checkpoint: train it first with tools/train.py")
+    run = pretrained_lib.load(workdir, step or best_step(workdir, available))
+    s2s = config.seq2seq
+    decode_config = decoding.DecodeConfig(max_len=s2s.target_len, beam_size=beam_size or s2s.beam_size,
+                                          length_penalty=s2s.length_penalty if length_penalty < 0 else length_penalty)
+    pairs = seq2seq_data.read_split(config, split)
+    if max_examples:
+        pairs = pairs[:max_examples]
+    inputs, references = [a for a, _ in pairs], [b for _, b in pairs]
+    log(f"decoding {len(pairs)} {split} examples with step {run.step} of {workdir} "
+        f"(beam {decode_config.beam_size}, length penalty {decode_config.length_penalty})")
+    predictions = decoding.decode_texts(run.model, run.params, run.tokenizer, inputs, decode_config,
+                                        input_len=s2s.input_len, batch_size=min(batch_size, len(inputs)))
+    metrics = {**scores(predictions, references), "split": split, "step": run.step, "examples": len(pairs),
+               "beam_size": decode_config.beam_size, "length_penalty": decode_config.length_penalty}
+    if lead_sentences:
+        baseline = [lead(text[len(s2s.input_prefix):], lead_sentences) for text in inputs]
+        metrics.update({f"baseline_lead/{k}": v for k, v in scores(baseline, references).items()
+                        if k != "bleu_signature"})
+        metrics["baseline_lead/sentences"] = lead_sentences
+    return Result(metrics, inputs, predictions, references)

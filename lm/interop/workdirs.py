@@ -1,0 +1,125 @@
+"""Hugging Face directory <-> our workdir (config.json, tokenizer.model, orbax checkpoint).
+
+An imported workdir looks like one tools/train.py wrote at step 0: the full train state
+(converted params, a fresh optimizer state) is checkpointed through lm/checkpoint.py, so
+tools/train.py resumes (fine-tunes) it and tools/generate.py decodes from it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shutil
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from lm import checkpoint as checkpoint_lib
+from lm import interop, optimizer, pretrained, sharding
+from lm.config import CheckpointConfig, Config, DataConfig, MeshConfig, TokenizerConfig, TrainConfig
+from lm.data.tokenizer import Tokenizer
+from lm.interop import core, safetensors_io
+from lm.steps import TrainState
+from lm.workdir import has_checkpoints
+
+TOKENIZER = "tokenizer.model"
+
+
+def _find_tokenizer(hf_dir: str, tokenizer_path: str, vocab_size: int, log) -> Tokenizer | None:
+    """The explicit --tokenizer, else the HF dir's sentencepiece tokenizer.model, else None."""
+    path = tokenizer_path or os.path.join(hf_dir, TOKENIZER)
+    if not os.path.exists(path):
+        if tokenizer_path:
+            raise core.ConversionError(f"--tokenizer={tokenizer_path} does not exist")
+        log(f"note: {hf_dir} has no sentencepiece {TOKENIZER} (a tokenizer.json, such as GPT-2's byte-level BPE, "
+            f"is not one). "
+            f"The workdir gets weights and config only: tools/train.py and tools/generate.py need a tokenizer, so "
+            f"copy one to WORKDIR/{TOKENIZER} or convert into a new workdir with --tokenizer=PATH.model (a "
+            f"sentencepiece model whose ids match the checkpoint's). tools/convert.py --to_hf works without one.")
+        return None
+    tokenizer = Tokenizer.load(path)
+    if tokenizer.vocab_size > vocab_size:
+        raise core.ConversionError(f"tokenizer {path} has {tokenizer.vocab_size} pieces but the checkpoint's "
+                                   f"vocabulary is {vocab_size}: give the tokenizer the model was trained with")
+    return tokenizer
+
+
+def run_config(model, tokenizer_path: str, objective: str = "causal_lm") -> Config:
+    """Defaults for everything but the model: fine-tuning overrides data, optimizer and steps."""
+    data = DataConfig()
+    if model.positions == "learned":
+        data = dataclasses.replace(data, seq_len=min(data.seq_len, model.max_len))
+    return Config(model=model, data=data, tokenizer=TokenizerConfig(path=tokenizer_path),
+                  train=TrainConfig(objective=objective))
+
+
+def _check_tree(params, abstract_params, source: str) -> None:
+    """Converted params must have exactly the tree, shapes and dtypes our model initialises."""
+    want = {jax.tree_util.keystr(p): (tuple(a.shape), a.dtype) for p, a in
+            jax.tree_util.tree_flatten_with_path(abstract_params)[0]}
+    have = {jax.tree_util.keystr(p): (tuple(np.shape(a)), np.asarray(a).dtype) for p, a in
+            jax.tree_util.tree_flatten_with_path(params)[0]}
+    diff = sorted(set(want.items()) ^ set(have.items()))
+    core.require(not diff, f"converting {source} gave parameters that differ from our model's "
+                           f"(name, (shape, dtype)): {diff[:4]}")
+
+
+def import_hf(hf_dir: str, workdir: str, tokenizer_path: str = "", log: Callable[[str], None] = print) -> Config:
+    """Writes `workdir` (config.json, tokenizer.model if known, checkpoint 0) from a Hugging
+    Face directory. Refuses a workdir that already holds checkpoints."""
+    if has_checkpoints(workdir):
+        raise core.ConversionError(f"{workdir} already holds checkpoints: choose an empty --workdir")
+    hf_config, raw = safetensors_io.read_hf_dir(hf_dir)
+    architecture = interop.for_model_type(hf_config.get("model_type", ""))
+    model = architecture.model_config(hf_config)
+    params = architecture.import_params(model, raw, hf_dir, hf_config)
+    del raw
+    tokenizer = _find_tokenizer(hf_dir, tokenizer_path, model.vocab_size, log)
+    os.makedirs(workdir, exist_ok=True)
+    workdir_tokenizer = os.path.abspath(os.path.join(workdir, TOKENIZER))
+    if tokenizer is not None:
+        tokenizer.save(workdir_tokenizer)
+    config = run_config(model, workdir_tokenizer if tokenizer is not None else "",
+                        getattr(architecture, "OBJECTIVE", "causal_lm"))
+
+    mesh = sharding.make_mesh(MeshConfig())
+    _, param_shardings, abstract_state = pretrained.abstract_params(config, mesh)
+    _check_tree(params, abstract_state.params, hf_dir)
+    params = jax.tree.map(lambda x, s: jax.device_put(np.asarray(x, s.dtype), s.sharding), params,
+                          abstract_state.params)
+    tx = optimizer.build(config.optimizer, config.train.steps)
+    rng = jax.random.PRNGKey(config.train.seed)
+    state = TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=jax.jit(tx.init)(params),
+                       rng=jax.random.fold_in(rng, 2))
+    checkpointer = checkpoint_lib.Checkpointer(os.path.join(workdir, "checkpoints"),
+                                               CheckpointConfig(async_save=False), log)
+    try:
+        checkpointer.save(0, state, None)
+    finally:
+        checkpointer.close()
+    with open(os.path.join(workdir, "config.json"), "w") as f:
+        json.dump(dataclasses.asdict(config), f, indent=2, sort_keys=True)
+    with open(os.path.join(workdir, "converted_from.json"), "w") as f:
+        json.dump({"hf_dir": os.path.abspath(hf_dir), "model_type": hf_config.get("model_type"),
+                   "hf_config": hf_config}, f, indent=2, sort_keys=True)
+    return config
+
+
+def export_hf(workdir: str, hf_dir: str, step: int = 0, architecture: str = "",
+              log: Callable[[str], None] = print) -> tuple[str, int]:
+    """Writes checkpoint `step` (0: newest) of `workdir` as a Hugging Face directory;
+    returns (architecture, step)."""
+    config = pretrained.read_config(workdir, require_tokenizer=False)
+    architecture = architecture or interop.default_architecture(config.model)
+    exporter = interop.get(architecture)
+    exporter.check_exportable(config.model)  # before the (slow) restore
+    step, _, params, _ = pretrained.restore_params(workdir, config, step, log=log)
+    params = core.unstack_layers(jax.tree.map(np.asarray, jax.device_get(params)))
+    hf_config, tensors = exporter.export(config.model, params)
+    safetensors_io.write_hf_dir(hf_dir, hf_config, tensors)
+    if config.tokenizer.path:  # our sentencepiece model, for users who tokenize with it
+        shutil.copyfile(config.tokenizer.path, os.path.join(hf_dir, TOKENIZER))
+    return architecture, step

@@ -1,0 +1,96 @@
+"""Encoder-decoder Transformer (T5): text in, text out.
+
+Assembled from lm/layers.py: the encoder is the shared stack with a bidirectional mask, the
+decoder is the same causal stack GPT uses plus cross-attention to the encoder output. What
+is T5's own: one relative position bias per stack (or rotary positions, by config), a final
+RMSNorm after each stack, and the decoder reading its inputs shifted right (the loss and the
+data live in lm/tasks and lm/data/seq2seq.py).
+
+Packed rows: encoder row i and decoder row i hold the same examples under the same segment
+ids, so decoder segment k attends only to encoder segment k (the cross-attention mask).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+from lm import layers
+from lm.config import ModelConfig
+
+
+def _default_positions(segment_ids_BL, positions_BL, length_of):
+    batch, length = length_of.shape
+    if segment_ids_BL is None:
+        segment_ids_BL = jnp.ones((batch, length), jnp.int32)
+    if positions_BL is None:
+        positions_BL = jnp.broadcast_to(jnp.arange(length), (batch, length))
+    return segment_ids_BL, positions_BL
+
+
+class T5(nn.Module):
+    config: ModelConfig  # vocab_size must be resolved (non-zero) by the caller.
+
+    def setup(self):
+        cfg = self.config
+        decoder_config = dataclasses.replace(cfg, num_layers=cfg.num_decoder_layers or cfg.num_layers)
+        self.token_embed = layers.Embed(cfg.vocab_size, cfg)
+        self.encoder = layers.TransformerStack(cfg, causal=False)
+        self.encoder_norm = layers.Norm(cfg)
+        self.decoder = layers.TransformerStack(decoder_config, causal=True, cross_attention=True)
+        self.decoder_norm = layers.Norm(cfg)
+        self.dropout = nn.Dropout(cfg.dropout_rate)
+        if cfg.positions == "relative":
+            self.encoder_position_bias = layers.RelativePositionBias(cfg, bidirectional=True)
+            self.decoder_position_bias = layers.RelativePositionBias(cfg, bidirectional=False)
+        if not cfg.tie_embeddings:
+            self.output = self.param("output", layers.normal_init(("embed", "vocab")), (cfg.embed_dim, cfg.vocab_size),
+                                     jnp.dtype(cfg.param_dtype))
+
+    def __call__(self, encoder_inputs_BS, decoder_inputs_BL, encoder_segment_ids_BS=None, encoder_positions_BS=None,
+                 decoder_segment_ids_BL=None, decoder_positions_BL=None, deterministic: bool = True):
+        """Teacher-forced logits [B, L, V] (float32). decoder_inputs are the targets shifted
+        right (each segment starts with the pad id, T5's decoder start token)."""
+        encoder_segment_ids_BS, _ = _default_positions(encoder_segment_ids_BS, None, encoder_inputs_BS)
+        encoded_BSD = self.encode(encoder_inputs_BS, encoder_segment_ids_BS, encoder_positions_BS, deterministic)
+        return self.decode(encoded_BSD, encoder_segment_ids_BS, decoder_inputs_BL, decoder_segment_ids_BL,
+                           decoder_positions_BL, deterministic)
+
+    def encode(self, inputs_BS, segment_ids_BS=None, positions_BS=None, deterministic: bool = True):
+        """Encoder output [B, S, D]."""
+        cfg = self.config
+        segment_ids_BS, positions_BS = _default_positions(segment_ids_BS, positions_BS, inputs_BS)
+        x_BSD = self.dropout(self.token_embed(inputs_BS), deterministic=deterministic)
+        x_BSD = nn.with_logical_constraint(x_BSD, layers.ACTIVATION_AXES)
+        mask_B1SS = layers.attention_mask(segment_ids_BS, segment_ids_BS, causal=False)
+        bias_BHSS = (self.encoder_position_bias(positions_BS, positions_BS) if cfg.positions == "relative" else None)
+        x_BSD = self.encoder(x_BSD, mask_B1SS, positions_BS, deterministic, bias_BHLS=bias_BHSS)
+        return self.dropout(self.encoder_norm(x_BSD), deterministic=deterministic)
+
+    def decode(self, encoded_BSD, encoder_segment_ids_BS, decoder_inputs_BL, decoder_segment_ids_BL=None,
+               decoder_positions_BL=None, deterministic: bool = True, key_positions_BT=None):
+        """Logits [B, L, V] given the encoder output. With a mutable "cache" collection
+        (lm/decoding.py) L is one token and `key_positions_BT` are the T cache slots' positions,
+        which the relative bias needs; otherwise keys are the decoder inputs themselves."""
+        cfg = self.config
+        decoder_segment_ids_BL, decoder_positions_BL = _default_positions(
+            decoder_segment_ids_BL, decoder_positions_BL, decoder_inputs_BL)
+        x_BLD = self.dropout(self.token_embed(decoder_inputs_BL), deterministic=deterministic)
+        x_BLD = nn.with_logical_constraint(x_BLD, layers.ACTIVATION_AXES)
+        mask_B1LL = layers.attention_mask(decoder_segment_ids_BL, decoder_segment_ids_BL, causal=True)
+        cross_mask_B1LS = layers.attention_mask(decoder_segment_ids_BL, encoder_segment_ids_BS, causal=False)
+        bias_BHLT = None
+        if cfg.positions == "relative":
+            keys_BT = decoder_positions_BL if key_positions_BT is None else key_positions_BT
+            bias_BHLT = self.decoder_position_bias(decoder_positions_BL, keys_BT)
+        x_BLD = self.decoder(x_BLD, mask_B1LL, decoder_positions_BL, deterministic, encoded_BSD=encoded_BSD,
+                             cross_mask_B1LS=cross_mask_B1LS, bias_BHLS=bias_BHLT)
+        x_BLD = self.dropout(self.decoder_norm(x_BLD), deterministic=deterministic)
+        if cfg.tie_embeddings:
+            logits_BLV = self.token_embed.attend(x_BLD)
+        else:
+            logits_BLV = jnp.einsum("BLD,DV->BLV", x_BLD, self.output.astype(cfg.dtype),
+                                    preferred_element_type=jnp.float32)
+        return nn.with_logical_constraint(logits_BLV, ("batch", "length", "vocab"))

@@ -4,8 +4,9 @@
 
 (Hinton et al., 2015: the T^2 keeps the soft term's gradients on the scale of the hard term's
 as T changes.) `distillation_loss` is a pure function of logits over any leading axes: [B, L, V]
-for a causal LM (each token a prediction) or [B, C] for a classifier head, so a BERT student
-reuses it unchanged.
+for a causal LM (each token a prediction) or [B, C] for a classifier head; the task's
+`predictions` (lm/tasks) gives them for teacher and student alike, so a GPT student and a BERT
+classifier student share this module (configs/distill_gpt_tiny.py, configs/distill_sst2.py).
 
 The teacher runs inside the student's jitted train step: frozen (its forward pass is under
 stop_gradient and its params are a separate, non-donated argument), sharded on the student's
@@ -86,6 +87,10 @@ def check_teacher(config: Config, student_tokenizer, teacher: pretrained.Pretrai
     if teacher.config.model.vocab_size != student_vocab:
         raise ConfigError(f"{where} has model.vocab_size={teacher.config.model.vocab_size}, the student "
                           f"{student_vocab}: set model.vocab_size to {teacher.config.model.vocab_size}")
+    if teacher.config.model.num_classes != config.model.num_classes:
+        raise ConfigError(f"{where} predicts {teacher.config.model.num_classes or 'tokens, not'} classes, the student "
+                          f"{config.model.num_classes or 'tokens, not'} classes: distil a teacher fine-tuned on the "
+                          f"student's task (finetune.task={config.finetune.task!r})")
     if teacher.config.model.positions == "learned" and teacher.config.model.max_len < config.data.seq_len:
         raise ConfigError(f"{where} has model.max_len={teacher.config.model.max_len}, shorter than this run's "
                           f"data.seq_len={config.data.seq_len}: lower data.seq_len to at most that")
@@ -103,7 +108,7 @@ def attach(run, log=print):
     num_teacher = sum(x.size for x in jax.tree.leaves(teacher.params))
     log(f"distillation: teacher {teacher.workdir} step {teacher.step} ({num_teacher:,} parameters), "
         f"temperature {config.distill.temperature}, alpha {config.distill.alpha}")
-    tx = optimizer.build(config.optimizer, config.train.steps)
+    tx = optimizer.for_task(config, run.task)
     step = make_train_step(
         run.model, run.task, teacher.model, tx, optimizer.schedule(config.optimizer, config.train.steps),
         config.distill.temperature, config.distill.alpha, config.train.microbatches, config.train.z_loss,

@@ -63,3 +63,10 @@ def build(config: OptimizerConfig, total_steps: int, update_scale: Callable | No
         return optax.chain(*chain, optimizers[config.name]())
     frozen = scale_by_path(lambda path: 0.0 if update_scale(path) == 0.0 else 1.0)
     return optax.chain(frozen, *chain, optimizers[config.name](), scale_by_path(update_scale))
+
+
+def for_task(config, task) -> optax.GradientTransformation:
+    """The run's optimizer: `config.optimizer` over `config.train.steps`, with the task's
+    per-parameter update scales if it has any. Everything that rebuilds a run's state shapes
+    (the trainer, loading a workdir, distillation) must use this one, or restores mismatch."""
+    return build(config.optimizer, config.train.steps, getattr(task, "update_scale", None))

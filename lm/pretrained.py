@@ -56,9 +56,9 @@ def read_config(workdir: str, require_tokenizer: bool = True) -> Config:
 
 def abstract_params(config: Config, mesh):
     """(model, abstract params with shardings, param shardings, abstract train state)."""
-    model = models.build(config.model)
-    tx = optimizer.build(config.optimizer, config.train.steps)
-    boxed = jax.eval_shape(lambda: steps.init_state(model, tx, config.train.seed, tasks.get(config).init_inputs()))
+    model, task = models.build(config.model), tasks.get(config)
+    tx = optimizer.for_task(config, task)
+    boxed = jax.eval_shape(lambda: steps.init_state(model, tx, config.train.seed, task.init_inputs()))
     shardings = sharding.logical_shardings(boxed, mesh)
     abstract_state = checkpoint_lib.abstract_with_shardings(nn.meta.unbox(boxed), shardings)
     return model, shardings.params, abstract_state

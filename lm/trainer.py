@@ -83,7 +83,7 @@ def build_steps(config: Config, model_config: ModelConfig, mesh):
     model = models.build(model_config)
     task = tasks.get(config)
     # A task may scale each parameter's updates (fine-tuning: frozen encoder, layer-wise decay).
-    tx = optimizer.build(config.optimizer, config.train.steps, getattr(task, "update_scale", None))
+    tx = optimizer.for_task(config, task)
     init = lambda: steps.init_state(model, tx, config.train.seed, task.init_inputs())  # noqa: E731
     boxed = jax.eval_shape(init)
     state_shardings = sharding.logical_shardings(boxed, mesh)

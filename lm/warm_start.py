@@ -64,7 +64,7 @@ def _abstract_state(workdir: str):
     with open(path) as f:
         saved = config_lib.from_config_dict(json.load(f))
     model, task = models.build(saved.model), tasks.get(saved)
-    tx = optimizer.build(saved.optimizer, saved.train.steps, getattr(task, "update_scale", None))
+    tx = optimizer.for_task(saved, task)
     shapes = jax.eval_shape(lambda: nn.meta.unbox(steps.init_state(model, tx, saved.train.seed, task.init_inputs())))
     device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
     return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device), shapes)

@@ -81,3 +81,46 @@ def test_a_teacher_with_another_tokenizer_is_refused_before_compiling(trained_ti
     config = _teacher_config(trained_tiny_workdir, **{"tokenizer.path": "", "tokenizer.vocab_size": 400})
     with pytest.raises(config_lib.ConfigError, match="different tokenizer"):
         trainer.build(config)
+
+
+@pytest.fixture(scope="module")
+def classifier_teacher(tmp_path_factory):
+    """A small BERT classifier fine-tuned (from scratch, briefly) on the shipped SST-2 sample."""
+    from test_bert import finetune_config
+
+    workdir = str(tmp_path_factory.mktemp("sst2_teacher"))
+    trainer.train(finetune_config(**{"train.steps": 20}), workdir)
+    return workdir
+
+
+def test_a_bert_classifier_distils_into_a_smaller_one(classifier_teacher, tmp_path):
+    """Classification uses the same step: a student equal to its teacher has loss 0 at alpha=1;
+    a smaller student trains and reports both terms; a causal-LM teacher is refused."""
+    from test_bert import finetune_config
+
+    tokenizer = os.path.join(classifier_teacher, "tokenizer.model")
+    same = finetune_config(**{"train.steps": 4, "tokenizer.path": tokenizer, "distill.alpha": 1.0,
+                              "distill.teacher_workdir": classifier_teacher, "model.dropout_rate": 0.0})
+    run = trainer.build(same)
+    teacher = pretrained.load(classifier_teacher)
+    state = run.init_fn().replace(params=teacher.params)
+    _, metrics = run.train_step(state, next(run.task.train_iterator(run.corpus)))
+    assert abs(float(metrics["loss"])) < 1e-5 and float(metrics["grad_norm"]) < 1e-4 and float(metrics["ce"]) > 0.1
+
+    student = finetune_config(**{"train.steps": 20, "tokenizer.path": tokenizer, "model.embed_dim": 32,
+                                 "model.mlp_dim": 64, "distill.teacher_workdir": classifier_teacher})
+    final = trainer.train(student, str(tmp_path / "student"))
+    records = [json.loads(line) for line in open(tmp_path / "student" / "metrics.jsonl")]
+    assert any("train/kl" in r and np.isfinite(r["train/kl"]) for r in records) and "eval/f1" in final
+
+    with pytest.raises(config_lib.ConfigError, match="classes"):
+        trainer.build(dataclasses.replace(student, distill=dataclasses.replace(
+            student.distill, teacher_workdir=_lm_teacher(tmp_path, tokenizer))))
+
+
+def _lm_teacher(tmp_path, tokenizer):
+    """A causal LM workdir with the classifier's tokenizer: right vocabulary, wrong kind of teacher."""
+    workdir = str(tmp_path / "lm_teacher")
+    trainer.train(small_config(**{"train.steps": 2, "eval.every_steps": 2, "checkpoint.every_steps": 2,
+                                  "tokenizer.path": tokenizer}), workdir)
+    return workdir

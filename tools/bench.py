@@ -20,6 +20,10 @@ import sys
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # configs/ importable
 
+from lm import host_devices  # noqa: E402 (before jax: one XLA:CPU device per core by default)
+
+host_devices.configure(sys.argv, default=0)
+
 import json  # noqa: E402
 import platform  # noqa: E402
 
@@ -34,6 +38,7 @@ _WARMUP = flags.DEFINE_integer("warmup", 2, "Untimed steps after compiling.")
 _PEER = flags.DEFINE_enum("peer", "none", ["none", "hf"], "Also train this peer at identical shapes.")
 _INPUT = flags.DEFINE_bool("input_pipeline", False, "Also measure the data pipeline's tokens/s on its own.")
 _JSON = flags.DEFINE_string("json", "", "Write every figure to this JSON file.")
+flags.DEFINE_integer("cpu_devices", 0, host_devices.HELP + " Default here: one per core.")
 _MARKDOWN = flags.DEFINE_string("markdown", "", "Append the markdown table row to this file.")
 
 MARKDOWN_HEADER = ("| config | dtype | tokens/s | MFU | step (median, p10-p90) | compile | peak memory / estimate "
@@ -55,8 +60,10 @@ def main(argv):
         hf_gpt2.check_shapes(config)  # before any long work
     dtype = config.model.dtype
     name = os.path.splitext(os.path.basename(flags.FLAGS["config"].config_filename))[0]
-    figures = {"config": name, "dtype": dtype,
+    figures = {"config": name, "dtype": dtype, "devices": jax.device_count(),
                "machine": f"{platform.machine()}, {os.cpu_count()} cores, jax {jax.__version__}"}
+    print(f"{jax.device_count()} {jax.default_backend()} device(s); the batch is sharded over them (mesh data axis)",
+          flush=True)
 
     load_before = benchmark.load_average()
     print(f"peak: timing a 2048^3 {dtype} matmul (float32 accumulation) ...", flush=True)

@@ -15,6 +15,10 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # configs/ importable
 
+from lm import host_devices  # noqa: E402 (before jax)
+
+host_devices.configure(sys.argv, default=1)
+
 from absl import flags  # noqa: E402
 
 from lm import cli, distributed, trainer  # noqa: E402
@@ -24,6 +28,7 @@ _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, metr
 _COORDINATOR = flags.DEFINE_string("coordinator_address", "", "Multi-host: HOST:PORT of process 0.")
 _NUM_PROCESSES = flags.DEFINE_integer("num_processes", 0, "Multi-host: number of processes.")
 _PROCESS_ID = flags.DEFINE_integer("process_id", -1, "Multi-host: this process's index.")
+flags.DEFINE_integer("cpu_devices", 1, host_devices.HELP + " Try 0 on a multi-core CPU with a large model.")
 _ALLOW_CONFIG_CHANGE = flags.DEFINE_bool(
     "allow_config_change", False, "Resume a workdir whose checkpoints were made with a different model, "
     "tokenizer or data config (refused by default; see docs/reliability.md).")

@@ -102,9 +102,14 @@ class Classification:
         return tokens, tokens, tokens + 1
 
     # Loss and metrics.
-    def loss_sums(self, model, params, batch, rng, deterministic: bool) -> dict:
+    def predictions(self, model, params, batch, rng, deterministic: bool):
+        """(class logits [B, C], labels [B], weights [B]): what knowledge distillation softens."""
         logits_BC = model.apply({"params": params}, batch["inputs"], batch["type_ids"], batch["segment_ids"],
                                 deterministic=deterministic, rngs=None if deterministic else {"dropout": rng})
+        return logits_BC, batch["labels"], batch["weights"]
+
+    def loss_sums(self, model, params, batch, rng, deterministic: bool) -> dict:
+        logits_BC = self.predictions(model, params, batch, rng, deterministic)[0]
         nll_B = jax.nn.logsumexp(logits_BC, axis=-1) - jnp.take_along_axis(logits_BC, batch["labels"][:, None], -1)[:, 0]
         predicted_B = jnp.argmax(logits_BC, axis=-1)
         weights_B = batch["weights"]

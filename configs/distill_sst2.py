@@ -5,7 +5,11 @@ train the student with the teacher's tokenizer; the same command with
 --config.distill.teacher_workdir= is the no-teacher baseline:
 
   python tools/train.py --config=configs/finetune_sst2.py --config.init_from=runs/bert_tiny --workdir=runs/sst2
-  python tools/train.py --config=configs/distill_sst2.py --workdir=runs/sst2_student
+  python tools/train.py --config=configs/distill_sst2.py --workdir=runs/sst2_student \
+      --config.tokenizer.path=runs/sst2/tokenizer.model
+
+(the student must use the teacher's vocabulary; without that override the run stops before
+compiling and names this fix).
 """
 from configs import finetune_sst2
 
@@ -15,7 +19,6 @@ def get_config():
     m = config.model
     m.num_layers, m.embed_dim, m.num_heads, m.mlp_dim = 2, 128, 4, 256
     config.distill.teacher_workdir = "runs/sst2"
-    config.tokenizer.path = "runs/sst2/tokenizer.model"  # the teacher's vocabulary
     config.distill.temperature = 2.0
     config.distill.alpha = 0.5
     return config

@@ -17,12 +17,12 @@ from lm.config import ConfigError
 def resolve(path: str) -> tuple[str, int]:
     """(workdir, step) for a workdir (step 0: its newest checkpoint) or a checkpoint directory
     <workdir>/checkpoints/<step>."""
-    path = os.path.abspath(path.rstrip("/"))
-    if os.path.basename(path).isdigit() and os.path.basename(os.path.dirname(path)) == "checkpoints":
-        return os.path.dirname(os.path.dirname(path)), int(os.path.basename(path))
-    if not os.path.isdir(path):
+    from lm import pretrained  # noqa: PLC0415 (pretrained imports the task registry)
+
+    workdir, step = pretrained.split_checkpoint_path(os.path.abspath(path))
+    if not os.path.isdir(workdir):
         raise ConfigError(f"init_from={path!r} does not exist: give a trained workdir or <workdir>/checkpoints/<step>")
-    return path, 0
+    return workdir, step
 
 
 def load_params(path: str, abstract_params, param_shardings, log=lambda message: None):

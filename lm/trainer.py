@@ -224,10 +224,9 @@ def _train(config: Config, workdir: str, allow_config_change: bool, preemption: 
         log(f"resumed from step {latest} ({checkpointer.directory})")
     else:
         state = run.init_fn()
-        if config.init_from and config.train.objective == "classification":
-            # fine-tuning a classifier: the encoder from a pretraining run, the head fresh
-            state = warm_start.load_subtree(state, config.init_from, models.bert.ENCODER,
-                                            config.finetune.init_checkpoint, log)
+        subtree = getattr(run.task, "init_from_subtree", None)  # a task may take only part of the params
+        if config.init_from and subtree:
+            state = warm_start.load_subtree(state, config.init_from, subtree, config.finetune.init_checkpoint, log)
         elif config.init_from:  # fine-tuning: pretrained params, fresh optimizer state and step
             from lm import init_from  # noqa: PLC0415
             state = state.replace(params=init_from.load_params(

@@ -27,6 +27,8 @@ Optional (lm/tasks/classification.py has them; the trainer uses defaults otherwi
   selection                      -> (eval metric name, higher is better) for early stopping and
                                     the best checkpoint; default ("eval/loss", False)
   update_scale(path)             -> learning-rate factor of one parameter (0 freezes it)
+  init_from_subtree              -> the params subtree `init_from` restores (the rest stays freshly
+                                    initialised); default: every parameter
   write_report(run, workdir, evaluate, checkpointer)
                                  -> called once at the end of a run (fine-tuning: eval_report.json)
 

@@ -59,6 +59,8 @@ class Classification:
                               f"{self.num_classes}: set model.num_classes={expected}")
         # The validation metric that picks the best checkpoint and stops early (higher is better).
         self.selection = (f"eval/{config.finetune.select_metric}", True)
+        # init_from takes only the pretrained encoder; the classifier head starts fresh.
+        self.init_from_subtree = ENCODER
 
     # Data.
     def _tokenizer(self, train_texts) -> tokenizer_lib.Tokenizer:

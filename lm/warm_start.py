@@ -14,14 +14,12 @@ import math
 import os
 from typing import Callable
 
-import flax.linen as nn
 import jax
 import numpy as np
 
 from lm import checkpoint as checkpoint_lib
-from lm import config as config_lib
-from lm import models, optimizer, steps, tasks
-from lm.config import CheckpointConfig, ConfigError
+from lm import sharding
+from lm.config import CheckpointConfig, ConfigError, MeshConfig
 
 
 def _best_step(workdir: str, steps: list[int]) -> int | None:
@@ -57,17 +55,11 @@ def resolve(path: str, which: str = "best") -> tuple[str, int]:
 
 def _abstract_state(workdir: str):
     """The pretraining run's TrainState shapes, rebuilt from its config.json (its model,
-    optimizer and task), on this process's first device: the restore target."""
-    path = os.path.join(workdir, "config.json")
-    if not os.path.exists(path):
-        raise ConfigError(f"{workdir} has no config.json: init_from needs a workdir written by tools/train.py")
-    with open(path) as f:
-        saved = config_lib.from_config_dict(json.load(f))
-    model, task = models.build(saved.model), tasks.get(saved)
-    tx = optimizer.for_task(saved, task)
-    shapes = jax.eval_shape(lambda: nn.meta.unbox(steps.init_state(model, tx, saved.train.seed, task.init_inputs())))
-    device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
-    return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device), shapes)
+    optimizer and task) the way every loader of a workdir does: the restore target."""
+    from lm import pretrained  # noqa: PLC0415 (pretrained imports the task registry)
+
+    config = pretrained.read_config(workdir, require_tokenizer=False)
+    return pretrained.abstract_params(config, sharding.make_mesh(MeshConfig()))[2]
 
 
 def read_params(path: str, which: str = "best", log: Callable[[str], None] = print):

@@ -20,6 +20,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from lm import losses
 from lm.config import Config, ConfigError
 from lm.data import corpus as corpus_lib
 from lm.data import glue
@@ -112,7 +113,7 @@ class Classification:
 
     def loss_sums(self, model, params, batch, rng, deterministic: bool) -> dict:
         logits_BC = self.predictions(model, params, batch, rng, deterministic)[0]
-        nll_B = jax.nn.logsumexp(logits_BC, axis=-1) - jnp.take_along_axis(logits_BC, batch["labels"][:, None], -1)[:, 0]
+        nll_B = losses.nll_and_correct(logits_BC, batch["labels"])[0]
         predicted_B = jnp.argmax(logits_BC, axis=-1)
         weights_B = batch["weights"]
         sums = {"loss_sum": jnp.sum(nll_B * weights_B), "weight": jnp.sum(weights_B),

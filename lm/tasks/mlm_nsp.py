@@ -14,10 +14,10 @@ import math
 import os
 
 import grain
-import jax
 import jax.numpy as jnp
 import numpy as np
 
+from lm import losses
 from lm.config import Config, ConfigError
 from lm.data import corpus as corpus_lib
 from lm.data import pairs
@@ -46,12 +46,6 @@ def _identity(files: list[str], boundary: str) -> str:
         stat = os.stat(path)
         digest.update(f"{os.path.abspath(path)}:{stat.st_size}:{stat.st_mtime_ns};".encode())
     return f"pairs:{digest.hexdigest()[:16]}"
-
-
-def _nll_and_correct(logits, labels):
-    logits = logits.astype(jnp.float32)
-    nll = jax.nn.logsumexp(logits, axis=-1) - jnp.take_along_axis(logits, labels[..., None], axis=-1)[..., 0]
-    return nll, (jnp.argmax(logits, axis=-1) == labels).astype(jnp.float32)
 
 
 class MlmNsp:
@@ -124,8 +118,8 @@ class MlmNsp:
         mlm_logits, nsp_logits = model.apply(
             {"params": params}, batch["inputs"], batch["type_ids"], batch["segment_ids"], batch["mlm_positions"],
             deterministic=deterministic, rngs=None if deterministic else {"dropout": rng})
-        mlm_nll, mlm_correct = _nll_and_correct(mlm_logits, batch["mlm_targets"])
-        nsp_nll, nsp_correct = _nll_and_correct(nsp_logits, batch["nsp_labels"])
+        mlm_nll, mlm_correct = losses.nll_and_correct(mlm_logits, batch["mlm_targets"])[:2]
+        nsp_nll, nsp_correct = losses.nll_and_correct(nsp_logits, batch["nsp_labels"])[:2]
         mlm_w, nsp_w = batch["mlm_weights"], batch["nsp_weights"]
         per_example_mlm = jnp.sum(mlm_nll * mlm_w, axis=-1) / jnp.maximum(jnp.sum(mlm_w, axis=-1), 1.0)
         return {

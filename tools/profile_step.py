@@ -63,6 +63,9 @@ def main(argv):
         state, metrics = compiled(state, batch)
         jax.block_until_ready(metrics)
         trace_dir = _TRACE_DIR.value or tempfile.mkdtemp(prefix="lm_trace_")
+        os.makedirs(trace_dir, exist_ok=True)
+        with open(os.path.join(trace_dir, "step.hlo.txt"), "w") as f:  # to look the fusions' names up
+            f.write(compiled.as_text())
         cpu, wall = time.process_time(), time.perf_counter()
         jax.profiler.start_trace(trace_dir)
         for _ in range(_STEPS.value):
@@ -79,7 +82,7 @@ def main(argv):
     print(f"\ntop {_TOP.value} ops:")
     for name, seconds in by_name.most_common(_TOP.value):
         print(f"  {seconds / steps:8.3f}  {seconds / total:6.1%}  {name}")
-    print(f"\ntrace: {trace_dir}")
+    print(f"\ntrace: {trace_dir} (optimised HLO of the step: {trace_dir}/step.hlo.txt)")
 
 
 if __name__ == "__main__":

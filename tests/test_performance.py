@@ -175,3 +175,42 @@ def test_bench_writes_the_figures_the_acceptance_checks_read(tmp_path):
     assert 0 < figures["mfu"] < 2 and figures["peak_flops"] > 1e9 and figures["tokens_per_sec"] > 0
     assert len(figures["step_cpu_seconds"]) == 2 and 0 < figures["cpu_mfu"] < 2
     assert figures["flops_per_token"] == 6 * (4 * 64 * 64 + 2 * 64 * 128 + 512 * 64) + 12 * 1 * 64 * 64
+
+
+_GRADS_SCRIPT = """
+import json, sys
+from lm import host_devices
+host_devices.configure(sys.argv, default=2)
+import jax, numpy as np
+sys.path.insert(0, "tests")
+from test_performance import TINY, model_logits_and_grads
+logits, grads = model_logits_and_grads(TINY)
+print(json.dumps({"xla_flags": __import__("os").environ["XLA_FLAGS"], "devices": jax.device_count(),
+                  "logits": np.asarray(logits).ravel()[:256].tolist(),
+                  "grads": [np.asarray(g).ravel()[:64].tolist() for g in jax.tree.leaves(grads)]}))
+"""
+
+
+def test_cpu_elementwise_fusion_switch_computes_the_same_gradients():
+    """--cpu_fuse_elementwise changes how XLA:CPU fuses the step, not what it computes: the switch
+    reaches XLA_FLAGS (with the host split into devices) and logits and gradients stay equal."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    env.update(PYTHONPATH=repo, JAX_PLATFORMS="cpu")
+
+    def run(*args):
+        out = subprocess.run([sys.executable, "-c", _GRADS_SCRIPT, *args], cwd=repo, env=env, check=True,
+                             capture_output=True, text=True).stdout
+        return json.loads(out.strip().splitlines()[-1])
+
+    plain, fused = run(), run("--cpu_fuse_elementwise")
+    assert "ynn_fusion_type" not in plain["xla_flags"] and "ynn_fusion_type=+eltwise" in fused["xla_flags"]
+    assert plain["devices"] == fused["devices"] == 2
+    np.testing.assert_allclose(fused["logits"], plain["logits"], atol=1e-5, rtol=1e-5)
+    for got, want in zip(fused["grads"], plain["grads"], strict=True):
+        np.testing.assert_allclose(got, want, atol=1e-6, rtol=1e-4)

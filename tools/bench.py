@@ -22,7 +22,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__)))) 
 
 from lm import host_devices  # noqa: E402 (before jax: one XLA:CPU device per core by default)
 
-host_devices.configure(sys.argv, default=0)
+FUSE_ELEMENTWISE = False  # the measured choice for bench_cpu (docs/performance.md)
+host_devices.configure(sys.argv, default=0, fuse_elementwise=FUSE_ELEMENTWISE)
 
 import json  # noqa: E402
 import platform  # noqa: E402
@@ -39,6 +40,7 @@ _PEER = flags.DEFINE_enum("peer", "none", ["none", "hf"], "Also train this peer 
 _INPUT = flags.DEFINE_bool("input_pipeline", False, "Also measure the data pipeline's tokens/s on its own.")
 _JSON = flags.DEFINE_string("json", "", "Write every figure to this JSON file.")
 flags.DEFINE_integer("cpu_devices", 0, host_devices.HELP + " Default here: one per core.")
+flags.DEFINE_bool("cpu_fuse_elementwise", FUSE_ELEMENTWISE, host_devices.FUSE_HELP)
 _MARKDOWN = flags.DEFINE_string("markdown", "", "Append the markdown table row to this file.")
 
 MARKDOWN_HEADER = ("| config | dtype | tokens/s | MFU | step (median, p10-p90) | compile | peak memory / estimate "
@@ -61,7 +63,8 @@ def main(argv):
     dtype = config.model.dtype
     name = os.path.splitext(os.path.basename(flags.FLAGS["config"].config_filename))[0]
     figures = {"config": name, "dtype": dtype, "devices": jax.device_count(),
-               "machine": f"{platform.machine()}, {os.cpu_count()} cores, jax {jax.__version__}"}
+               "machine": f"{platform.machine()}, {os.cpu_count()} cores, jax {jax.__version__}",
+               "xla_flags": os.environ.get("XLA_FLAGS", "")}
     print(f"{jax.device_count()} {jax.default_backend()} device(s); the batch is sharded over them (mesh data axis)",
           flush=True)
 

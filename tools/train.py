@@ -29,6 +29,7 @@ _COORDINATOR = flags.DEFINE_string("coordinator_address", "", "Multi-host: HOST:
 _NUM_PROCESSES = flags.DEFINE_integer("num_processes", 0, "Multi-host: number of processes.")
 _PROCESS_ID = flags.DEFINE_integer("process_id", -1, "Multi-host: this process's index.")
 flags.DEFINE_integer("cpu_devices", 1, host_devices.HELP + " Try 0 on a multi-core CPU with a large model.")
+flags.DEFINE_bool("cpu_fuse_elementwise", False, host_devices.FUSE_HELP)
 _ALLOW_CONFIG_CHANGE = flags.DEFINE_bool(
     "allow_config_change", False, "Resume a workdir whose checkpoints were made with a different model, "
     "tokenizer or data config (refused by default; see docs/reliability.md).")

@@ -486,3 +486,28 @@ def test_imported_bert_fine_tunes_on_sst2_with_init_from_and_exports_the_result(
     _, model, params, _ = pretrained.restore_params(tuned, pretrained.read_config(tuned))
     _assert_bert_parity(_our_bert_logits(model, params, inputs), _hf_bert_logits(reloaded, inputs), inputs[2],
                         "fine-tuned ours -> HF", min_magnitude=0.02)  # a fresh head after 4 steps: small logits
+
+
+def test_bert_files_of_older_transformers_import_the_same(tmp_path):
+    """Older BERT files (e.g. on the hub) name LayerNorm parameters gamma/beta, save the tied
+    decoder and its bias beside what they are tied to, and the position_ids buffer: the same
+    params come out; a decoder that is not tied is refused."""
+    import jax  # noqa: PLC0415
+
+    from lm.interop import bert  # noqa: PLC0415
+
+    _random_hf_bert("bert_pretraining").save_pretrained(tmp_path / "hf")
+    hf_config, raw = safetensors_io.read_hf_dir(str(tmp_path / "hf"))
+    old = {name.replace("LayerNorm.weight", "LayerNorm.gamma").replace("LayerNorm.bias", "LayerNorm.beta"): value
+           for name, value in raw.items()}
+    old["cls.predictions.decoder.weight"] = raw["bert.embeddings.word_embeddings.weight"]
+    old["cls.predictions.decoder.bias"] = raw["cls.predictions.bias"]
+    old["bert.embeddings.position_ids"] = np.arange(64)[None]
+    m = bert.model_config(hf_config)
+    new_params = jax.tree_util.tree_flatten_with_path(bert.import_params(m, raw, "new", hf_config))[0]
+    old_params = jax.tree_util.tree_flatten_with_path(bert.import_params(m, old, "old", hf_config))[0]
+    assert [p for p, _ in new_params] == [p for p, _ in old_params]
+    assert all(np.array_equal(a, b) for (_, a), (_, b) in zip(new_params, old_params))
+    old["cls.predictions.decoder.weight"] = old["cls.predictions.decoder.weight"] + 1.0
+    with pytest.raises(core.ConversionError, match="differs from the word embeddings"):
+        bert.import_params(m, old, "old", hf_config)

@@ -389,6 +389,7 @@ def test_our_post_norm_bert_exports_with_equal_logits_and_imports_back_bit_ident
 
 
 def test_bert_refusals_name_the_problem(tmp_path):
+    from lm import interop  # noqa: PLC0415
     from lm.config import ModelConfig  # noqa: PLC0415
     from lm.interop import bert  # noqa: PLC0415
 
@@ -396,6 +397,8 @@ def test_bert_refusals_name_the_problem(tmp_path):
         bert.check_exportable(ModelConfig(family="bert"))  # our default BERT: pre-norm
     post = ModelConfig(family="bert", norm_position="post", embedding_norm=True, mlp_activation="gelu_exact")
     bert.check_exportable(post)
+    with pytest.raises(core.ConversionError, match="model.family='bert' \\(GPT-2 needs 'gpt'\\)"):
+        interop.get("gpt2").check_exportable(post)  # --architecture=gpt2 on a BERT workdir
     with pytest.raises(core.ConversionError, match="model.pooling='mean'"):
         bert.check_exportable(ModelConfig(**{**post.__dict__, "pooling": "mean"}))
     hf = dict(transformers.BertConfig(vocab_size=64, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,

@@ -263,7 +263,7 @@ BERT_SHAPES = {
         max_position_embeddings=40, hidden_act="gelu_new", layer_norm_eps=1e-6)),
     "bert_masked_lm": lambda vocab: transformers.BertForMaskedLM(transformers.BertConfig(
         vocab_size=vocab, hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64,
-        max_position_embeddings=32)),
+        max_position_embeddings=32, hidden_act="gelu_pytorch_tanh")),  # the MLM transform's tanh GELU
 }
 
 
@@ -514,3 +514,36 @@ def test_bert_files_of_older_transformers_import_the_same(tmp_path):
     old["cls.predictions.decoder.weight"] = old["cls.predictions.decoder.weight"] + 1.0
     with pytest.raises(core.ConversionError, match="differs from the word embeddings"):
         bert.import_params(m, old, "old", hf_config)
+
+
+@pytest.mark.slow  # three tool subprocesses: ~2-3 min on the shared 2-core machine
+def test_bert_through_the_tools_convert_fine_tune_export(tmp_path):
+    """docs/interop.md's commands: tools/convert.py --from_hf, tools/train.py fine-tuning a
+    classifier from the imported workdir (configs/workdir.py, init_from), tools/convert.py --to_hf."""
+    tokenizer_path, vocab = _bert_tokenizer(tmp_path)
+    _random_hf_bert("bert_pretraining", vocab=vocab).save_pretrained(tmp_path / "hf")
+    imported, tuned = str(tmp_path / "imported"), str(tmp_path / "tuned")
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+
+    def tool(*args):
+        result = subprocess.run([sys.executable, *args], cwd=REPO, env=env, capture_output=True, text=True,
+                                timeout=900)
+        assert result.returncode == 0, result.stderr[-3000:]
+        return result.stdout + result.stderr
+
+    out = tool("tools/convert.py", f"--from_hf={tmp_path / 'hf'}", f"--workdir={imported}",
+               f"--tokenizer={tokenizer_path}")
+    assert "gelu_exact" in out
+    out = tool("tools/train.py", f"--config=configs/workdir.py:{imported}", f"--workdir={tuned}",
+               f"--config.init_from={imported}", "--config.train.objective=classification",
+               "--config.model.num_classes=2", "--config.finetune.data_dir=data/sst2_sample",
+               "--config.data.seq_len=32", "--config.train.steps=3", "--config.train.batch_size=8",
+               "--config.eval.every_steps=3", "--config.eval.max_batches=1", "--config.checkpoint.every_steps=3",
+               "--config.checkpoint.async_save=false")
+    assert "'encoder' parameters from step 0" in out
+    tool("tools/convert.py", f"--to_hf={tmp_path / 'back'}", f"--workdir={tuned}")
+    reloaded = transformers.AutoModelForSequenceClassification.from_pretrained(tmp_path / "back").eval()
+    inputs = _bert_inputs(vocab)
+    _, model, params, _ = pretrained.restore_params(tuned, pretrained.read_config(tuned))
+    _assert_bert_parity(_our_bert_logits(model, params, inputs), _hf_bert_logits(reloaded, inputs), inputs[2],
+                        "tools: fine-tuned ours -> HF", min_magnitude=0.02)

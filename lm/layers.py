@@ -376,18 +376,18 @@ class TransformerBlock(nn.Module):
         cfg = self.config
         drop = functools.partial(nn.Dropout(cfg.dropout_rate), deterministic=deterministic)
         post = cfg.norm_position == "post"
-
-        def residual(x_BLD, name, sublayer):
-            h = sublayer(x_BLD if post else Norm(cfg, name=name)(x_BLD))
-            return Norm(cfg, name=name)(x_BLD + drop(h)) if post else x_BLD + drop(h)
-
-        x_BLD = residual(x_BLD, "attention_norm", lambda h: Attention(
-            cfg, use_rotary=cfg.positions == "rotary", causal=self.causal, name="self_attention")(
-            h, h, mask_B1LS, positions_BL, positions_BL, bias_BHLS, deterministic))
+        pre_norm = lambda name, x: x if post else Norm(cfg, name=name)(x)  # noqa: E731
+        post_norm = lambda name, x: Norm(cfg, name=name)(x) if post else x  # noqa: E731
+        h = pre_norm("attention_norm", x_BLD)
+        h = Attention(cfg, use_rotary=cfg.positions == "rotary", causal=self.causal, name="self_attention")(
+            h, h, mask_B1LS, positions_BL, positions_BL, bias_BHLS, deterministic)
+        x_BLD = post_norm("attention_norm", x_BLD + drop(h))
         if self.cross_attention:
-            x_BLD = residual(x_BLD, "cross_attention_norm", lambda h: Attention(cfg, name="cross_attention")(
-                h, encoded_BSD, cross_mask_B1LS, deterministic=deterministic))
-        x_BLD = residual(x_BLD, "mlp_norm", lambda h: Mlp(cfg, name="mlp")(h, deterministic))
+            h = pre_norm("cross_attention_norm", x_BLD)
+            h = Attention(cfg, name="cross_attention")(h, encoded_BSD, cross_mask_B1LS, deterministic=deterministic)
+            x_BLD = post_norm("cross_attention_norm", x_BLD + drop(h))
+        h = pre_norm("mlp_norm", x_BLD)
+        x_BLD = post_norm("mlp_norm", x_BLD + drop(Mlp(cfg, name="mlp")(h, deterministic)))
         return nn.with_logical_constraint(x_BLD, ACTIVATION_AXES)
 
 

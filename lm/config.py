@@ -29,11 +29,11 @@ class ModelConfig:
     num_kv_heads: int = 0  # 0: same as num_heads (multi-head); fewer: grouped-query.
     head_dim: int = 0  # 0: embed_dim // num_heads.
     mlp_dim: int = 1024
-    mlp_activation: str = "gelu"  # gelu | swiglu | relu (T5.1.0)
+    mlp_activation: str = "gelu"  # gelu (tanh approximation) | gelu_exact (erf, HF BERT's) | swiglu | relu (T5.1.0)
     max_len: int = 256  # longest sequence (size of the learned position table).
     positions: str = "learned"  # learned | rotary | relative (T5's bucketed bias; t5 family only)
     rope_theta: float = 10000.0
-    norm: str = "layernorm"  # layernorm | rmsnorm (always pre-norm)
+    norm: str = "layernorm"  # layernorm | rmsnorm (pre-norm; bert may set norm_position)
     norm_eps: float = 1e-5
     use_bias: bool = True
     tie_embeddings: bool = True
@@ -55,6 +55,10 @@ class ModelConfig:
     type_vocab_size: int = 2  # bert: token-type (segment A/B) embeddings.
     num_classes: int = 0  # bert: 0 = pretraining heads (MLM + NSP); >= 2 = a classifier on the pooled output.
     pooling: str = "cls"  # bert: what the pooler reads: cls (the first token, BERT's) | mean (over real tokens)
+    # bert: where each block's norms sit. pre (ours): x + f(norm(x)), then a final norm; post (the
+    # original BERT's, so HF checkpoints convert): norm(x + f(x)), no final norm.
+    norm_position: str = "pre"
+    embedding_norm: bool = False  # bert: a norm over the summed embeddings (the original BERT has one).
 
 
 @dataclasses.dataclass(frozen=True)
@@ -264,7 +268,7 @@ def from_config_dict(config_dict) -> Config:
 
 _CHOICES = {
     "model.family": ("gpt", "bert", "t5"),
-    "model.mlp_activation": ("gelu", "swiglu", "relu"),
+    "model.mlp_activation": ("gelu", "gelu_exact", "swiglu", "relu"),
     "model.positions": ("learned", "rotary", "relative"),
     "model.norm": ("layernorm", "rmsnorm"),
     "model.param_dtype": ("float32", "bfloat16"),
@@ -278,6 +282,7 @@ _CHOICES = {
     "train.nonfinite": ("skip", "stop"),
     "train.objective": ("causal_lm", "mlm_nsp", "classification", "span_corruption", "seq2seq", "prefix_lm"),
     "model.pooling": ("cls", "mean"),
+    "model.norm_position": ("pre", "post"),
     "mlm.document_boundary": ("heading", "paragraph"),
     "finetune.task": ("sst2", "mrpc", "rte"),
     "finetune.select_metric": ("accuracy", "f1", "precision", "recall"),
@@ -399,6 +404,10 @@ def _validate_bert(config: Config) -> None:
         raise ConfigError(f"train.objective={objective} needs model.family=bert (got {m.family!r})")
     if m.family == "bert" and objective == "causal_lm":
         raise ConfigError("model.family=bert is an encoder: set train.objective to mlm_nsp or classification")
+    if m.family != "bert" and (m.norm_position != "pre" or m.embedding_norm):
+        raise ConfigError(f"model.norm_position={m.norm_position!r} and model.embedding_norm={m.embedding_norm} are "
+                          f"BERT options (post-norm, as Hugging Face's BERT): model.family={m.family!r} is pre-norm "
+                          f"only; set model.norm_position='pre' and model.embedding_norm=false")
     if objective == "mlm_nsp" and m.num_classes:
         raise ConfigError(f"train.objective=mlm_nsp uses the MLM and NSP heads: set model.num_classes=0 "
                           f"(got {m.num_classes})")

@@ -332,7 +332,8 @@ class Attention(nn.Module):
 
 
 class Mlp(nn.Module):
-    """GELU MLP, ReLU (T5.1.0), or SwiGLU (a gated linear unit with SiLU) as in Llama."""
+    """GELU MLP (tanh approximation, or exact: erf), ReLU (T5.1.0), or SwiGLU (a gated linear unit
+    with SiLU) as in Llama."""
     config: ModelConfig
 
     @nn.compact
@@ -354,7 +355,7 @@ class Mlp(nn.Module):
         elif cfg.mlp_activation == "relu":
             h_BLF = nn.relu(h_BLF)
         else:
-            h_BLF = nn.gelu(h_BLF, approximate=True)
+            h_BLF = nn.gelu(h_BLF, approximate=cfg.mlp_activation != "gelu_exact")
         h_BLF = nn.with_logical_constraint(h_BLF, ("batch", "length", "mlp"))
         h_BLF = nn.Dropout(cfg.dropout_rate)(h_BLF, deterministic=deterministic)
         out_kernel = kernel("wo", (hidden, width), ("mlp", "embed"), 0.02 / (2 * cfg.num_layers) ** 0.5)
@@ -362,7 +363,9 @@ class Mlp(nn.Module):
 
 
 class TransformerBlock(nn.Module):
-    """Pre-norm block: self-attention, optional cross-attention (T5's decoder), MLP."""
+    """Block: self-attention, optional cross-attention (T5's decoder), MLP; each sublayer f is
+    pre-norm, x + f(norm(x)), or with `norm_position="post"` (the original BERT) norm(x + f(x)).
+    The norms keep their names either way: `<sublayer>_norm` is the one around that sublayer."""
     config: ModelConfig
     causal: bool = True
     cross_attention: bool = False
@@ -372,16 +375,19 @@ class TransformerBlock(nn.Module):
                  encoded_BSD=None, cross_mask_B1LS=None, bias_BHLS=None):
         cfg = self.config
         drop = functools.partial(nn.Dropout(cfg.dropout_rate), deterministic=deterministic)
-        h = Norm(cfg, name="attention_norm")(x_BLD)
+        post = cfg.norm_position == "post"
+        pre_norm = lambda name, x: x if post else Norm(cfg, name=name)(x)  # noqa: E731
+        post_norm = lambda name, x: Norm(cfg, name=name)(x) if post else x  # noqa: E731
+        h = pre_norm("attention_norm", x_BLD)
         h = Attention(cfg, use_rotary=cfg.positions == "rotary", causal=self.causal, name="self_attention")(
             h, h, mask_B1LS, positions_BL, positions_BL, bias_BHLS, deterministic)
-        x_BLD = x_BLD + drop(h)
+        x_BLD = post_norm("attention_norm", x_BLD + drop(h))
         if self.cross_attention:
-            h = Norm(cfg, name="cross_attention_norm")(x_BLD)
+            h = pre_norm("cross_attention_norm", x_BLD)
             h = Attention(cfg, name="cross_attention")(h, encoded_BSD, cross_mask_B1LS, deterministic=deterministic)
-            x_BLD = x_BLD + drop(h)
-        h = Norm(cfg, name="mlp_norm")(x_BLD)
-        x_BLD = x_BLD + drop(Mlp(cfg, name="mlp")(h, deterministic))
+            x_BLD = post_norm("cross_attention_norm", x_BLD + drop(h))
+        h = pre_norm("mlp_norm", x_BLD)
+        x_BLD = post_norm("mlp_norm", x_BLD + drop(Mlp(cfg, name="mlp")(h, deterministic)))
         return nn.with_logical_constraint(x_BLD, ACTIVATION_AXES)
 
 

@@ -1,9 +1,9 @@
-"""Move weights between Hugging Face transformers and our workdirs (GPT-2, Llama and T5 v1.0).
+"""Move weights between Hugging Face transformers and our workdirs (GPT-2, Llama, T5 v1.0, BERT).
 
   # import: config.json + safetensors -> a workdir tools/train.py and tools/generate.py accept
   python tools/convert.py --from_hf=HF_DIR --workdir=DIR [--tokenizer=PATH.model]
   # export: a workdir's checkpoint -> a directory transformers' from_pretrained loads
-  python tools/convert.py --to_hf=HF_DIR --workdir=DIR [--step=N] [--architecture=gpt2|llama|t5]
+  python tools/convert.py --to_hf=HF_DIR --workdir=DIR [--step=N] [--architecture=gpt2|llama|t5|bert]
 
 Fine-tune an imported workdir (its config.json is the config; init_from loads its params):
   python tools/train.py --config=configs/workdir.py:DIR --workdir=NEW_DIR --config.init_from=DIR \

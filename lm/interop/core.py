@@ -80,18 +80,22 @@ def merge_out_heads(kernel_HED: np.ndarray) -> np.ndarray:
 
 
 def unstack_layers(params: dict) -> dict:
-    """A `model.scan_layers` tree (<stack>/layers/..., leading axis = layer) as per-layer
-    `<stack>/layer_i`, the layout the converters read and write (stacks: encoder, decoder)."""
+    """A `model.scan_layers` tree keeps a stack's blocks once, under `layers`, with a leading
+    layer axis (GPT: decoder/layers/..., BERT: encoder/layers/layers/...); this puts per-layer
+    `layer_i` subtrees in its place, the layout the converters read and write."""
     import jax  # noqa: PLC0415
 
-    out = dict(params)
-    for stack in ("encoder", "decoder"):
-        tree = params.get(stack)
-        if isinstance(tree, dict) and "layers" in tree:
-            count = jax.tree.leaves(tree["layers"])[0].shape[0]
-            out[stack] = {f"layer_{i}": jax.tree.map(lambda x, i=i: np.asarray(x)[i], tree["layers"])
-                          for i in range(count)}
-    return out
+    def walk(tree):
+        if not isinstance(tree, dict):
+            return tree
+        block = tree.get("layers")
+        if not (isinstance(block, dict) and "self_attention" in block):  # not a scanned stack
+            return {name: walk(child) for name, child in tree.items()}
+        count = jax.tree.leaves(block)[0].shape[0]
+        rest = {name: walk(child) for name, child in tree.items() if name != "layers"}
+        return {**rest, **{f"layer_{i}": jax.tree.map(lambda x, i=i: np.asarray(x)[i], block) for i in range(count)}}
+
+    return walk(params)
 
 
 def require(condition: bool, message: str) -> None:

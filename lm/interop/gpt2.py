@@ -74,7 +74,7 @@ def import_params(m: ModelConfig, raw: dict, source: str, hf: dict | None = None
 
 def check_exportable(m: ModelConfig) -> None:
     wrong = [f"model.{name}={getattr(m, name)!r} (GPT-2 needs {want!r})" for name, want in
-             (("positions", "learned"), ("norm", "layernorm"), ("mlp_activation", "gelu"), ("use_bias", True),
+             (("family", "gpt"), ("positions", "learned"), ("norm", "layernorm"), ("mlp_activation", "gelu"), ("use_bias", True),
               ("tie_embeddings", True)) if getattr(m, name) != want]
     if (m.num_kv_heads or m.num_heads) != m.num_heads:
         wrong.append(f"model.num_kv_heads={m.num_kv_heads} (GPT-2 has no grouped-query attention)")

@@ -87,7 +87,7 @@ def import_params(m: ModelConfig, raw: dict, source: str, hf: dict | None = None
 
 def check_exportable(m: ModelConfig) -> None:
     wrong = [f"model.{name}={getattr(m, name)!r} (Llama needs {want!r})" for name, want in
-             (("positions", "rotary"), ("norm", "rmsnorm"), ("mlp_activation", "swiglu"), ("use_bias", False))
+             (("family", "gpt"), ("positions", "rotary"), ("norm", "rmsnorm"), ("mlp_activation", "swiglu"), ("use_bias", False))
              if getattr(m, name) != want]
     core.require(not wrong, "this model cannot be exported as Llama: " + "; ".join(wrong)
                  + " (try --architecture=gpt2 for learned-position/LayerNorm/GELU models)")

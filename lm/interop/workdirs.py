@@ -18,7 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from lm import checkpoint as checkpoint_lib
-from lm import interop, optimizer, pretrained, sharding
+from lm import interop, optimizer, pretrained, sharding, tasks
 from lm.config import CheckpointConfig, Config, DataConfig, MeshConfig, TokenizerConfig, TrainConfig
 from lm.data.tokenizer import Tokenizer
 from lm.interop import core, safetensors_io
@@ -77,20 +77,23 @@ def import_hf(hf_dir: str, workdir: str, tokenizer_path: str = "", log: Callable
     model = architecture.model_config(hf_config)
     params = architecture.import_params(model, raw, hf_dir, hf_config)
     del raw
+    for note in getattr(architecture, "import_notes", lambda *_: [])(hf_config, hf_dir):
+        log(note)
     tokenizer = _find_tokenizer(hf_dir, tokenizer_path, model.vocab_size, log)
     os.makedirs(workdir, exist_ok=True)
     workdir_tokenizer = os.path.abspath(os.path.join(workdir, TOKENIZER))
     if tokenizer is not None:
         tokenizer.save(workdir_tokenizer)
-    config = run_config(model, workdir_tokenizer if tokenizer is not None else "",
-                        getattr(architecture, "OBJECTIVE", "causal_lm"))
+    objective = (architecture.objective(model) if hasattr(architecture, "objective")
+                 else getattr(architecture, "OBJECTIVE", "causal_lm"))
+    config = run_config(model, workdir_tokenizer if tokenizer is not None else "", objective)
 
     mesh = sharding.make_mesh(MeshConfig())
     _, param_shardings, abstract_state = pretrained.abstract_params(config, mesh)
     _check_tree(params, abstract_state.params, hf_dir)
     params = jax.tree.map(lambda x, s: jax.device_put(np.asarray(x, s.dtype), s.sharding), params,
                           abstract_state.params)
-    tx = optimizer.build(config.optimizer, config.train.steps)
+    tx = optimizer.for_task(config, tasks.get(config))  # the state shapes every loader rebuilds
     rng = jax.random.PRNGKey(config.train.seed)
     state = TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=jax.jit(tx.init)(params),
                        rng=jax.random.fold_in(rng, 2))

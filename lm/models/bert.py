@@ -8,7 +8,9 @@ next-sentence prediction); with `num_classes >= 2` a classifier on the pooled ou
 Everything but the heads lives under the `encoder` parameter subtree, so a fine-tuning run
 restores exactly that subtree from a pretraining checkpoint (lm/warm_start.py).
 The blocks are pre-norm (as every family here) rather than the original post-norm: it trains
-stably at higher learning rates, which matters for the short CPU budgets.
+stably at higher learning rates, which matters for the short CPU budgets. `model.norm_position="post"`
+with `model.embedding_norm` and `mlp_activation="gelu_exact"` is the original BERT, the shape
+Hugging Face checkpoints have (lm/interop/bert.py converts them).
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ def _dense(module: nn.Module, name: str, x_BD, features: int, names=("embed", "m
 
 
 class BertEncoder(nn.Module):
-    """Embeddings -> bidirectional stack -> final norm; plus the pooled [CLS] vector."""
+    """Embeddings (-> norm) -> bidirectional stack -> final norm (pre-norm only); plus the pooled [CLS] vector."""
     config: ModelConfig
 
     @nn.compact
@@ -50,12 +52,15 @@ class BertEncoder(nn.Module):
                                 (cfg.type_vocab_size, cfg.embed_dim), jnp.dtype(cfg.param_dtype))
         x_BLD += jnp.take(position_table, positions_BL, axis=0).astype(cfg.dtype)
         x_BLD += jnp.take(type_table, type_ids_BL, axis=0).astype(cfg.dtype)
+        if cfg.embedding_norm:
+            x_BLD = layers.Norm(cfg, name="embedding_norm")(x_BLD)
         x_BLD = nn.Dropout(cfg.dropout_rate)(x_BLD, deterministic=deterministic)
         x_BLD = nn.with_logical_constraint(x_BLD, layers.ACTIVATION_AXES)
 
         mask_B1LS = layers.attention_mask(segment_ids_BL, segment_ids_BL, causal=False)
         x_BLD = layers.TransformerStack(cfg, causal=False, name="layers")(x_BLD, mask_B1LS, positions_BL, deterministic)
-        x_BLD = layers.Norm(cfg, name="final_norm")(x_BLD)
+        if cfg.norm_position == "pre":  # post-norm blocks already end in a norm
+            x_BLD = layers.Norm(cfg, name="final_norm")(x_BLD)
         if cfg.pooling == "mean":  # average of the real tokens' states: no [CLS]-specific training needed
             real_BL1 = (segment_ids_BL > 0)[..., None].astype(x_BLD.dtype)
             summary_BD = jnp.sum(x_BLD * real_BL1, axis=1) / jnp.maximum(jnp.sum(real_BL1, axis=1), 1.0)
@@ -90,7 +95,8 @@ class Bert(nn.Module):
         if masked_positions_BP is None:
             masked_positions_BP = jnp.broadcast_to(jnp.arange(tokens_BL.shape[1]), tokens_BL.shape)
         picked_BPD = jnp.take_along_axis(x_BLD, masked_positions_BP[..., None], axis=1)
-        h_BPD = nn.gelu(_dense(self, "mlm_transform", picked_BPD, cfg.embed_dim, ("embed", "mlp")), approximate=True)
+        h_BPD = nn.gelu(_dense(self, "mlm_transform", picked_BPD, cfg.embed_dim, ("embed", "mlp")),
+                        approximate=cfg.mlp_activation != "gelu_exact")  # the original BERT's follows its MLP's
         h_BPD = layers.Norm(cfg, name="mlm_norm")(h_BPD)
         mlm_bias_V = self.param("mlm_output_bias", nn.with_logical_partitioning(nn.initializers.zeros_init(),
                                                                                 ("vocab",)), (cfg.vocab_size,))

@@ -302,3 +302,38 @@ def test_fine_tuning_refuses_a_pretraining_run_of_the_other_casing(pretrained_wo
     task = classification.Classification(finetune_config(init_from=pretrained_workdir, **{"data.lowercase": False}))
     with pytest.raises(config_lib.ConfigError, match="data.lowercase=True"):
         task.prepare()
+
+
+def test_training_batches_carry_each_pairs_own_next_sentence_label():
+    # Through the whole train pipeline (shuffle, random_map, batching): document d's sentences
+    # hold ids 1000 * (d + 1) + k, so every example shows which documents A and B came from.
+    docs = pairs.Documents([[np.full(4 + k % 3, 1000 * (d + 1) + k, np.int32) for k in range(20)] for d in range(6)])
+    ids = pairs.SpecialIds(cls=1, sep=2, mask=3, pad=0, ordinary=np.arange(10, 20, dtype=np.int32))
+    data = mlm_nsp.PretrainingData(None, docs, docs, ids)
+    task = mlm_nsp.MlmNsp(bert_config(**{"train.batch_size": 16}))
+    iterator = task.train_iterator(data)
+    labels = []
+    for _ in range(4):
+        batch = next(iterator)
+        for row in range(16):
+            tokens, type_ids = batch["inputs"][row], batch["type_ids"][row]
+            doc_a = set(tokens[(type_ids == 0) & (tokens >= 1000)] // 1000)
+            doc_b = set(tokens[(type_ids == 1) & (tokens >= 1000)] // 1000)
+            assert len(doc_a) == 1 and len(doc_b) == 1, "A and B each come from one document"
+            assert (doc_a == doc_b) == bool(batch["nsp_labels"][row]), "the label describes this row's pair"
+            labels.append(batch["nsp_labels"][row])
+    assert 0.3 < np.mean(labels) < 0.7
+
+
+def test_next_sentence_logits_see_segment_b_and_its_type_ids():
+    cfg = config_lib.ModelConfig(family="bert", vocab_size=50, num_layers=1, embed_dim=16, num_heads=2, mlp_dim=32,
+                                 max_len=12)
+    model = models.build(cfg)
+    tokens = jnp.asarray([[4, 7, 9, 5, 11, 12, 5, 0]], jnp.int32)  # [CLS] a a [SEP] b b [SEP] pad
+    type_ids = jnp.asarray([[0, 0, 0, 0, 1, 1, 1, 0]], jnp.int32)
+    real = (tokens > 0).astype(jnp.int32)
+    params = jax.jit(model.init)(jax.random.PRNGKey(0), tokens, type_ids, real)
+    nsp = lambda t, ty: model.apply(params, t, ty, real)[1]  # noqa: E731
+    base = nsp(tokens, type_ids)
+    assert float(jnp.abs(nsp(tokens.at[0, 5].set(30), type_ids) - base).max()) > 1e-6, "[CLS] reads B's tokens"
+    assert float(jnp.abs(nsp(tokens, type_ids * 0) - base).max()) > 1e-6, "and the A/B type ids"

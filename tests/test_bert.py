@@ -333,7 +333,8 @@ def test_next_sentence_logits_see_segment_b_and_its_type_ids():
     type_ids = jnp.asarray([[0, 0, 0, 0, 1, 1, 1, 0]], jnp.int32)
     real = (tokens > 0).astype(jnp.int32)
     params = jax.jit(model.init)(jax.random.PRNGKey(0), tokens, type_ids, real)
-    nsp = lambda t, ty: model.apply(params, t, ty, real)[1]  # noqa: E731
+    apply = jax.jit(model.apply)
+    nsp = lambda t, ty: apply(params, t, ty, real)[1]  # noqa: E731
     base = nsp(tokens, type_ids)
     assert float(jnp.abs(nsp(tokens.at[0, 5].set(30), type_ids) - base).max()) > 1e-6, "[CLS] reads B's tokens"
     assert float(jnp.abs(nsp(tokens, type_ids * 0) - base).max()) > 1e-6, "and the A/B type ids"

@@ -12,7 +12,7 @@ from configs import bert_tiny
 
 
 def get_config():
-    config = bert_tiny.get_config()  # the encoder's shapes must be the pretraining run's
+    config = bert_tiny.get_config()  # the encoder's shapes (and data.lowercase) must be the pretraining run's
     config.model.num_classes = 2
     config.model.dropout_rate = 0.1
     # Mean pooling: bert_tiny's NSP stayed at chance, so its [CLS] vector carries no sentence-level
@@ -26,7 +26,7 @@ def get_config():
     config.train.steps = 600  # ~2.8 epochs of 6,920 sentences
     config.train.early_stopping_patience = 4
     config.train.log_every_steps = 50
-    config.optimizer.learning_rate = 1e-3  # 2e-4 was as good from scratch and worse pretrained (docs/bert.md)
+    config.optimizer.learning_rate = 1e-3  # 2e-4 was as good from scratch and worse pretrained (an earlier, cased run)
     config.optimizer.warmup_steps = 60
     config.optimizer.schedule = "linear"
     config.optimizer.end_learning_rate_fraction = 0.0

@@ -79,6 +79,7 @@ class DataConfig:
     cache_dir: str = ""  # empty: $LM_CACHE_DIR or ~/.cache/lm
     seed: int = 0
     prefetch: int = 4  # batches prepared ahead by background threads.
+    lowercase: bool = False  # lowercase all text before tokenizing (an uncased model); mlm_nsp and classification.
 
 
 @dataclasses.dataclass(frozen=True)
@@ -420,5 +421,8 @@ def _validate_bert(config: Config) -> None:
     if min(mlm.mask_token_fraction, mlm.random_token_fraction) < 0 or \
             mlm.mask_token_fraction + mlm.random_token_fraction > 1.0:
         raise ConfigError("mlm.mask_token_fraction and mlm.random_token_fraction must be >= 0 and sum to at most 1")
+    if config.data.lowercase and objective not in ("mlm_nsp", "classification"):
+        raise ConfigError(f"data.lowercase is read by train.objective=mlm_nsp and classification only, not "
+                          f"{objective}: lowercase the corpus files instead, or drop data.lowercase")
     if not 0.0 < config.finetune.layer_lr_decay <= 1.0:
         raise ConfigError(f"finetune.layer_lr_decay must be in (0, 1] (1.0: off), got {config.finetune.layer_lr_decay}")

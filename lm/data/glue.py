@@ -83,6 +83,12 @@ def load(config: FinetuneConfig, split: str, allow_download: bool = False) -> La
     return _read_local(config.task, data_dir(config) / _LOCAL_FILES[config.task][split])
 
 
+def lowercased(split: LabelledSplit) -> LabelledSplit:
+    """The split with its texts lowercased (data.lowercase: an uncased model's inputs)."""
+    return dataclasses.replace(split, first=[t.lower() for t in split.first],
+                               second=None if split.second is None else [t.lower() for t in split.second])
+
+
 def truncate_pair(a: np.ndarray, b: np.ndarray | None, max_tokens: int):
     """Drops tokens from the end of the longer text until both fit `max_tokens`."""
     if b is None:
@@ -115,8 +121,8 @@ class EncodedSplit:
 
 def encode(split: LabelledSplit, tokenizer, seq_len: int) -> EncodedSplit:
     ids = pairs.SpecialIds.from_tokenizer(tokenizer)
-    first = tokenizer.encode_batch(split.first)
-    second = tokenizer.encode_batch(split.second) if split.second is not None else [None] * len(first)
+    first = pairs.encode_sentences(tokenizer, split.first)
+    second = pairs.encode_sentences(tokenizer, split.second) if split.second is not None else [None] * len(first)
     max_tokens = seq_len - (3 if split.second is not None else 2)
     rows = []
     for a, b in zip(first, second):

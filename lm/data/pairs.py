@@ -78,6 +78,15 @@ class SpecialIds:
         return cls(cls_id, sep_id, mask_id, tokenizer.pad_id, ordinary)
 
 
+def encode_sentences(tokenizer: tokenizer_lib.Tokenizer, sentences: list[str]) -> list[list[int]]:
+    """Token ids of each sentence, encoded with a leading space. Our tokenizers add no dummy
+    prefix, so without it a sentence's first word would get different pieces ("The" instead of
+    "\u2581The") than the same word in running text, and sentences joined into a pair would decode
+    with no space between them ("end.Next"). Pretraining pairs and fine-tuning inputs both
+    encode through here, so a word has one spelling in pieces everywhere."""
+    return tokenizer.encode_batch([" " + s.lstrip() for s in sentences])
+
+
 @dataclasses.dataclass(frozen=True)
 class Documents:
     """Tokenized documents: sentence k of document d is tokens[starts[d][k]:ends[d][k]]."""
@@ -85,7 +94,7 @@ class Documents:
 
     @classmethod
     def tokenize(cls, documents: list[list[str]], tokenizer: tokenizer_lib.Tokenizer) -> "Documents":
-        flat = tokenizer.encode_batch([s for doc in documents for s in doc])
+        flat = encode_sentences(tokenizer, [s for doc in documents for s in doc])
         out, i = [], 0
         for doc in documents:
             out.append([np.asarray(ids, np.int32) for ids in flat[i:i + len(doc)] if ids])

@@ -50,6 +50,19 @@ def metrics_from_confusion(confusion: np.ndarray) -> dict[str, float]:
             "recall": pick(recall), "f1": pick(f1)}
 
 
+def _check_casing(pretraining_config_path: str, lowercase: bool) -> None:
+    """An uncased encoder fed cased text (or the reverse) sees pieces it never trained on; the
+    pretraining run's config.json says which it was."""
+    if not os.path.exists(pretraining_config_path):
+        return
+    with open(pretraining_config_path) as f:
+        pretrained_lowercase = bool(json.load(f).get("data", {}).get("lowercase", False))
+    if pretrained_lowercase != lowercase:
+        raise ConfigError(f"init_from's pretraining run has data.lowercase={pretrained_lowercase} but this run "
+                          f"data.lowercase={lowercase}: set --config.data.lowercase={pretrained_lowercase} so the "
+                          f"fine-tuning text is cased as the pretraining text was")
+
+
 class Classification:
     def __init__(self, config: Config):
         self.config = config
@@ -67,7 +80,9 @@ class Classification:
     def _tokenizer(self, train_texts) -> tokenizer_lib.Tokenizer:
         c = self.config
         if c.init_from:  # the pretrained encoder's embeddings only mean something with its own tokenizer
-            return tokenizer_lib.Tokenizer.load(glue.workdir_tokenizer_path(c.init_from))
+            path = glue.workdir_tokenizer_path(c.init_from)
+            _check_casing(os.path.join(os.path.dirname(path), "config.json"), c.data.lowercase)
+            return tokenizer_lib.Tokenizer.load(path)
         return tokenizer_lib.load_or_train(c.tokenizer, train_texts, f"glue:{c.finetune.task}:{c.finetune.tfds_name}",
                                            corpus_lib.cache_root(c.data))
 
@@ -75,6 +90,8 @@ class Classification:
         c = self.config
         train = glue.load(c.finetune, "train", c.data.allow_download)
         validation = glue.load(c.finetune, "validation", c.data.allow_download)
+        if c.data.lowercase:
+            train, validation = glue.lowercased(train), glue.lowercased(validation)
         tokenizer = self._tokenizer(iter(train.first + (train.second or [])))
         return ClassificationData(tokenizer, glue.encode(train, tokenizer, c.data.seq_len),
                                   glue.encode(validation, tokenizer, c.data.seq_len))

@@ -40,8 +40,8 @@ def _read(files: list[str]) -> str:
     return "\n\n".join(parts)
 
 
-def _identity(files: list[str], boundary: str) -> str:
-    digest = hashlib.sha256(boundary.encode())
+def _identity(files: list[str], boundary: str, lowercase: bool) -> str:
+    digest = hashlib.sha256(f"{boundary}|{'uncased' if lowercase else 'cased'}".encode())
     for path in files:
         stat = os.stat(path)
         digest.update(f"{os.path.abspath(path)}:{stat.st_size}:{stat.st_mtime_ns};".encode())
@@ -53,25 +53,29 @@ class MlmNsp:
         self.config = config
 
     # Data.
+    def _text(self, files: list[str]) -> str:
+        text = _read(files)
+        return text.lower() if self.config.data.lowercase else text
+
     def prepare(self) -> PretrainingData:
         data, boundary = self.config.data, self.config.mlm.document_boundary
         if data.tfds_name:
             raise ConfigError("train.objective=mlm_nsp reads local text files with document structure: set "
                               "data.train_files (and data.validation_files) instead of data.tfds_name")
         train_files = corpus_lib.expand_files(data.train_files, "data.train_files")
-        train_docs = pairs.split_documents(_read(train_files), boundary)
+        train_docs = pairs.split_documents(self._text(train_files), boundary)
         if data.validation_files:
             validation_docs = pairs.split_documents(
-                _read(corpus_lib.expand_files(data.validation_files, "data.validation_files")), boundary)
+                self._text(corpus_lib.expand_files(data.validation_files, "data.validation_files")), boundary)
         else:  # hold out whole documents at the end
             cut = max(1, int(round(len(train_docs) * (1 - data.validation_fraction))))
             train_docs, validation_docs = train_docs[:cut], train_docs[cut:]
         if not train_docs or not validation_docs:
             raise ConfigError(f"{data.train_files} gives {len(train_docs)} training and {len(validation_docs)} "
                               f"validation documents (mlm.document_boundary={boundary}): both need some")
-        tokenizer = tokenizer_lib.load_or_train(
-            self.config.tokenizer, (" ".join(doc) for doc in train_docs), _identity(train_files, boundary),
-            corpus_lib.cache_root(data))
+        identity = _identity(train_files, boundary, data.lowercase)
+        tokenizer = tokenizer_lib.load_or_train(self.config.tokenizer, (" ".join(doc) for doc in train_docs), identity,
+                                                corpus_lib.cache_root(data))
         ids = pairs.SpecialIds.from_tokenizer(tokenizer)
         return PretrainingData(tokenizer, pairs.Documents.tokenize(train_docs, tokenizer),
                                pairs.Documents.tokenize(validation_docs, tokenizer), ids)

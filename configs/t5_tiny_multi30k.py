@@ -26,7 +26,4 @@ def get_config():
     config.data.validation_files = f"{WIKITEXT}/valid.txt"
     config.tokenizer.vocab_size = 4096
     config.eval.max_batches = 20
-    # 1e-3, not t5_tiny's 3e-3: pretrained weights stay smaller (param norm 104 against 229), which
-    # fine-tuning needs (docs/t5.md).
-    config.optimizer.learning_rate = 1e-3
     return config

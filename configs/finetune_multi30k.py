@@ -1,12 +1,21 @@
 """finetune_multi30k: t5_tiny fine-tuned to translate English to German on Multi30k.
 
+python tools/train.py --config=configs/t5_tiny_multi30k.py --workdir=runs/t5_wiki_multi30k
 python tools/train.py --config=configs/finetune_multi30k.py --workdir=runs/multi30k \
-    --config.init_from=runs/t5_wikitext          # a pretrained t5_tiny workdir; empty: from scratch
+    --config.init_from=runs/t5_wiki_multi30k     # a pretrained t5_tiny workdir; empty: from scratch
 python tools/evaluate.py --workdir=runs/multi30k --json=runs/multi30k/scores.json
 
 Reads ../shared/data/multi30k (29,000 training pairs, 1,014 validation, test_2016_flickr as
 test). With init_from the tokenizer is the pretrained run's; from scratch, give the same
 one with --config.tokenizer.path=<pretrained workdir>/tokenizer.model for a fair comparison.
+With init_from, each pretrained matrix starts as 0.1 x pretrained + 1.0 x a fresh init
+(shrink and perturb, lm/init_from.py). From configs/t5_tiny_multi30k.py that beats scratch
+at 800 steps: BLEU 20.60 against 17.92, eval loss 2.731 against 2.905 (docs/t5.md; 0.1 was
+chosen on the validation split). Runs from scratch ignore it. A control that keeps only the
+pretrained norm scales (init_shrink=1e-6) does as well (BLEU 20.97): the gain is in those
+scales, not in the pretrained matrices.
+--config.finetune.init_shrink=1.0 --config.finetune.init_perturb=0.0 takes the pretrained
+params as they are.
 """
 from configs import t5_tiny
 
@@ -29,6 +38,7 @@ def get_config():
     config.train.batch_size = 16
     config.optimizer.learning_rate = 1e-3
     config.optimizer.warmup_steps = 50
+    config.finetune.init_shrink, config.finetune.init_perturb = 0.1, 1.0
     config.eval.every_steps = 250
     config.checkpoint.every_steps = 250
     return config

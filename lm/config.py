@@ -199,6 +199,11 @@ class FinetuneConfig:
     freeze_encoder: bool = False  # train the head (and pooler) only.
     layer_lr_decay: float = 1.0  # layer-wise learning-rate decay: layer i of N gets decay^(N - i); 1.0: off.
     init_checkpoint: str = "best"  # init_from a workdir: its best (by validation loss) or latest checkpoint.
+    # init_from for objectives that take every param (not classification): shrink and perturb (Ash & Adams,
+    # 2020). Each pretrained matrix starts as init_shrink * pretrained + init_perturb * a fresh init (norm
+    # scales and biases stay as trained). 1.0 and 0.0: the pretrained params unchanged.
+    init_shrink: float = 1.0
+    init_perturb: float = 0.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -426,3 +431,7 @@ def _validate_bert(config: Config) -> None:
                           f"{objective}: lowercase the corpus files instead, or drop data.lowercase")
     if not 0.0 < config.finetune.layer_lr_decay <= 1.0:
         raise ConfigError(f"finetune.layer_lr_decay must be in (0, 1] (1.0: off), got {config.finetune.layer_lr_decay}")
+    if not 0.0 < config.finetune.init_shrink <= 1.0 or config.finetune.init_perturb < 0.0:
+        raise ConfigError(f"finetune.init_shrink must be in (0, 1] and finetune.init_perturb >= 0 (1.0 and 0.0: the "
+                          f"pretrained params as they are), got {config.finetune.init_shrink} and "
+                          f"{config.finetune.init_perturb}")

@@ -229,8 +229,9 @@ def _train(config: Config, workdir: str, allow_config_change: bool, preemption: 
             state = warm_start.load_subtree(state, config.init_from, subtree, config.finetune.init_checkpoint, log)
         elif config.init_from:  # fine-tuning: pretrained params, fresh optimizer state and step
             from lm import init_from  # noqa: PLC0415
-            state = state.replace(params=init_from.load_params(
-                config.init_from, run.abstract_state.params, run.state_shardings.params, log))
+            state = state.replace(params=init_from.shrink_and_perturb(init_from.load_params(
+                config.init_from, run.abstract_state.params, run.state_shardings.params, log),
+                state.params, config.finetune.init_shrink, config.finetune.init_perturb, log))
 
     writer = metrics_lib.MetricsWriter(workdir)
     step = int(jax.device_get(state.step))

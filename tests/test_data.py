@@ -150,3 +150,14 @@ def test_missing_and_empty_corpora_are_clear_errors(tmp_path):
     empty.write_text(" \n\n\x00\n")
     with pytest.raises(ConfigError, match="empty"):
         pipeline.prepare(config_lib.DataConfig(train_files=str(empty)), config_lib.TokenizerConfig())
+
+
+def test_gzipped_text_files_read_as_plain_text(tmp_path):
+    import gzip  # noqa: PLC0415
+    plain, packed = tmp_path / "plain.txt", tmp_path / "packed.txt.gz"
+    plain.write_text("Ein Hund rennt.\nZwei Kinder spielen.\n")
+    with gzip.open(packed, "wt", encoding="utf-8") as f:
+        f.write("A dog runs.\nTwo children play.\n")
+    data = config_lib.DataConfig(train_files=f"{plain},{packed}", validation_files=str(plain))
+    train = list(corpus.open_split(data, "train"))
+    assert train == ["Ein Hund rennt.\nZwei Kinder spielen.", "A dog runs.\nTwo children play."]

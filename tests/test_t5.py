@@ -337,3 +337,32 @@ def test_prefix_lm_rows_split_a_window_at_a_random_point():
     row = splitter(tokens, np.random.default_rng(0))
     assert row["encoder_inputs"].shape == row["decoder_targets"].shape == (13,)
     assert row["decoder_weights"].sum() == len(splitter.split(tokens, np.random.default_rng(0))[1])
+
+
+def test_shrink_and_perturb_scales_matrices_and_keeps_vectors():
+    from lm import init_from
+
+    pretrained_params = {"kernel": np.full((2, 3), 4.0), "scale": np.full((3,), 4.0)}
+    fresh = {"kernel": np.full((2, 3), 1.0), "scale": np.full((3,), 1.0)}
+    mixed = init_from.shrink_and_perturb(pretrained_params, fresh, 0.25, 2.0)
+    np.testing.assert_allclose(mixed["kernel"], 0.25 * 4.0 + 2.0 * 1.0)
+    np.testing.assert_allclose(mixed["scale"], 4.0)  # norm scales and biases stay as trained
+    assert init_from.shrink_and_perturb(pretrained_params, fresh, 1.0, 0.0) is pretrained_params
+    with pytest.raises(config_lib.ConfigError, match="finetune.init_shrink must be in"):
+        config_lib.from_config_dict({"finetune": {"init_shrink": 0.0}})
+
+
+def test_init_from_with_shrink_starts_from_shrunk_params(pretrained_t5, tmp_path):
+    """The trainer applies finetune.init_shrink: with a learning rate of ~0 the fine-tuned
+    matrices stay at half the pretrained ones, and the norm scales stay as trained."""
+    from lm import pretrained, trainer
+
+    config = t5_config(**{"train.steps": 1, "optimizer.learning_rate": 1e-12, "optimizer.warmup_steps": 0,
+                          "checkpoint.every_steps": 1, "eval.every_steps": 1, "eval.max_batches": 1})
+    config = dataclasses.replace(config, init_from=pretrained_t5,
+                                 finetune=dataclasses.replace(config.finetune, init_shrink=0.5))
+    workdir = str(tmp_path / "shrunk")
+    trainer.train(config, workdir)
+    source, tuned = pretrained.load(pretrained_t5).params, pretrained.load(workdir, 0).params
+    np.testing.assert_allclose(tuned["token_embed"]["embedding"], 0.5 * source["token_embed"]["embedding"], atol=1e-6)
+    np.testing.assert_allclose(tuned["decoder_norm"]["scale"], source["decoder_norm"]["scale"], atol=1e-6)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import glob
+import gzip
 import hashlib
 import os
 from pathlib import Path
@@ -94,7 +95,8 @@ class LocalText(tfds.core.GeneratorBasedBuilder):
     def _documents(self, files: Sequence[str]) -> list[str]:
         documents = []
         for path in files:
-            with open(path, "rb") as f:
+            opener = gzip.open if path.endswith(".gz") else open  # e.g. Multi30k's train.de.gz as monolingual text
+            with opener(path, "rb") as f:
                 content = text_lib.clean(text_lib.decode_utf8(f.read()))
             if self.builder_config.document_unit == "paragraph":
                 documents.extend(text_lib.split_paragraphs(content))

@@ -22,7 +22,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__)))) 
 
 from lm import host_devices  # noqa: E402 (before jax: one XLA:CPU device per core by default)
 
-FUSE_ELEMENTWISE = False  # the measured choice for bench_cpu (docs/performance.md)
+FUSE_ELEMENTWISE = True  # measured on bench_cpu, idle: 1,316 vs 1,177-1,203 tokens/s (docs/performance.md)
 host_devices.configure(sys.argv, default=0, fuse_elementwise=FUSE_ELEMENTWISE)
 
 import json  # noqa: E402

@@ -9,6 +9,7 @@ peak from a spec sheet or another day would make MFU meaningless). The model FLO
 from __future__ import annotations
 
 import dataclasses
+import json
 import time
 
 import jax
@@ -54,6 +55,18 @@ def matmul_cpu_peak(dtype: str = "float32", size: int = 2048, repeats: int = 9) 
     """As `matmul_peak`, per second of process CPU time (all threads): the denominator of the
     CPU-time MFU, which a busy machine disturbs far less than the wall-clock one."""
     return matmul_peak(dtype, size, repeats, clock=time.process_time)
+
+
+def write_report(table: list[str], figures, json_path: str = "", markdown_path: str = "") -> None:
+    """Prints a benchmark's markdown table; writes its figures as JSON and appends the table to a
+    markdown file when those paths are given."""
+    print("\n".join(table))
+    if json_path:
+        with open(json_path, "w") as f:
+            json.dump(figures, f, indent=2)
+    if markdown_path:
+        with open(markdown_path, "a") as f:
+            f.write("\n".join(table) + "\n")
 
 
 def load_average() -> float:

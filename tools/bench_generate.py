@@ -21,7 +21,6 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__)))) 
 
 import dataclasses  # noqa: E402
 import importlib  # noqa: E402
-import json  # noqa: E402
 import time  # noqa: E402
 
 from absl import flags  # noqa: E402
@@ -86,7 +85,7 @@ def time_request(model, params, batch: int, gen, steps: int, repeats: int) -> tu
 
 def main(argv):
     del argv
-    from lm import generate, sampling  # noqa: PLC0415
+    from lm import benchmark, generate, sampling  # noqa: PLC0415
 
     rows = []
     for name in _CONFIGS.value:
@@ -108,13 +107,7 @@ def main(argv):
         u = next(r for r in rows if r["config"] == c["config"] and r["batch"] == c["batch"] and not r["cached"])
         table.append(f"| {c['config']} ({c['params'] / 1e6:.1f}M) | {c['batch']} | {c['tokens_per_sec']:,.1f} | "
                      f"{u['tokens_per_sec']:,.1f} | {c['tokens_per_sec'] / u['tokens_per_sec']:.1f}x |")
-    print("\n".join(table))
-    if _JSON.value:
-        with open(_JSON.value, "w") as f:
-            json.dump(rows, f, indent=2)
-    if _MARKDOWN.value:
-        with open(_MARKDOWN.value, "a") as f:
-            f.write("\n".join(table) + "\n")
+    benchmark.write_report(table, rows, _JSON.value, _MARKDOWN.value)
 
 
 if __name__ == "__main__":

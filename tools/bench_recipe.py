@@ -47,6 +47,7 @@ def run_ours(workdir: str, target: float) -> dict:
 
 def main(argv):
     del argv
+    from lm import benchmark  # noqa: PLC0415
     from lm.peers import char_recipe  # noqa: PLC0415
 
     results = {}
@@ -65,13 +66,7 @@ def main(argv):
             r = results[name]
             best = min(h["val_bits_per_byte"] for h in r["history"])
             table.append(f"| {label} | {cell(r)} | {best:.3f} | {r['wall_time']:.0f} s |")
-    print("\n".join(table))
-    if _JSON.value:
-        with open(_JSON.value, "w") as f:
-            json.dump(results, f, indent=2)
-    if _MARKDOWN.value:
-        with open(_MARKDOWN.value, "a") as f:
-            f.write("\n".join(table) + "\n")
+    benchmark.write_report(table, results, _JSON.value, _MARKDOWN.value)
 
 
 if __name__ == "__main__":

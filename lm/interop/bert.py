@@ -189,10 +189,9 @@ def import_params(m: ModelConfig, raw: dict, source: str, hf: dict) -> dict:
 
 
 def check_exportable(m: ModelConfig) -> None:
-    wrong = [f"model.{name}={getattr(m, name)!r} (BERT needs {want!r})" for name, want in
-             (("family", "bert"), ("norm_position", "post"), ("embedding_norm", True), ("positions", "learned"),
-              ("norm", "layernorm"), ("use_bias", True), ("pooling", "cls"), ("num_kv_heads", 0))
-             if getattr(m, name) != want]
+    wrong = core.unsupported_settings(m, (("family", "bert"), ("norm_position", "post"), ("embedding_norm", True),
+                                          ("positions", "learned"), ("norm", "layernorm"), ("use_bias", True),
+                                          ("pooling", "cls"), ("num_kv_heads", 0)), "BERT")
     if m.mlp_activation not in ("gelu", "gelu_exact"):
         wrong.append(f"model.mlp_activation={m.mlp_activation!r} (BERT needs 'gelu_exact' or 'gelu')")
     if m.head_dim and m.head_dim * m.num_heads != m.embed_dim:

@@ -101,3 +101,15 @@ def unstack_layers(params: dict) -> dict:
 def require(condition: bool, message: str) -> None:
     if not condition:
         raise ConversionError(message)
+
+
+def unsupported_settings(m, wanted: tuple, architecture: str) -> list[str]:
+    """'model.x=... (ARCH needs ...)' for every (field, value) of `wanted` that `m` does not have."""
+    return [f"model.{name}={getattr(m, name)!r} ({architecture} needs {want!r})" for name, want in wanted
+            if getattr(m, name) != want]
+
+
+def check_tied_head(tensors: "Tensors", embedding: np.ndarray, message: str) -> None:
+    """A saved `lm_head.weight` of a tied model must be the embedding itself (it is consumed here)."""
+    if "lm_head.weight" in tensors:
+        require(np.array_equal(tensors.take("lm_head.weight", embedding.shape), embedding), message)

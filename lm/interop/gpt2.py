@@ -64,18 +64,15 @@ def import_params(m: ModelConfig, raw: dict, source: str, hf: dict | None = None
         params["decoder"][f"layer_{i}"] = {"attention_norm": norm(f"{p}.ln_1"), "self_attention": attention,
                                           "mlp_norm": norm(f"{p}.ln_2"), "mlp": mlp}
     # GPT-2 ties the output head to wte; a saved lm_head.weight is that same matrix.
-    if "lm_head.weight" in tensors:
-        head = tensors.take("lm_head.weight", (m.vocab_size, width))
-        core.require(np.array_equal(head, params["token_embed"]["embedding"]),
-                     f"{source}: lm_head.weight differs from wte.weight, but GPT-2 ties them")
+    core.check_tied_head(tensors, params["token_embed"]["embedding"],
+                         f"{source}: lm_head.weight differs from wte.weight, but GPT-2 ties them")
     tensors.check_all_used(IGNORED)
     return params
 
 
 def check_exportable(m: ModelConfig) -> None:
-    wrong = [f"model.{name}={getattr(m, name)!r} (GPT-2 needs {want!r})" for name, want in
-             (("family", "gpt"), ("positions", "learned"), ("norm", "layernorm"), ("mlp_activation", "gelu"), ("use_bias", True),
-              ("tie_embeddings", True)) if getattr(m, name) != want]
+    wrong = core.unsupported_settings(m, (("family", "gpt"), ("positions", "learned"), ("norm", "layernorm"),
+                                          ("mlp_activation", "gelu"), ("use_bias", True), ("tie_embeddings", True)), "GPT-2")
     if (m.num_kv_heads or m.num_heads) != m.num_heads:
         wrong.append(f"model.num_kv_heads={m.num_kv_heads} (GPT-2 has no grouped-query attention)")
     if m.head_dim and m.head_dim * m.num_heads != m.embed_dim:

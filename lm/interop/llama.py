@@ -77,18 +77,16 @@ def import_params(m: ModelConfig, raw: dict, source: str, hf: dict | None = None
             "mlp_norm": {"scale": tensors.take(f"{p}.post_attention_layernorm.weight", (width,))}, "mlp": mlp}
     if not m.tie_embeddings:
         params["output"] = kernel("lm_head.weight", m.vocab_size, width)
-    elif "lm_head.weight" in tensors:
-        head = tensors.take("lm_head.weight", (m.vocab_size, width))
-        core.require(np.array_equal(head, params["token_embed"]["embedding"]),
-                     f"{source}: tie_word_embeddings is true but lm_head.weight differs from embed_tokens")
+    else:
+        core.check_tied_head(tensors, params["token_embed"]["embedding"],
+                             f"{source}: tie_word_embeddings is true but lm_head.weight differs from embed_tokens")
     tensors.check_all_used(IGNORED)
     return params
 
 
 def check_exportable(m: ModelConfig) -> None:
-    wrong = [f"model.{name}={getattr(m, name)!r} (Llama needs {want!r})" for name, want in
-             (("family", "gpt"), ("positions", "rotary"), ("norm", "rmsnorm"), ("mlp_activation", "swiglu"), ("use_bias", False))
-             if getattr(m, name) != want]
+    wrong = core.unsupported_settings(m, (("family", "gpt"), ("positions", "rotary"), ("norm", "rmsnorm"),
+                                          ("mlp_activation", "swiglu"), ("use_bias", False)), "Llama")
     core.require(not wrong, "this model cannot be exported as Llama: " + "; ".join(wrong)
                  + " (try --architecture=gpt2 for learned-position/LayerNorm/GELU models)")
 

@@ -92,10 +92,8 @@ def import_params(m: ModelConfig, raw: dict, source: str, hf: dict) -> dict:
     if _scales_decoder_output(hf):
         params["decoder_norm"]["scale"] = params["decoder_norm"]["scale"] * np.float32(width ** -0.5)
     if m.tie_embeddings:
-        if "lm_head.weight" in tensors:
-            head = tensors.take("lm_head.weight", (m.vocab_size, width))
-            core.require(np.array_equal(head, params["token_embed"]["embedding"]),
-                         f"{source}: tie_word_embeddings is true but lm_head.weight differs from shared.weight")
+        core.check_tied_head(tensors, params["token_embed"]["embedding"],
+                             f"{source}: tie_word_embeddings is true but lm_head.weight differs from shared.weight")
     else:
         params["output"] = kernel("lm_head.weight", m.vocab_size, width)
     tensors.check_all_used(IGNORED)
@@ -103,9 +101,9 @@ def import_params(m: ModelConfig, raw: dict, source: str, hf: dict) -> dict:
 
 
 def check_exportable(m: ModelConfig) -> None:
-    wrong = [f"model.{name}={getattr(m, name)!r} (T5 needs {want!r})" for name, want in
-             (("family", "t5"), ("positions", "relative"), ("norm", "rmsnorm"), ("mlp_activation", "relu"),
-              ("use_bias", False), ("num_kv_heads", 0), ("tie_embeddings", True)) if getattr(m, name) != want]
+    wrong = core.unsupported_settings(m, (("family", "t5"), ("positions", "relative"), ("norm", "rmsnorm"),
+                                          ("mlp_activation", "relu"), ("use_bias", False), ("num_kv_heads", 0),
+                                          ("tie_embeddings", True)), "T5")
     core.require(not wrong, "this model cannot be exported as T5: " + "; ".join(wrong))
 
 

@@ -1,7 +1,7 @@
 """The fast paths of the train step compute what the reference paths compute.
 
 Each fast path (causal key-block skipping with the softmax normalised after the value matmul,
-jax.nn.dot_product_attention, the fused loss) is compared with a reference written the plain
+jax.nn.dot_product_attention, the fused loss, the GELU with a recomputed slope) is compared with a reference written the plain
 way, on logits and gradients, with packed documents and padding in the batch."""
 
 import dataclasses
@@ -120,6 +120,21 @@ def test_fused_cross_entropy_equals_logsumexp_and_argmax():
     hits = jnp.sum((jnp.argmax(logits, -1) == targets) * weights)
     assert float(hits) >= 4
     assert float(losses.cross_entropy(logits, targets, weights)["correct"]) == float(hits)
+
+
+@pytest.mark.parametrize("dtype,tol", [("float32", 1e-5), ("bfloat16", 2e-2)])
+def test_gelu_with_recomputed_slope_equals_autodiff_of_the_formula(dtype, tol):
+    x = jnp.linspace(-8.0, 8.0, 4001).astype(dtype)
+    cotangent = jnp.cos(jnp.linspace(0.0, 30.0, 4001)).astype(dtype)
+
+    def pulled_back(fn):
+        value, vjp = jax.vjp(fn, x)
+        return value.astype(jnp.float32), vjp(cotangent)[0].astype(jnp.float32)
+
+    ours, theirs = pulled_back(layers.gelu_tanh), pulled_back(lambda x: jax.nn.gelu(x, approximate=True))
+    assert ours[0].dtype == theirs[0].dtype
+    np.testing.assert_allclose(ours[0], theirs[0], atol=tol, rtol=tol)
+    np.testing.assert_allclose(ours[1], theirs[1], atol=tol, rtol=tol)
 
 
 @pytest.mark.parametrize("equation,x_shape,w_shape", [

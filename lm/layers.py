@@ -223,6 +223,38 @@ def dot_product_attention(q_BHLE, k_BHSE, v_BHSE, mask_B1LS, bias_BHLS=None, dro
     return jnp.concatenate(outs, axis=2)
 
 
+def _normalize_fwd(x, scale, bias, centered: bool, eps: float):
+    mean = jnp.mean(x, axis=-1, keepdims=True) if centered else jnp.zeros(x.shape[:-1] + (1,), x.dtype)
+    centred = x - mean
+    rstd = jax.lax.rsqrt(jnp.mean(centred * centred, axis=-1, keepdims=True) + eps)
+    return centred * rstd * scale + bias, (x, mean, rstd, scale)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4))
+def normalize(x, scale, bias, centered: bool, eps: float):
+    """LayerNorm (centered) or RMSNorm of float32 x over its last axis, times scale, plus bias
+    (an array broadcastable to x; 0-d when there is none).
+
+    Its backward keeps x and the per-row mean and 1/std and recomputes the normalised x where
+    it is needed: autodiff of the formula made XLA:CPU write x - mean and the broadcast scale
+    and bias out as full [B, L, D] tensors in every norm's forward (docs/performance.md)."""
+    return _normalize_fwd(x, scale, bias, centered, eps)[0]
+
+
+def _normalize_bwd(centered, eps, residuals, g):
+    x, mean, rstd, scale = residuals
+    x_hat = (x - mean) * rstd
+    g_scaled = g * scale
+    inner = g_scaled - x_hat * jnp.mean(g_scaled * x_hat, axis=-1, keepdims=True)
+    if centered:
+        inner = inner - jnp.mean(g_scaled, axis=-1, keepdims=True)
+    rows = tuple(range(x.ndim - 1))
+    return rstd * inner, jnp.sum(g * x_hat, axis=rows), jnp.sum(g, axis=rows)
+
+
+normalize.defvjp(_normalize_fwd, _normalize_bwd)
+
+
 class Norm(nn.Module):
     """LayerNorm or RMSNorm over the last axis, computed in float32."""
     config: ModelConfig
@@ -230,14 +262,12 @@ class Norm(nn.Module):
     @nn.compact
     def __call__(self, x_BLD):
         cfg = self.config
-        x = x_BLD.astype(jnp.float32)
-        if cfg.norm == "layernorm":
-            x = x - jnp.mean(x, axis=-1, keepdims=True)
-        x = x * jax.lax.rsqrt(jnp.mean(jnp.square(x), axis=-1, keepdims=True) + cfg.norm_eps)
-        x = x * self.param("scale", _ones(("embed",)), (x.shape[-1],), jnp.dtype(cfg.param_dtype))
-        if cfg.norm == "layernorm" and cfg.use_bias:
-            x = x + self.param("bias", _zeros(("embed",)), (x.shape[-1],), jnp.dtype(cfg.param_dtype))
-        return x.astype(cfg.dtype)
+        width, pdt = x_BLD.shape[-1], jnp.dtype(cfg.param_dtype)
+        scale = self.param("scale", _ones(("embed",)), (width,), pdt).astype(jnp.float32)
+        centered = cfg.norm == "layernorm"
+        bias = (self.param("bias", _zeros(("embed",)), (width,), pdt).astype(jnp.float32)
+                if centered and cfg.use_bias else jnp.zeros((width,), jnp.float32))
+        return normalize(x_BLD.astype(jnp.float32), scale, bias, centered, cfg.norm_eps).astype(cfg.dtype)
 
 
 class Embed(nn.Module):

@@ -1,7 +1,7 @@
 """The fast paths of the train step compute what the reference paths compute.
 
 Each fast path (causal key-block skipping with the softmax normalised after the value matmul,
-jax.nn.dot_product_attention, the fused loss, the GELU with a recomputed slope) is compared with a reference written the plain
+jax.nn.dot_product_attention, the fused loss, the GELU and the norms with a recomputed backward) is compared with a reference written the plain
 way, on logits and gradients, with packed documents and padding in the batch."""
 
 import dataclasses
@@ -120,6 +120,25 @@ def test_fused_cross_entropy_equals_logsumexp_and_argmax():
     hits = jnp.sum((jnp.argmax(logits, -1) == targets) * weights)
     assert float(hits) >= 4
     assert float(losses.cross_entropy(logits, targets, weights)["correct"]) == float(hits)
+
+
+@pytest.mark.parametrize("centered", [True, False])  # LayerNorm, RMSNorm
+def test_norm_with_recomputed_backward_equals_autodiff_of_the_formula(centered):
+    keys = jax.random.split(jax.random.PRNGKey(3), 4)
+    x = 3.0 * jax.random.normal(keys[0], (2, 5, 16)) + 1.0
+    scale, bias = jax.random.normal(keys[1], (16,)), jax.random.normal(keys[2], (16,))
+    cotangent = jax.random.normal(keys[3], x.shape)
+
+    def formula(x, scale, bias):
+        if centered:
+            x = x - jnp.mean(x, axis=-1, keepdims=True)
+        return x * jax.lax.rsqrt(jnp.mean(x * x, axis=-1, keepdims=True) + 1e-5) * scale + bias
+
+    ours, ours_vjp = jax.vjp(lambda *a: layers.normalize(*a, centered, 1e-5), x, scale, bias)
+    theirs, theirs_vjp = jax.vjp(formula, x, scale, bias)
+    np.testing.assert_allclose(ours, theirs, atol=1e-6)
+    for got, want in zip(ours_vjp(cotangent), theirs_vjp(cotangent)):
+        np.testing.assert_allclose(got, want, atol=2e-5, rtol=1e-5)
 
 
 @pytest.mark.parametrize("dtype,tol", [("float32", 1e-5), ("bfloat16", 2e-2)])

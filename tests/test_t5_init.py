@@ -61,3 +61,31 @@ def test_config_errors_name_the_fix():
     with pytest.raises(config_lib.ConfigError, match="model.init"):
         config_lib.from_config_dict({"model": {"family": "t5", "positions": "relative", "init": "unit"},
                                      "train": {"objective": "seq2seq"}})
+
+
+def test_attention_probe_tells_uniform_from_peaked_attention():
+    """The diagnostic behind docs/t5.md's finding (pretrained encoder attention stays uniform)."""
+    import jax
+
+    from lm import attention_probe
+    from lm.data import seq2seq as seq2seq_data
+
+    model, params = init(TINY)
+    rng = np.random.default_rng(1)
+    examples = [(rng.integers(2, TINY.vocab_size, n).astype(np.int32), rng.integers(2, TINY.vocab_size, m)
+                 .astype(np.int32)) for n, m in ((5, 4), (7, 3))]
+    batch = {k: v[None] for k, v in seq2seq_data.pack_rows(examples, 16, 10, pad_id=0).items()}
+    flat = jax.tree_util.tree_flatten_with_path(params)[0]
+
+    def scaled(factor, names=("query", "key")):
+        leaves = [x * factor if str(getattr(p[-1], "key", "")) in names else x for p, x in flat]
+        return jax.tree_util.tree_unflatten(jax.tree_util.tree_structure(params), leaves)
+
+    uniform = attention_probe.probe(TINY, model, scaled(0.0, ("query", "embedding")), batch)
+    peaked = attention_probe.probe(TINY, model, scaled(30.0), batch)
+    layers = [n for n in uniform if "layer_" in n and not n.endswith(".uniform")]
+    assert len(layers) == 2 + 2 * 2  # encoder self x 2, decoder self and cross x 2
+    for name in layers:
+        assert abs(uniform[name] - uniform[name + ".uniform"]) < 1e-4, name
+        assert peaked[name] < peaked[name + ".uniform"] - 0.2, name
+    assert 0.0 <= uniform["accuracy"] <= 1.0 and uniform["nll"] > 0

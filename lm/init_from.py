@@ -33,11 +33,11 @@ def load_params(path: str, abstract_params, param_shardings, log=lambda message:
 
     workdir, step = resolve(path)
     source = pretrained.load(workdir, step)
-    if model_config is not None and model_config.scale_decoder_outputs != source.config.model.scale_decoder_outputs:
-        raise ConfigError(f"init_from={path!r} was trained with model.scale_decoder_outputs="
-                          f"{source.config.model.scale_decoder_outputs}, this run has {model_config.scale_decoder_outputs}:"
-                          f" set it as the pretrained run did ({workdir}/config.json), or every logit is off by "
-                          f"a factor of sqrt(embed_dim)")
+    theirs = source.config.model.scale_decoder_outputs
+    if model_config is not None and model_config.scale_decoder_outputs != theirs:
+        raise ConfigError(f"init_from={path!r} was trained with model.scale_decoder_outputs={theirs}, this run has "
+                          f"{model_config.scale_decoder_outputs}: set it as the pretrained run did "
+                          f"({workdir}/config.json), or every logit is off by a factor of sqrt(embed_dim)")
     want = jax.tree_util.tree_flatten_with_path(abstract_params)[0]
     have = dict((jax.tree_util.keystr(p), x) for p, x in jax.tree_util.tree_flatten_with_path(source.params)[0])
     for key_path, leaf in want:

@@ -59,6 +59,13 @@ class ModelConfig:
     # original BERT's, so HF checkpoints convert): norm(x + f(x)), no final norm.
     norm_position: str = "pre"
     embedding_norm: bool = False  # bert: a norm over the summed embeddings (the original BERT has one).
+    # t5: how params start. normal: std 0.02, residual output projections scaled down by depth
+    # (GPT-2's). fan_in: T5's (Mesh TensorFlow) scheme, embeddings with std 1 and every kernel
+    # with std 1/sqrt(fan_in), so activations start at unit scale (docs/t5.md).
+    init: str = "normal"
+    # t5, tied embeddings: multiply the decoder output by embed_dim**-0.5 before the output
+    # projection (T5 v1.0's `scale_decoder_outputs`); it goes with init="fan_in".
+    scale_decoder_outputs: bool = False
 
 
 @dataclasses.dataclass(frozen=True)
@@ -289,6 +296,7 @@ _CHOICES = {
     "train.objective": ("causal_lm", "mlm_nsp", "classification", "span_corruption", "seq2seq", "prefix_lm"),
     "model.pooling": ("cls", "mean"),
     "model.norm_position": ("pre", "post"),
+    "model.init": ("normal", "fan_in"),
     "mlm.document_boundary": ("heading", "paragraph"),
     "finetune.task": ("sst2", "mrpc", "rte"),
     "finetune.select_metric": ("accuracy", "f1", "precision", "recall"),
@@ -391,6 +399,13 @@ def _validate_seq2seq(config: Config) -> None:
             f"{' or '.join(_SEQ2SEQ_OBJECTIVES)}, other families with causal_lm")
     if m.positions == "relative" and m.family != "t5":
         raise ConfigError("model.positions='relative' is T5's bias and needs model.family='t5'; use learned or rotary")
+    if m.family != "t5" and (m.init != "normal" or m.scale_decoder_outputs):
+        raise ConfigError(f"model.init={m.init!r} and model.scale_decoder_outputs={m.scale_decoder_outputs} are "
+                          f"T5 options: model.family={m.family!r} needs model.init='normal' and "
+                          f"model.scale_decoder_outputs=false")
+    if m.scale_decoder_outputs and not m.tie_embeddings:
+        raise ConfigError("model.scale_decoder_outputs=true scales the input of the tied output projection: set "
+                          "model.tie_embeddings=true or model.scale_decoder_outputs=false")
     if m.family == "t5" and m.positions == "learned":
         raise ConfigError("the t5 family has no learned position table: set model.positions to relative or rotary")
     if m.num_decoder_layers < 0 or m.relative_buckets < 4 or m.relative_max_distance < m.relative_buckets // 2:

@@ -25,12 +25,19 @@ def resolve(path: str) -> tuple[str, int]:
     return workdir, step
 
 
-def load_params(path: str, abstract_params, param_shardings, log=lambda message: None):
-    """The pretrained params, checked against this run's parameter shapes and placed with its shardings."""
+def load_params(path: str, abstract_params, param_shardings, log=lambda message: None, model_config=None):
+    """The pretrained params, checked against this run's parameter shapes (and, given this run's
+    `model_config`, the settings that change the function without changing a shape) and placed
+    with its shardings."""
     from lm import pretrained  # noqa: PLC0415 (pretrained imports the task registry)
 
     workdir, step = resolve(path)
     source = pretrained.load(workdir, step)
+    theirs = source.config.model.scale_decoder_outputs
+    if model_config is not None and model_config.scale_decoder_outputs != theirs:
+        raise ConfigError(f"init_from={path!r} was trained with model.scale_decoder_outputs={theirs}, this run has "
+                          f"{model_config.scale_decoder_outputs}: set it as the pretrained run did "
+                          f"({workdir}/config.json), or every logit is off by a factor of sqrt(embed_dim)")
     want = jax.tree_util.tree_flatten_with_path(abstract_params)[0]
     have = dict((jax.tree_util.keystr(p), x) for p, x in jax.tree_util.tree_flatten_with_path(source.params)[0])
     for key_path, leaf in want:

@@ -30,6 +30,16 @@ def normal_init(names, stddev=0.02):
     return nn.with_logical_partitioning(nn.initializers.normal(stddev), names)
 
 
+def kernel_stddev(config: ModelConfig, fan_in: int, residual: bool = False) -> float:
+    """The init scale of a kernel reading `fan_in` features (1 for an embedding table).
+    model.init="normal": 0.02, and GPT-2's depth-scaled 0.02 / sqrt(2 layers) for projections
+    back into the residual stream; "fan_in": T5's 1/sqrt(fan_in), which keeps activations at
+    unit scale from the embedding on."""
+    if config.init == "fan_in":
+        return fan_in ** -0.5
+    return 0.02 / (2 * config.num_layers) ** 0.5 if residual else 0.02
+
+
 def _zeros(names):
     return nn.with_logical_partitioning(nn.initializers.zeros_init(), names)
 
@@ -277,7 +287,8 @@ class Embed(nn.Module):
 
     def setup(self):
         self.embedding = self.param(
-            "embedding", normal_init(("vocab", "embed")), (self.num_embeddings, self.config.embed_dim),
+            "embedding", normal_init(("vocab", "embed"), kernel_stddev(self.config, 1)),
+            (self.num_embeddings, self.config.embed_dim),
             jnp.dtype(self.config.param_dtype))
 
     def __call__(self, ids_BL):
@@ -307,7 +318,8 @@ class Attention(nn.Module):
         width, pdt, dt = inputs_q_BLD.shape[-1], jnp.dtype(cfg.param_dtype), jnp.dtype(cfg.dtype)
 
         def projection(name, heads):
-            return self.param(name, normal_init(("embed", "heads", "kv")), (width, heads, head_dim), pdt)
+            return self.param(name, normal_init(("embed", "heads", "kv"), kernel_stddev(cfg, width)),
+                              (width, heads, head_dim), pdt)
 
         def bias(name, heads):
             return self.param(name, _zeros(("heads", "kv")), (heads, head_dim), pdt).astype(dt)
@@ -345,7 +357,8 @@ class Attention(nn.Module):
                                              cfg.causal_block if self.causal else 0)
 
         # GPT-2's scaled init of residual projections keeps the residual stream's variance flat in depth.
-        out_kernel = self.param("out", normal_init(("heads", "kv", "embed"), 0.02 / (2 * cfg.num_layers) ** 0.5),
+        out_kernel = self.param("out", normal_init(("heads", "kv", "embed"),
+                                                   kernel_stddev(cfg, num_heads * head_dim, residual=True)),
                                 (num_heads, head_dim, width), pdt)
         out_BLD = dot("BHLE,HED->BLD", out_BHLE, out_kernel, dt)
         if cfg.use_bias:
@@ -395,8 +408,8 @@ class Mlp(nn.Module):
         cfg = self.config
         width, hidden, pdt, dt = x_BLD.shape[-1], cfg.mlp_dim, jnp.dtype(cfg.param_dtype), jnp.dtype(cfg.dtype)
 
-        def kernel(name, shape, names, stddev=0.02):
-            return self.param(name, normal_init(names, stddev), shape, pdt)
+        def kernel(name, shape, names, residual=False):
+            return self.param(name, normal_init(names, kernel_stddev(cfg, shape[0], residual)), shape, pdt)
 
         def bias(name, size, axis):
             return self.param(name, _zeros((axis,)), (size,), pdt).astype(dt) if cfg.use_bias else 0.0
@@ -412,7 +425,7 @@ class Mlp(nn.Module):
             h_BLF = gelu_tanh(h_BLF) if cfg.mlp_activation == "gelu" else nn.gelu(h_BLF, approximate=False)
         h_BLF = nn.with_logical_constraint(h_BLF, ("batch", "length", "mlp"))
         h_BLF = nn.Dropout(cfg.dropout_rate)(h_BLF, deterministic=deterministic)
-        out_kernel = kernel("wo", (hidden, width), ("mlp", "embed"), 0.02 / (2 * cfg.num_layers) ** 0.5)
+        out_kernel = kernel("wo", (hidden, width), ("mlp", "embed"), residual=True)
         return dot("BLF,FD->BLD", h_BLF, out_kernel, dt) + bias("wo_bias", width, "embed")
 
 

@@ -230,7 +230,7 @@ def _train(config: Config, workdir: str, allow_config_change: bool, preemption: 
         elif config.init_from:  # fine-tuning: pretrained params, fresh optimizer state and step
             from lm import init_from  # noqa: PLC0415
             state = state.replace(params=init_from.shrink_and_perturb(init_from.load_params(
-                config.init_from, run.abstract_state.params, run.state_shardings.params, log),
+                config.init_from, run.abstract_state.params, run.state_shardings.params, log, run.model_config),
                 state.params, config.finetune.init_shrink, config.finetune.init_perturb, log))
 
     writer = metrics_lib.MetricsWriter(workdir)

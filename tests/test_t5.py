@@ -366,3 +366,12 @@ def test_init_from_with_shrink_starts_from_shrunk_params(pretrained_t5, tmp_path
     source, tuned = pretrained.load(pretrained_t5).params, pretrained.load(workdir, 0).params
     np.testing.assert_allclose(tuned["token_embed"]["embedding"], 0.5 * source["token_embed"]["embedding"], atol=1e-6)
     np.testing.assert_allclose(tuned["decoder_norm"]["scale"], source["decoder_norm"]["scale"], atol=1e-6)
+
+
+def test_init_from_refuses_a_different_output_scaling(pretrained_t5, tmp_path):
+    """scale_decoder_outputs changes no shape but every logit: a mismatch with the pretrained run is an error."""
+    from lm import trainer
+
+    config = t5_config(**{"train.steps": 1, "model.scale_decoder_outputs": True})
+    with pytest.raises(config_lib.ConfigError, match="scale_decoder_outputs=False, this run has True"):
+        trainer.train(dataclasses.replace(config, init_from=pretrained_t5), str(tmp_path / "mismatch"))

@@ -114,7 +114,9 @@ def export(m: ModelConfig, params: dict) -> tuple[dict, dict[str, np.ndarray]]:
     linear = lambda x: core.kernel_to_linear(f32(x))  # noqa: E731
     tensors = {"shared.weight": f32(params["token_embed"]["embedding"]),
                "encoder.final_layer_norm.weight": f32(params["encoder_norm"]["scale"]),
-               "decoder.final_layer_norm.weight": f32(params["decoder_norm"]["scale"])}
+               # our scale_decoder_outputs folds into the norm scale, as on import
+               "decoder.final_layer_norm.weight": f32(params["decoder_norm"]["scale"])
+               * np.float32(width ** -0.5 if m.scale_decoder_outputs else 1.0)}
     for stack in ("encoder", "decoder"):
         tensors[f"{stack}.block.0.layer.0.SelfAttention.relative_attention_bias.weight"] = f32(
             params[f"{stack}_position_bias"]["embedding"])

@@ -46,8 +46,9 @@ class T5(nn.Module):
             self.encoder_position_bias = layers.RelativePositionBias(cfg, bidirectional=True)
             self.decoder_position_bias = layers.RelativePositionBias(cfg, bidirectional=False)
         if not cfg.tie_embeddings:
-            self.output = self.param("output", layers.normal_init(("embed", "vocab")), (cfg.embed_dim, cfg.vocab_size),
-                                     jnp.dtype(cfg.param_dtype))
+            stddev = layers.kernel_stddev(cfg, cfg.embed_dim)
+            self.output = self.param("output", layers.normal_init(("embed", "vocab"), stddev),
+                                     (cfg.embed_dim, cfg.vocab_size), jnp.dtype(cfg.param_dtype))
 
     def __call__(self, encoder_inputs_BS, decoder_inputs_BL, encoder_segment_ids_BS=None, encoder_positions_BS=None,
                  decoder_segment_ids_BL=None, decoder_positions_BL=None, deterministic: bool = True):
@@ -88,6 +89,8 @@ class T5(nn.Module):
         x_BLD = self.decoder(x_BLD, mask_B1LL, decoder_positions_BL, deterministic, encoded_BSD=encoded_BSD,
                              cross_mask_B1LS=cross_mask_B1LS, bias_BHLS=bias_BHLT)
         x_BLD = self.dropout(self.decoder_norm(x_BLD), deterministic=deterministic)
+        if cfg.scale_decoder_outputs:  # T5 v1.0: unit-scale embeddings, so the tied projection reads d**-0.5 x
+            x_BLD = x_BLD * cfg.embed_dim ** -0.5
         if cfg.tie_embeddings:
             logits_BLV = self.token_embed.attend(x_BLD)
         else:

@@ -59,6 +59,10 @@ class ModelConfig:
     # original BERT's, so HF checkpoints convert): norm(x + f(x)), no final norm.
     norm_position: str = "pre"
     embedding_norm: bool = False  # bert: a norm over the summed embeddings (the original BERT has one).
+    # bert pretraining: what the next-sentence head reads. pooled (BERT's): the pooled [CLS] vector;
+    # pooled_and_overlap: that plus a learned-weight soft overlap of B's token states with A's
+    # (docs/bert.md: with the pooled vector alone NSP stayed at chance at our scale).
+    nsp_head: str = "pooled"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -288,6 +292,7 @@ _CHOICES = {
     "train.nonfinite": ("skip", "stop"),
     "train.objective": ("causal_lm", "mlm_nsp", "classification", "span_corruption", "seq2seq", "prefix_lm"),
     "model.pooling": ("cls", "mean"),
+    "model.nsp_head": ("pooled", "pooled_and_overlap"),
     "model.norm_position": ("pre", "post"),
     "mlm.document_boundary": ("heading", "paragraph"),
     "finetune.task": ("sst2", "mrpc", "rte"),

@@ -12,7 +12,6 @@ def get_config():
     m = config.model
     m.num_layers, m.embed_dim, m.num_heads, m.mlp_dim = 12, 768, 12, 3072
     m.max_len = 512
-    m.nsp_head = "pooled"  # BERT's own next-sentence head (bert_tiny adds an overlap score)
     m.vocab_size = 30522
     config.tokenizer.vocab_size = 30522
     config.data.seq_len = 128  # BERT's phase 1; phase 2 uses 512

@@ -26,9 +26,6 @@ def get_config():
     # the labels with ROC AUC 0.89 at 128 pieces, 0.77 at 64), and MRPC's 128-piece inputs meet
     # trained positions.
     config.data.seq_len = 128
-    # NSP reads a learned-weight overlap of B's words with A's besides the pooled [CLS]: with the
-    # pooled vector alone NSP stayed at chance at this scale (docs/bert.md).
-    m.nsp_head = "pooled_and_overlap"
     # Uncased, as BERT-uncased: one spelling per word, and SST-2's text (lowercased) meets the same pieces.
     config.data.lowercase = True
     config.tokenizer.vocab_size = 4096

@@ -13,5 +13,4 @@ def get_config():
     config = bert_tiny.get_config()
     m = config.model
     m.norm_position, m.embedding_norm, m.mlp_activation, m.norm_eps = "post", True, "gelu_exact", 1e-12
-    m.nsp_head = "pooled"  # BertForPreTraining's next-sentence head reads the pooled vector only
     return config

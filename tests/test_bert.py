@@ -373,14 +373,14 @@ def test_overlap_head_scores_a_restated_segment_above_an_unrelated_one():
     unrelated = jnp.asarray([[1, 10, 11, 12, 2, 40, 41, 42, 2, 0]], jnp.int32)
     types = jnp.asarray([[0, 0, 0, 0, 0, 1, 1, 1, 1, 0]], jnp.int32)
     real = (restated > 0).astype(jnp.int32)
-    variables = nn.unbox(model.init(jax.random.PRNGKey(0), restated, types, real))
-    params = variables["params"]
+    params = nn.unbox(jax.jit(model.init)(jax.random.PRNGKey(0), restated, types, real))["params"]
     assert set(params["nsp_overlap"]) == {"weight_kernel", "weight_bias", "log_scale", "bias"}
     assert "nsp_overlap" not in params["encoder"], "a fine-tuning run takes the encoder only"
     # zero the pooled path's head: what is left is the overlap score (class 1 minus class 0)
     params = {**params, "nsp_kernel": params["nsp_kernel"] * 0}
-    score = lambda t: float(jnp.diff(model.apply({"params": params}, t, types, real)[1])[0, 0])  # noqa: E731
+    apply = jax.jit(model.apply)
+    score = lambda t: float(jnp.diff(apply({"params": params}, t, types, real)[1])[0, 0])  # noqa: E731
     assert score(restated) > score(unrelated) + 3.0, (score(restated), score(unrelated))
     plain = models.build(dataclasses.replace(cfg, nsp_head="pooled"))
-    assert "nsp_overlap" not in plain.init(jax.random.PRNGKey(0), restated, types, real)["params"], \
+    assert "nsp_overlap" not in jax.eval_shape(plain.init, jax.random.PRNGKey(0), restated, types, real)["params"], \
         "BERT's own head is the default"

@@ -66,6 +66,10 @@ class ModelConfig:
     # t5, tied embeddings: multiply the decoder output by embed_dim**-0.5 before the output
     # projection (T5 v1.0's `scale_decoder_outputs`); it goes with init="fan_in".
     scale_decoder_outputs: bool = False
+    # bert pretraining: what the next-sentence head reads. pooled (BERT's): the pooled [CLS] vector;
+    # pooled_and_overlap: that plus a learned-weight soft overlap of B's token states with A's
+    # (docs/bert.md: with the pooled vector alone NSP stayed at chance at our scale).
+    nsp_head: str = "pooled"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -295,6 +299,7 @@ _CHOICES = {
     "train.nonfinite": ("skip", "stop"),
     "train.objective": ("causal_lm", "mlm_nsp", "classification", "span_corruption", "seq2seq", "prefix_lm"),
     "model.pooling": ("cls", "mean"),
+    "model.nsp_head": ("pooled", "pooled_and_overlap"),
     "model.norm_position": ("pre", "post"),
     "model.init": ("normal", "fan_in"),
     "mlm.document_boundary": ("heading", "paragraph"),

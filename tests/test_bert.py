@@ -338,3 +338,49 @@ def test_next_sentence_logits_see_segment_b_and_its_type_ids():
     base = nsp(tokens, type_ids)
     assert float(jnp.abs(nsp(tokens.at[0, 5].set(30), type_ids) - base).max()) > 1e-6, "[CLS] reads B's tokens"
     assert float(jnp.abs(nsp(tokens, type_ids * 0) - base).max()) > 1e-6, "and the A/B type ids"
+
+
+@pytest.mark.parametrize("seq_len", [64, 128])
+def test_pair_segments_are_runs_of_consecutive_sentences_that_fill_the_length(seq_len):
+    # Sentence k of document d holds id 1000 * (d + 1) + k (5-8 tokens): a segment's ids show
+    # which sentences it is made of, in which order.
+    docs = pairs.Documents([[np.full(5 + k % 4, 1000 * (d + 1) + k, np.int32) for k in range(60)] for d in range(8)])
+    rng = np.random.default_rng(1)
+    lengths = []
+    for anchor in docs.anchors()[rng.permutation(len(docs.anchors()))[:1000]]:
+        a, b, is_next = pairs.make_pair(docs, anchor, seq_len, 0.0, rng)
+        assert len(a) + len(b) <= seq_len - 3 and len(a) >= 1 and len(b) >= 1
+        for segment in (a, b):
+            steps = np.diff(segment % 1000)
+            assert ((steps == 0) | (steps == 1)).all(), "a segment is consecutive sentences, in order"
+            assert len(set(segment // 1000)) == 1, "from one document"
+        assert a[0] % 1000 >= anchor[1], "A starts at the anchor sentence (or inside it, when trimmed)"
+        if is_next:
+            assert b[0] % 1000 == a[-1] % 1000 + 1, "a true B is the sentence right after A"
+        if anchor[1] < 60 - seq_len // 5:  # far enough from the document's end to fill the pair
+            lengths.append(len(a) + len(b))
+    # without short pairs, a pair takes whole sentences until the budget is met (then trims)
+    assert np.mean(lengths) > 0.9 * (seq_len - 3)
+
+
+
+def test_overlap_head_scores_a_restated_segment_above_an_unrelated_one():
+    cfg = config_lib.ModelConfig(family="bert", vocab_size=64, num_layers=1, embed_dim=32, num_heads=2, mlp_dim=32,
+                                 max_len=16, nsp_head="pooled_and_overlap")
+    model = models.build(cfg)
+    # [CLS] a a a [SEP] b b b [SEP] pad: B restates A's words, or uses words A never has
+    restated = jnp.asarray([[1, 10, 11, 12, 2, 12, 10, 11, 2, 0]], jnp.int32)
+    unrelated = jnp.asarray([[1, 10, 11, 12, 2, 40, 41, 42, 2, 0]], jnp.int32)
+    types = jnp.asarray([[0, 0, 0, 0, 0, 1, 1, 1, 1, 0]], jnp.int32)
+    real = (restated > 0).astype(jnp.int32)
+    params = nn.unbox(jax.jit(model.init)(jax.random.PRNGKey(0), restated, types, real))["params"]
+    assert set(params["nsp_overlap"]) == {"weight_kernel", "weight_bias", "log_scale", "bias"}
+    assert "nsp_overlap" not in params["encoder"], "a fine-tuning run takes the encoder only"
+    # zero the pooled path's head: what is left is the overlap score (class 1 minus class 0)
+    params = {**params, "nsp_kernel": params["nsp_kernel"] * 0}
+    apply = jax.jit(model.apply)
+    score = lambda t: float(jnp.diff(apply({"params": params}, t, types, real)[1])[0, 0])  # noqa: E731
+    assert score(restated) > score(unrelated) + 3.0, (score(restated), score(unrelated))
+    plain = models.build(dataclasses.replace(cfg, nsp_head="pooled"))
+    assert "nsp_overlap" not in jax.eval_shape(plain.init, jax.random.PRNGKey(0), restated, types, real)["params"], \
+        "BERT's own head is the default"

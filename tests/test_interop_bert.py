@@ -169,6 +169,9 @@ def test_bert_refusals_name_the_problem(tmp_path):
         interop.get("gpt2").check_exportable(post)  # --architecture=gpt2 on a BERT workdir
     with pytest.raises(core.ConversionError, match="model.pooling='mean'"):
         bert.check_exportable(ModelConfig(**{**post.__dict__, "pooling": "mean"}))
+    with pytest.raises(core.ConversionError, match="model.nsp_head='pooled_and_overlap'"):
+        bert.check_exportable(ModelConfig(**{**post.__dict__, "nsp_head": "pooled_and_overlap"}))
+    bert.check_exportable(ModelConfig(**{**post.__dict__, "nsp_head": "pooled_and_overlap", "num_classes": 2}))
     hf = dict(transformers.BertConfig(vocab_size=64, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
                                       intermediate_size=64).to_dict())
     with pytest.raises(core.ConversionError, match="BertForQuestionAnswering"):

@@ -192,6 +192,8 @@ def check_exportable(m: ModelConfig) -> None:
     wrong = core.unsupported_settings(m, (("family", "bert"), ("norm_position", "post"), ("embedding_norm", True),
                                           ("positions", "learned"), ("norm", "layernorm"), ("use_bias", True),
                                           ("pooling", "cls"), ("num_kv_heads", 0)), "BERT")
+    if not m.num_classes and m.nsp_head != "pooled":
+        wrong.append(f"model.nsp_head={m.nsp_head!r} (BERT's next-sentence head reads only the pooled vector: 'pooled')")
     if m.mlp_activation not in ("gelu", "gelu_exact"):
         wrong.append(f"model.mlp_activation={m.mlp_activation!r} (BERT needs 'gelu_exact' or 'gelu')")
     if m.head_dim and m.head_dim * m.num_heads != m.embed_dim:

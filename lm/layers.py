@@ -20,6 +20,8 @@ import jax
 import jax.numpy as jnp
 
 from lm.config import ModelConfig
+from lm.positions import relative_position_bucket, rotary  # noqa: F401 (re-exported)
+from lm.primitives import dot, gelu_tanh, normalize  # noqa: F401 (re-exported)
 
 NEG_INF = -1e9  # finite, so a fully masked row (padding) gives a uniform softmax, not NaN.
 ACTIVATION_AXES = ("batch", "length", "embed")
@@ -48,77 +50,6 @@ def _ones(names):
     return nn.with_logical_partitioning(nn.initializers.ones_init(), names)
 
 
-_GELU_C = (2.0 / 3.141592653589793) ** 0.5
-
-
-@jax.custom_vjp
-def gelu_tanh(x):
-    """GELU, tanh approximation (GPT-2's): 0.5 x (1 + tanh(u)) = x sigmoid(2u), u = c (x + 0.044715 x^3).
-
-    Written for XLA:CPU's fusions (docs/performance.md): the backward keeps only x and recomputes
-    the slope inside the consumer's fusion, and the sigmoid form lets the forward be one
-    elementwise pass. Autodiff of the formula wrote tanh and x**2 out for the backward (four
-    passes over [B, L, F])."""
-    return x * jax.nn.sigmoid(2 * _GELU_C * x * (1.0 + 0.044715 * x * x))
-
-
-def _gelu_tanh_bwd(x, g):
-    x2 = x * x
-    t = jnp.tanh(_GELU_C * x * (1.0 + 0.044715 * x2))
-    slope = 0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * _GELU_C * (1.0 + 3 * 0.044715 * x2)
-    return (g * slope,)
-
-
-gelu_tanh.defvjp(lambda x: (gelu_tanh(x), x), _gelu_tanh_bwd)
-
-
-def dot(equation: str, x, w, dtype, out_dtype=None):
-    """einsum in the compute dtype with float32 accumulation, returned in `out_dtype` (default:
-    the compute dtype). Below float32 the backward pass runs in the compute dtype too (see
-    `_low_precision_dot`); float32 is plain autodiff."""
-    if jnp.dtype(dtype) != jnp.float32:
-        return _low_precision_dot(equation, jnp.dtype(dtype), jnp.dtype(out_dtype or dtype), x, w)
-    out = jnp.einsum(equation, x.astype(dtype), w.astype(dtype), preferred_element_type=jnp.float32)
-    return out.astype(out_dtype or dtype)
-
-
-def _operand_specs(equation: str) -> tuple[str, str, str]:
-    inputs, out = equation.replace(" ", "").split("->")
-    x, w = inputs.split(",")
-    for name, spec, others in (("first", x, w + out), ("second", w, x + out)):
-        if any(axis not in others for axis in spec):
-            raise ValueError(f"dot({equation!r}): every axis of the {name} operand must also be in the other "
-                             f"operand or the output (sum it out before the dot)")
-    return x, w, out
-
-
-@functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1, 2))
-def _low_precision_dot(equation, dtype, out_dtype, x, w):
-    """Autodiff of a float32-accumulated dot hands the backward matmuls a float32 cotangent and
-    bfloat16 operands, which XLA:CPU runs as float32 matmuls plus conversions. Here the cotangent
-    is cast to the compute dtype first, so all three matmuls are bfloat16 x bfloat16 -> float32
-    (the fast path of AVX512-BF16 CPUs, and what mixed precision means on accelerators)."""
-    return jnp.einsum(equation, x.astype(dtype), w.astype(dtype), preferred_element_type=jnp.float32).astype(out_dtype)
-
-
-def _low_precision_dot_fwd(equation, dtype, out_dtype, x, w):
-    out = _low_precision_dot(equation, dtype, out_dtype, x, w)
-    # Zero-size arrays carry the operands' dtypes: gradients come back in the dtype they went in.
-    return out, (x.astype(dtype), w.astype(dtype), jnp.zeros((0,), x.dtype), jnp.zeros((0,), w.dtype))
-
-
-def _low_precision_dot_bwd(equation, dtype, out_dtype, residuals, cotangent):
-    x, w, x_dtype, w_dtype = residuals
-    x_spec, w_spec, out_spec = _operand_specs(equation)
-    cotangent = cotangent.astype(dtype)
-    dx = jnp.einsum(f"{out_spec},{w_spec}->{x_spec}", cotangent, w, preferred_element_type=jnp.float32)
-    dw = jnp.einsum(f"{x_spec},{out_spec}->{w_spec}", x, cotangent, preferred_element_type=jnp.float32)
-    return dx.astype(x_dtype.dtype), dw.astype(w_dtype.dtype)
-
-
-_low_precision_dot.defvjp(_low_precision_dot_fwd, _low_precision_dot_bwd)
-
-
 def attention_mask(q_segment_ids_BL, kv_segment_ids_BS, causal: bool):
     """Boolean [B, 1, L, S] mask, True where a query may attend to a key.
 
@@ -132,41 +63,6 @@ def attention_mask(q_segment_ids_BL, kv_segment_ids_BS, causal: bool):
         length_q, length_kv = q_segment_ids_BL.shape[1], kv_segment_ids_BS.shape[1]
         mask &= jnp.arange(length_q)[:, None] >= jnp.arange(length_kv)[None, :]
     return mask[:, None, :, :]
-
-
-def rotary(x_BHLE, positions_BL, theta: float):
-    """Rotary position embedding, "rotate half" layout: dimension i pairs with i + E/2.
-
-    This is the layout of Hugging Face's Llama weights; Meta's original checkpoints pair
-    adjacent dimensions and need their q/k projections permuted on import.
-    """
-    half = x_BHLE.shape[-1] // 2
-    inv_freq = theta ** (-jnp.arange(half, dtype=jnp.float32) / half)
-    angles_B1LE = (positions_BL[..., None].astype(jnp.float32) * inv_freq)[:, None]
-    sin, cos = jnp.sin(angles_B1LE), jnp.cos(angles_B1LE)
-    x1, x2 = jnp.split(x_BHLE.astype(jnp.float32), 2, axis=-1)
-    out = jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1)
-    return out.astype(x_BHLE.dtype)
-
-
-def relative_position_bucket(relative_BLS, bidirectional: bool, num_buckets: int, max_distance: int):
-    """T5's bucketing of relative positions (key position - query position) into int32 ids.
-
-    Half of a direction's buckets hold one exact distance each (0, 1, 2, ...); the rest cover
-    larger distances on a log scale up to `max_distance`, beyond which all share the last
-    bucket. Bidirectional (encoder) splits the buckets between keys before and after the
-    query; unidirectional (decoder) only ever sees keys at or before the query."""
-    offset = jnp.zeros_like(relative_BLS)
-    if bidirectional:
-        num_buckets //= 2
-        offset = jnp.where(relative_BLS > 0, num_buckets, 0)
-        distance = jnp.abs(relative_BLS)
-    else:
-        distance = jnp.maximum(-relative_BLS, 0)
-    exact = num_buckets // 2
-    scaled = jnp.log(jnp.maximum(distance, 1).astype(jnp.float32) / exact) / jnp.log(max_distance / exact)
-    log_bucket = jnp.minimum(exact + (scaled * (num_buckets - exact)).astype(jnp.int32), num_buckets - 1)
-    return (offset + jnp.where(distance < exact, distance, log_bucket)).astype(jnp.int32)
 
 
 class RelativePositionBias(nn.Module):
@@ -231,38 +127,6 @@ def dot_product_attention(q_BHLE, k_BHSE, v_BHSE, mask_B1LS, bias_BHLS=None, dro
         outs.append(_attend(q_BHLE[:, :, rows], k_BHSE[:, :, :end], v_BHSE[:, :, :end],
                             mask_B1LS[:, :, rows, :end], bias, dropout))
     return jnp.concatenate(outs, axis=2)
-
-
-def _normalize_fwd(x, scale, bias, centered: bool, eps: float):
-    mean = jnp.mean(x, axis=-1, keepdims=True) if centered else jnp.zeros(x.shape[:-1] + (1,), x.dtype)
-    centred = x - mean
-    rstd = jax.lax.rsqrt(jnp.mean(centred * centred, axis=-1, keepdims=True) + eps)
-    return centred * rstd * scale + bias, (x, mean, rstd, scale)
-
-
-@functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4))
-def normalize(x, scale, bias, centered: bool, eps: float):
-    """LayerNorm (centered) or RMSNorm of float32 x over its last axis, times scale, plus bias
-    (an array broadcastable to x; 0-d when there is none).
-
-    Its backward keeps x and the per-row mean and 1/std and recomputes the normalised x where
-    it is needed: autodiff of the formula made XLA:CPU write x - mean and the broadcast scale
-    and bias out as full [B, L, D] tensors in every norm's forward (docs/performance.md)."""
-    return _normalize_fwd(x, scale, bias, centered, eps)[0]
-
-
-def _normalize_bwd(centered, eps, residuals, g):
-    x, mean, rstd, scale = residuals
-    x_hat = (x - mean) * rstd
-    g_scaled = g * scale
-    inner = g_scaled - x_hat * jnp.mean(g_scaled * x_hat, axis=-1, keepdims=True)
-    if centered:
-        inner = inner - jnp.mean(g_scaled, axis=-1, keepdims=True)
-    rows = tuple(range(x.ndim - 1))
-    return rstd * inner, jnp.sum(g * x_hat, axis=rows), jnp.sum(g, axis=rows)
-
-
-normalize.defvjp(_normalize_fwd, _normalize_bwd)
 
 
 class Norm(nn.Module):

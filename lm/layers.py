@@ -21,7 +21,7 @@ import jax.numpy as jnp
 
 from lm.config import ModelConfig
 from lm.positions import relative_position_bucket, rotary  # noqa: F401 (re-exported)
-from lm.primitives import dot, gelu_tanh, normalize  # noqa: F401 (re-exported)
+from lm.primitives import dot, gelu, gelu_tanh, normalize  # noqa: F401 (re-exported)
 
 NEG_INF = -1e9  # finite, so a fully masked row (padding) gives a uniform softmax, not NaN.
 ACTIVATION_AXES = ("batch", "length", "embed")
@@ -286,7 +286,7 @@ class Mlp(nn.Module):
         elif cfg.mlp_activation == "relu":
             h_BLF = nn.relu(h_BLF)
         else:
-            h_BLF = gelu_tanh(h_BLF) if cfg.mlp_activation == "gelu" else nn.gelu(h_BLF, approximate=False)
+            h_BLF = gelu(h_BLF, exact=cfg.mlp_activation == "gelu_exact")
         h_BLF = nn.with_logical_constraint(h_BLF, ("batch", "length", "mlp"))
         h_BLF = nn.Dropout(cfg.dropout_rate)(h_BLF, deterministic=deterministic)
         out_kernel = kernel("wo", (hidden, width), ("mlp", "embed"), residual=True)

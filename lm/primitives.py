@@ -42,6 +42,12 @@ def _gelu_tanh_bwd(x, g):
 gelu_tanh.defvjp(lambda x: (gelu_tanh(x), x), _gelu_tanh_bwd)
 
 
+def gelu(x, exact: bool = False):
+    """GELU for every family: the tanh approximation above (GPT-2's, BERT's default here), or the
+    exact erf form (`model.mlp_activation="gelu_exact"`, Hugging Face BERT's)."""
+    return jax.nn.gelu(x, approximate=False) if exact else gelu_tanh(x)
+
+
 def dot(equation: str, x, w, dtype, out_dtype=None):
     """einsum in the compute dtype with float32 accumulation, returned in `out_dtype` (default:
     the compute dtype). Below float32 the backward pass runs in the compute dtype too (see
@@ -90,7 +96,7 @@ _low_precision_dot.defvjp(_low_precision_dot_fwd, _low_precision_dot_bwd)
 
 
 def _normalize_fwd(x, scale, bias, centered: bool, eps: float):
-    mean = jnp.mean(x, axis=-1, keepdims=True) if centered else jnp.zeros(x.shape[:-1] + (1,), x.dtype)
+    mean = jnp.mean(x, axis=-1, keepdims=True) if centered else jnp.zeros((), x.dtype)
     centred = x - mean
     rstd = jax.lax.rsqrt(jnp.mean(centred * centred, axis=-1, keepdims=True) + eps)
     return centred * rstd * scale + bias, (x, mean, rstd, scale)
@@ -99,7 +105,7 @@ def _normalize_fwd(x, scale, bias, centered: bool, eps: float):
 @functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4))
 def normalize(x, scale, bias, centered: bool, eps: float):
     """LayerNorm (centered) or RMSNorm of float32 x over its last axis, times scale, plus bias
-    (an array broadcastable to x; 0-d when there is none).
+    (arrays of x's last-axis size; pass zeros for no bias: its unused gradient is dropped by XLA).
 
     Its backward keeps x and the per-row mean and 1/std and recomputes the normalised x where
     it is needed: autodiff of the formula made XLA:CPU write x - mean and the broadcast scale

@@ -96,8 +96,8 @@ class Bert(nn.Module):
         if masked_positions_BP is None:
             masked_positions_BP = jnp.broadcast_to(jnp.arange(tokens_BL.shape[1]), tokens_BL.shape)
         picked_BPD = jnp.take_along_axis(x_BLD, masked_positions_BP[..., None], axis=1)
-        h_BPD = nn.gelu(_dense(self, "mlm_transform", picked_BPD, cfg.embed_dim, ("embed", "mlp")),
-                        approximate=cfg.mlp_activation != "gelu_exact")  # the original BERT's follows its MLP's
+        h_BPD = layers.gelu(_dense(self, "mlm_transform", picked_BPD, cfg.embed_dim, ("embed", "mlp")),
+                            exact=cfg.mlp_activation == "gelu_exact")  # the original BERT's follows its MLP's
         h_BPD = layers.Norm(cfg, name="mlm_norm")(h_BPD)
         mlm_bias_V = self.param("mlm_output_bias", nn.with_logical_partitioning(nn.initializers.zeros_init(),
                                                                                 ("vocab",)), (cfg.vocab_size,))

@@ -14,7 +14,7 @@ around each matmul into its own fusion. Without it, the residual stream's gradie
 additions across all layers, is fused into every layout copy that feeds a weight-gradient matmul
 and recomputed there (~20% of a bench_cpu step's thread time in `copy_bitcast_fusion`, measured
 with tools/profile_step.py). With it those copies almost vanish. Since the norms and the GELU
-compute their own backward (lm/layers.py) the chain is no longer recomputed and the switch no
+compute their own backward (lm/primitives.py) the chain is no longer recomputed and the switch no
 longer pays (same MFU, 1.2 GB more memory on bench_cpu: docs/performance.md); it stays, off by
 default, for shapes where it might.
 """

@@ -37,13 +37,13 @@ def probe(model_config, model, params, batch) -> dict[str, float]:
     per-token logit standard deviation and top probability, and for every attention layer
     "<stack>.layer_<i>.<self|cross>" its mean entropy and "...uniform" the uniform baseline,
     averaged over heads and real (non-padding) queries."""
+    if model_config.scan_layers:
+        raise ValueError("the attention probe reads each layer's captured inputs: probe a model with "
+                         "model.scan_layers=false")
     b = {name: jnp.asarray(value) for name, value in batch.items()}
     logits, state = model.apply({"params": params}, b["encoder_inputs"], b["decoder_inputs"],
                                 b["encoder_segment_ids"], b["encoder_positions"], b["decoder_segment_ids"],
                                 b["decoder_positions"], capture_intermediates=True, mutable=["intermediates"])
-    if model_config.scan_layers:
-        raise ValueError("the attention probe reads each layer's captured inputs: probe a model with "
-                         "model.scan_layers=false")
     captured = state["intermediates"]
     out = lambda *path: _get(captured, path)  # noqa: E731
     real_targets = np.asarray(b["decoder_weights"]) > 0

@@ -26,14 +26,20 @@ _SENTENCE_END = re.compile(r"(?<=[.!?])\s+|\n+")
 
 
 def scores(predictions: list[str], references: list[str]) -> dict:
-    """{"bleu", "bleu_signature", "rouge1", "rouge2", "rougeL"}, on a 0-100 scale."""
+    """{"bleu", "bleu_signature", "rouge1", "rouge2", "rougeL"}, on a 0-100 scale, plus BLEU's
+    parts: "bleu_precisions" (1- to 4-gram, 0-100), "bleu_brevity_penalty" (0-1) and
+    "length_ratio" (predicted / reference tokens). Two models with the same precisions can
+    differ in BLEU by length alone (docs/t5.md): the parts say which it is."""
     import sacrebleu  # noqa: PLC0415 (metrics libraries load only when scoring)
     from rouge_score import rouge_scorer  # noqa: PLC0415
 
     if len(predictions) != len(references) or not predictions:
         raise ValueError(f"need as many predictions as references (got {len(predictions)} and {len(references)})")
     bleu = sacrebleu.metrics.BLEU()
-    result = {"bleu": bleu.corpus_score(predictions, [references]).score, "bleu_signature": str(bleu.get_signature())}
+    corpus = bleu.corpus_score(predictions, [references])
+    result = {"bleu": corpus.score, "bleu_signature": str(bleu.get_signature()),
+              "bleu_precisions": [float(p) for p in corpus.precisions], "bleu_brevity_penalty": float(corpus.bp),
+              "length_ratio": corpus.sys_len / corpus.ref_len}
     scorer = rouge_scorer.RougeScorer(list(ROUGE_TYPES), use_stemmer=True)
     per_example = [scorer.score(ref, pred) for pred, ref in zip(predictions, references)]
     for name in ROUGE_TYPES:

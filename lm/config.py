@@ -180,6 +180,9 @@ class Seq2SeqConfig:
     target_key: str = "targets"
     input_prefix: str = ""  # prepended to every input, e.g. "translate English to German: "
     test_files: str = ""  # local files for tools/evaluate.py --split=test
+    # The test split's reference fields when they are not target_key, comma separated (DialogSum's test file:
+    # "summary1,summary2,summary3"): BLEU and ROUGE score against all of them; the first is the target.
+    test_reference_keys: str = ""
     input_len: int = 128  # encoder tokens per row (longer inputs are truncated)
     target_len: int = 64  # decoder tokens per row; span corruption derives its own from input_len
     noise_density: float = 0.15  # span corruption: fraction of tokens masked ...
@@ -210,8 +213,8 @@ class FinetuneConfig:
     freeze_encoder: bool = False  # train the head (and pooler) only.
     layer_lr_decay: float = 1.0  # layer-wise learning-rate decay: layer i of N gets decay^(N - i); 1.0: off.
     init_checkpoint: str = "best"  # init_from a workdir: its best (by validation loss) or latest checkpoint.
-    # init_from for objectives that take every param (not classification): shrink and perturb (Ash & Adams,
-    # 2020). Each pretrained matrix starts as init_shrink * pretrained + init_perturb * a fresh init (norm
+    # init_from: shrink and perturb (Ash & Adams, 2020). Each pretrained matrix it takes (all, or the task's
+    # subtree: BERT's encoder) starts as init_shrink * pretrained + init_perturb * a fresh init (norm
     # scales and biases stay as trained). 1.0 and 0.0: the pretrained params unchanged.
     init_shrink: float = 1.0
     init_perturb: float = 0.0

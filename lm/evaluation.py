@@ -3,7 +3,8 @@ ROUGE-1/2/L (rouge-score), the measures of translation and summarisation.
 
 Scores are corpus BLEU (sacrebleu's defaults: 13a tokenisation, exact match; its signature
 is reported so the figure is reproducible) and the mean ROUGE F1 over examples with
-Porter stemming, both on a 0-100 scale. The lead baseline (the first sentences of the input)
+Porter stemming, both on a 0-100 scale. With several references per example (DialogSum's
+test split) BLEU counts matches against all of them and ROUGE takes the best one per example. The lead baseline (the first sentences of the input)
 is scored the same way, over the same examples.
 """
 
@@ -13,6 +14,7 @@ import dataclasses
 import json
 import os
 import re
+from typing import Sequence
 
 import numpy as np
 
@@ -25,19 +27,25 @@ ROUGE_TYPES = ("rouge1", "rouge2", "rougeL")
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+|\n+")
 
 
-def scores(predictions: list[str], references: list[str]) -> dict:
-    """{"bleu", "bleu_signature", "rouge1", "rouge2", "rougeL"}, on a 0-100 scale."""
+def scores(predictions: list[str], references: list[str] | list[Sequence[str]]) -> dict:
+    """{"bleu", "bleu_signature", "rouge1", "rouge2", "rougeL"}, on a 0-100 scale. `references`
+    holds one string per prediction, or one sequence of strings each (the same number for all):
+    BLEU counts n-gram matches against all of them, ROUGE takes the best-matching one."""
     import sacrebleu  # noqa: PLC0415 (metrics libraries load only when scoring)
     from rouge_score import rouge_scorer  # noqa: PLC0415
 
     if len(predictions) != len(references) or not predictions:
         raise ValueError(f"need as many predictions as references (got {len(predictions)} and {len(references)})")
+    per_example = [(ref,) if isinstance(ref, str) else tuple(ref) for ref in references]
+    if len({len(refs) for refs in per_example}) != 1:
+        raise ValueError("every prediction needs the same number of references")
     bleu = sacrebleu.metrics.BLEU()
-    result = {"bleu": bleu.corpus_score(predictions, [references]).score, "bleu_signature": str(bleu.get_signature())}
+    streams = [list(stream) for stream in zip(*per_example)]  # sacrebleu: one list per reference position
+    result = {"bleu": bleu.corpus_score(predictions, streams).score, "bleu_signature": str(bleu.get_signature())}
     scorer = rouge_scorer.RougeScorer(list(ROUGE_TYPES), use_stemmer=True)
-    per_example = [scorer.score(ref, pred) for pred, ref in zip(predictions, references)]
+    rouge = [scorer.score_multi(list(refs), pred) for pred, refs in zip(predictions, per_example)]
     for name in ROUGE_TYPES:
-        result[name] = 100.0 * float(np.mean([s[name].fmeasure for s in per_example]))
+        result[name] = 100.0 * float(np.mean([s[name].fmeasure for s in rouge]))
     return result
 
 
@@ -64,7 +72,7 @@ class Result:
     metrics: dict
     inputs: list[str]
     predictions: list[str]
-    references: list[str]
+    references: list  # a string per example, or a list of them (several references)
 
 
 def evaluate_workdir(workdir: str, split: str = "validation", beam_size: int = 0, length_penalty: float = -1.0,
@@ -90,15 +98,17 @@ def evaluate_workdir(workdir: str, split: str = "validation", beam_size: int = 0
     s2s = config.seq2seq
     decode_config = decoding.DecodeConfig(max_len=s2s.target_len, beam_size=beam_size or s2s.beam_size,
                                           length_penalty=s2s.length_penalty if length_penalty < 0 else length_penalty)
-    pairs = seq2seq_data.read_split(config, split)
+    pairs = seq2seq_data.read_examples(config, split)
     if max_examples:
         pairs = pairs[:max_examples]
-    inputs, references = [a for a, _ in pairs], [b for _, b in pairs]
+    inputs = [example[0] for example in pairs]
+    references = [example[1] if len(example) == 2 else list(example[1:]) for example in pairs]
     log(f"decoding {len(pairs)} {split} examples with step {run.step} of {workdir} "
         f"(beam {decode_config.beam_size}, length penalty {decode_config.length_penalty})")
     predictions = decoding.decode_texts(run.model, run.params, run.tokenizer, inputs, decode_config,
                                         input_len=s2s.input_len, batch_size=min(batch_size, len(inputs)))
     metrics = {**scores(predictions, references), "split": split, "step": run.step, "examples": len(pairs),
+               "references_per_example": len(pairs[0]) - 1,
                "beam_size": decode_config.beam_size, "length_penalty": decode_config.length_penalty}
     if lead_sentences:
         baseline = [lead(text[len(s2s.input_prefix):], lead_sentences) for text in inputs]

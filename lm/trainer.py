@@ -19,7 +19,7 @@ import jax
 from lm import checkpoint as checkpoint_lib
 from lm import config as config_lib
 from lm import metrics as metrics_lib
-from lm import distill, models, optimizer, sharding, steps, tasks, warm_start
+from lm import distill, init_from, models, optimizer, sharding, steps, tasks
 from lm import workdir as workdir_lib
 from lm.config import Config, ConfigError, ModelConfig
 
@@ -199,6 +199,8 @@ def train(config: Config, workdir: str, allow_config_change: bool = False) -> di
 
 def _train(config: Config, workdir: str, allow_config_change: bool, preemption: _Preemption) -> dict[str, float]:
     started = time.time()
+    if config.init_from and not os.path.isdir(os.path.join(workdir, "checkpoints")):
+        init_from.check(config)  # a wrong source fails here, before any data is read or anything compiles
     run = build(config)
     if jax.process_index() == 0:
         resolved = json.loads(json.dumps(dataclasses.asdict(dataclasses.replace(config, model=run.model_config))))
@@ -224,14 +226,8 @@ def _train(config: Config, workdir: str, allow_config_change: bool, preemption: 
         log(f"resumed from step {latest} ({checkpointer.directory})")
     else:
         state = run.init_fn()
-        subtree = getattr(run.task, "init_from_subtree", None)  # a task may take only part of the params
-        if config.init_from and subtree:
-            state = warm_start.load_subtree(state, config.init_from, subtree, config.finetune.init_checkpoint, log)
-        elif config.init_from:  # fine-tuning: pretrained params, fresh optimizer state and step
-            from lm import init_from  # noqa: PLC0415
-            state = state.replace(params=init_from.shrink_and_perturb(init_from.load_params(
-                config.init_from, run.abstract_state.params, run.state_shardings.params, log, run.model_config),
-                state.params, config.finetune.init_shrink, config.finetune.init_perturb, log))
+        if config.init_from:  # fine-tuning: pretrained params (a task may take only a subtree), fresh optimizer
+            state = init_from.restore(state, config, getattr(run.task, "init_from_subtree", None), log)
 
     writer = metrics_lib.MetricsWriter(workdir)
     step = int(jax.device_get(state.step))

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from lm import config as config_lib
-from lm import models, optimizer, trainer, warm_start
+from lm import init_from, models, optimizer, trainer
 from lm.data import glue, pairs
 from lm.tasks import classification, mlm_nsp
 
@@ -151,19 +151,28 @@ def test_partial_restore_takes_the_encoder_and_keeps_a_fresh_head(pretrained_wor
     config = finetune_config(init_from=pretrained_workdir)
     run = trainer.build(config)
     fresh = run.init_fn()
-    state = warm_start.load_subtree(fresh, pretrained_workdir, "encoder", log=lambda message: None)
-    pretrained, _, step = warm_start.read_params(pretrained_workdir)
-    assert step == 30
+    state = init_from.restore(fresh, config, "encoder", log=lambda message: None)
+    found = init_from.source(pretrained_workdir)
+    pretrained = init_from.read_params(found, log=lambda message: None)
+    assert found.step == 30
     same = jax.tree.map(lambda a, b: bool(np.array_equal(np.asarray(a), b)), state.params["encoder"],
                         pretrained["encoder"])
     assert all(jax.tree.leaves(same))
     assert np.array_equal(state.params["classifier_kernel"], fresh.params["classifier_kernel"])
     assert not np.array_equal(fresh.params["encoder"]["pooler_kernel"], pretrained["encoder"]["pooler_kernel"])
 
+    # Shrink and perturb reach the encoder too: matrices scaled, vectors as trained, head fresh.
+    shrunk_config = finetune_config(init_from=pretrained_workdir, **{"finetune.init_shrink": 0.5})
+    shrunk = init_from.restore(fresh, shrunk_config, "encoder", log=lambda message: None)
+    np.testing.assert_allclose(shrunk.params["encoder"]["pooler_kernel"], 0.5 * pretrained["encoder"]["pooler_kernel"],
+                               rtol=1e-6)
+    np.testing.assert_array_equal(shrunk.params["encoder"]["pooler_bias"], pretrained["encoder"]["pooler_bias"])
+    assert np.array_equal(shrunk.params["classifier_kernel"], fresh.params["classifier_kernel"])
+
     wider = dataclasses.replace(run.model_config, embed_dim=32, mlp_dim=64)
     shapes = jax.eval_shape(lambda: nn.meta.unbox(models.build(wider).init(jax.random.PRNGKey(0), *run.task.init_inputs())))
     with pytest.raises(config_lib.ConfigError, match=r"has shape \(64,\) in the checkpoint but \(32,\)"):
-        warm_start.replace_subtree(shapes["params"], pretrained, "encoder")
+        init_from.replace_params(shapes["params"]["encoder"], pretrained["encoder"], "encoder")
 
 
 def test_fine_tune_from_pretrained_writes_report(pretrained_workdir, tmp_path):
@@ -230,7 +239,7 @@ def test_bad_configs_are_refused_before_compiling():
     with pytest.raises(config_lib.ConfigError, match="model.num_classes=2"):
         classification.Classification(finetune_config(**{"model.num_classes": 3}))
     with pytest.raises(config_lib.ConfigError, match="does not exist"):
-        warm_start.resolve("/nonexistent/workdir")
+        init_from.source("/nonexistent/workdir")
 
 
 def test_mean_pooling_ignores_padding():
@@ -297,11 +306,16 @@ def test_lowercase_makes_an_uncased_tokenizer_and_inputs(tmp_path):
         bert_config(**{"data.lowercase": True, "train.objective": "causal_lm", "model.family": "gpt"})
 
 
-def test_fine_tuning_refuses_a_pretraining_run_of_the_other_casing(pretrained_workdir):
-    # bert_tiny (and so the fixture's run) is uncased
-    task = classification.Classification(finetune_config(init_from=pretrained_workdir, **{"data.lowercase": False}))
+def test_fine_tuning_refuses_a_pretraining_run_of_the_other_casing(pretrained_workdir, tmp_path):
+    # bert_tiny (and so the fixture's run) is uncased; the refusal comes before any data is read.
+    config = finetune_config(init_from=pretrained_workdir, **{"data.lowercase": False})
+    with pytest.raises(config_lib.ConfigError, match="data.lowercase=True, this run has False"):
+        init_from.check(config)
+    with pytest.raises(config_lib.ConfigError, match="model.family=bert run, this run is gpt"):
+        init_from.check(dataclasses.replace(config, model=dataclasses.replace(config.model, family="gpt")))
     with pytest.raises(config_lib.ConfigError, match="data.lowercase=True"):
-        task.prepare()
+        trainer.train(config, str(tmp_path / "cased"))
+    assert not os.path.exists(tmp_path / "cased" / "tokenizer.model"), "refused before preparing any data"
 
 
 def test_training_batches_carry_each_pairs_own_next_sentence_label():

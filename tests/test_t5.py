@@ -217,6 +217,21 @@ def test_beam_of_one_equals_greedy_and_rows_stop_at_eos():
     assert (np.asarray(wide[1]) >= np.asarray(beam_scores) - 1e-4).all()  # a wider beam never scores worse here
 
 
+def test_scanned_layers_decode_as_unrolled():
+    """model.scan_layers stacks each cache on a leading layer axis: beam search must reorder its rows there."""
+    from lm.interop import core
+
+    scanned_model, params = init(dataclasses.replace(TINY, scan_layers=True))
+    model, _ = init(TINY)
+    inputs = np.random.default_rng(0).integers(2, TINY.vocab_size, (2, 9)).astype(np.int32)
+    for search, config in ((decoding.greedy, GREEDY), (decoding.beam_search, dataclasses.replace(GREEDY, beam_size=3))):
+        ours = search(scanned_model, params, inputs, np.ones_like(inputs), config=config, start_id=0, eos_id=1)
+        unrolled = search(model, core.unstack_layers(params), inputs, np.ones_like(inputs), config=config,
+                          start_id=0, eos_id=1)
+        np.testing.assert_array_equal(ours[0], unrolled[0])
+        np.testing.assert_allclose(ours[1], unrolled[1], atol=1e-4)
+
+
 def test_bleu_and_rouge_against_hand_computed_values():
     prediction, reference = "the cat sat on the mat", "the cat is on the mat"
     result = evaluation.scores([prediction], [reference])

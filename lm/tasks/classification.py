@@ -1,6 +1,6 @@
 """Sentence(-pair) classification with a BERT encoder: a head on the pooled [CLS] output.
 
-The encoder usually starts from a pretraining run (`init_from`, lm/warm_start.py), whose
+The encoder usually starts from a pretraining run (`init_from`, lm/init_from.py), whose
 tokenizer this run then reuses. Evaluation sums a confusion matrix, so accuracy, precision,
 recall and F1 (of class 1 for two classes, macro-averaged for more) are exact over the whole
 validation split. The validation metric `finetune.select_metric` drives early stopping and
@@ -20,7 +20,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from lm import losses
+from lm import init_from, losses
 from lm.config import Config, ConfigError
 from lm.data import corpus as corpus_lib
 from lm.data import glue
@@ -50,19 +50,6 @@ def metrics_from_confusion(confusion: np.ndarray) -> dict[str, float]:
             "recall": pick(recall), "f1": pick(f1)}
 
 
-def _check_casing(pretraining_config_path: str, lowercase: bool) -> None:
-    """An uncased encoder fed cased text (or the reverse) sees pieces it never trained on; the
-    pretraining run's config.json says which it was."""
-    if not os.path.exists(pretraining_config_path):
-        return
-    with open(pretraining_config_path) as f:
-        pretrained_lowercase = bool(json.load(f).get("data", {}).get("lowercase", False))
-    if pretrained_lowercase != lowercase:
-        raise ConfigError(f"init_from's pretraining run has data.lowercase={pretrained_lowercase} but this run "
-                          f"data.lowercase={lowercase}: set --config.data.lowercase={pretrained_lowercase} so the "
-                          f"fine-tuning text is cased as the pretraining text was")
-
-
 class Classification:
     def __init__(self, config: Config):
         self.config = config
@@ -80,9 +67,8 @@ class Classification:
     def _tokenizer(self, train_texts) -> tokenizer_lib.Tokenizer:
         c = self.config
         if c.init_from:  # the pretrained encoder's embeddings only mean something with its own tokenizer
-            path = glue.workdir_tokenizer_path(c.init_from)
-            _check_casing(os.path.join(os.path.dirname(path), "config.json"), c.data.lowercase)
-            return tokenizer_lib.Tokenizer.load(path)
+            found = init_from.source(c.init_from, c.finetune.init_checkpoint)
+            return tokenizer_lib.Tokenizer.load(found.tokenizer_path)
         return tokenizer_lib.load_or_train(c.tokenizer, train_texts, f"glue:{c.finetune.task}:{c.finetune.tfds_name}",
                                            corpus_lib.cache_root(c.data))
 

@@ -11,7 +11,6 @@ is scored the same way, over the same examples.
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import re
 from typing import Sequence
@@ -19,6 +18,7 @@ from typing import Sequence
 import numpy as np
 
 from lm import decoding
+from lm import metrics as metrics_lib
 from lm import pretrained as pretrained_lib
 from lm.config import ConfigError
 from lm.data import seq2seq as seq2seq_data
@@ -54,19 +54,6 @@ def lead(text: str, sentences: int = 2) -> str:
     return " ".join([s.strip() for s in _SENTENCE_END.split(text) if s.strip()][:sentences])
 
 
-def best_step(workdir: str, available: list[int]) -> int:
-    """The checkpoint with the lowest logged validation loss, else the newest."""
-    losses = {}
-    path = os.path.join(workdir, "metrics.jsonl")
-    if os.path.exists(path):
-        with open(path) as f:
-            for line in f:
-                record = json.loads(line)
-                if "eval/loss" in record and record["step"] in available:
-                    losses[record["step"]] = record["eval/loss"]
-    return min(losses, key=losses.get) if losses else available[-1]
-
-
 @dataclasses.dataclass
 class Result:
     metrics: dict
@@ -89,12 +76,13 @@ def evaluate_workdir(workdir: str, split: str = "validation", beam_size: int = 0
                           f"seq2seq (text-to-text) runs: fine-tune one first (configs/finetune_multi30k.py)")
     from lm import checkpoint as checkpoint_lib  # noqa: PLC0415
 
-    checkpointer = checkpoint_lib.Checkpointer(os.path.join(workdir, "checkpoints"), config.checkpoint, lambda m: None)
+    checkpointer = checkpoint_lib.Checkpointer(os.path.join(workdir, "checkpoints"), config.checkpoint, lambda m: None,
+                                               read_only=True)
     available = checkpointer.all_steps()
     checkpointer.close()
     if not available:
         raise ConfigError(f"{workdir} has no checkpoint: train it first with tools/train.py")
-    run = pretrained_lib.load(workdir, step or best_step(workdir, available))
+    run = pretrained_lib.load(workdir, step or metrics_lib.best_step(workdir, available) or available[-1])
     s2s = config.seq2seq
     decode_config = decoding.DecodeConfig(max_len=s2s.target_len, beam_size=beam_size or s2s.beam_size,
                                           length_penalty=s2s.length_penalty if length_penalty < 0 else length_penalty)

@@ -19,7 +19,6 @@ checkpoints take over on resume.
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import os
 from typing import Callable
@@ -27,6 +26,8 @@ from typing import Callable
 import jax
 import numpy as np
 
+from lm import metrics as metrics_lib
+from lm import optimizer
 from lm.config import Config, ConfigError
 
 Log = Callable[[str], None]
@@ -47,20 +48,6 @@ class Source:
         return path
 
 
-def _best_step(workdir: str, steps: list[int]) -> int | None:
-    """The checkpointed step with the lowest eval/loss in the workdir's metrics.jsonl."""
-    path = os.path.join(workdir, "metrics.jsonl")
-    if not os.path.exists(path):
-        return None
-    losses = {}
-    with open(path) as f:
-        for line in f:
-            record = json.loads(line)
-            if "eval/loss" in record and record["step"] in steps and math.isfinite(record["eval/loss"]):
-                losses[record["step"]] = record["eval/loss"]
-    return min(losses, key=losses.get) if losses else None
-
-
 def source(path: str, which: str = "best") -> Source:
     """The run and checkpoint `path` names: a workdir, its checkpoints folder, or one step folder
     (that step). For a workdir, `which` is "best" (lowest validation loss among the kept
@@ -78,7 +65,7 @@ def source(path: str, which: str = "best") -> Source:
         steps = sorted(int(n) for n in os.listdir(directory) if n.isdigit())
         if not steps:
             raise ConfigError(f"init_from={path!r} holds no checkpoints: give a workdir that has trained")
-        best = _best_step(os.path.dirname(directory), steps) if which == "best" else None
+        best = metrics_lib.best_step(os.path.dirname(directory), steps) if which == "best" else None
         step = best if best is not None else steps[-1]
     workdir = os.path.dirname(directory)
     return Source(workdir, step, pretrained.read_config(workdir, require_tokenizer=False))
@@ -144,8 +131,8 @@ def replace_params(ours, theirs, prefix: str = ""):
 
 
 def shrink_and_perturb(pretrained_params, fresh_params, shrink: float, perturb: float, log: Log = lambda m: None):
-    """shrink * pretrained + perturb * fresh for every matrix (ndim >= 2, what weight decay reaches);
-    vectors (norm scales, biases) stay as trained.
+    """shrink * pretrained + perturb * fresh for every matrix and embedding (what weight decay
+    reaches, `optimizer.is_weight`); norm scales and biases stay as trained.
 
     Why: a small model warm-started from pretraining can lose to the same model from scratch
     because its trained weights are large and sharp, so fine-tuning's updates move them
@@ -155,7 +142,8 @@ def shrink_and_perturb(pretrained_params, fresh_params, shrink: float, perturb: 
     if shrink == 1.0 and perturb == 0.0:
         return pretrained_params
     log(f"init_from: shrink and perturb, {shrink} x pretrained + {perturb} x fresh init for every matrix")
-    return jax.tree.map(lambda p, f: shrink * p + perturb * f if p.ndim >= 2 else p, pretrained_params, fresh_params)
+    return jax.tree_util.tree_map_with_path(
+        lambda path, p, f: shrink * p + perturb * f if optimizer.is_weight(path) else p, pretrained_params, fresh_params)
 
 
 def restore(state, config: Config, subtree: str | None = None, log: Log = print):

@@ -6,6 +6,7 @@ import json
 import math
 import os
 import re
+import shutil
 
 import flax.linen as nn
 import jax
@@ -398,3 +399,48 @@ def test_overlap_head_scores_a_restated_segment_above_an_unrelated_one():
     plain = models.build(dataclasses.replace(cfg, nsp_head="pooled"))
     assert "nsp_overlap" not in jax.eval_shape(plain.init, jax.random.PRNGKey(0), restated, types, real)["params"], \
         "BERT's own head is the default"
+
+
+def test_pretraining_examples_do_not_depend_on_the_process_count():
+    """Each example's randomness (masks, NSP coin, partner) is drawn by its global index, before
+    the per-process slice: two processes together read exactly what one process reads."""
+    task = mlm_nsp.MlmNsp(bert_config())
+    data = task.prepare()
+
+    def rows(batch):
+        return sorted(tuple(np.asarray(batch[k][i]).tobytes() for k in sorted(batch)) for i in range(len(batch["inputs"])))
+
+    whole = next(task.train_iterator(data, 0, 1))
+    halves = [next(task.train_iterator(data, index, 2)) for index in range(2)]
+    assert rows(whole) == sorted(rows(halves[0]) + rows(halves[1]))
+    assert 0 < np.mean(whole["nsp_labels"]) < 1
+
+
+def test_fine_tuning_resumes_after_its_pretraining_workdir_is_gone(pretrained_workdir, tmp_path):
+    """A workdir is self-contained: on resume it reads its own tokenizer copy and checkpoints."""
+    source = tmp_path / "pretrained_copy"
+    shutil.copytree(pretrained_workdir, source)
+    workdir = str(tmp_path / "sst2")
+    trainer.train(finetune_config(init_from=str(source), **{"train.steps": 10}), workdir)
+    shutil.rmtree(source)
+    final = trainer.train(finetune_config(init_from=str(source), **{"train.steps": 20}), workdir)
+    assert "eval/accuracy" in final
+    assert max(r["step"] for r in _metrics(workdir)) == 20
+
+
+def test_from_scratch_tokenizers_are_cached_by_their_text(tmp_path):
+    """The tokenizer cache key is the training text itself: an uncased run never reuses a cased
+    run's tokenizer, and the same text finds the same tokenizer."""
+    for name in ("stsa.binary.train", "stsa.binary.dev"):  # the shipped sample is lowercase: give it capitals
+        lines = (SST2_SAMPLE / name).read_text().splitlines()
+        (tmp_path / name).write_text("".join(f"{line[:2]}{line[2:].capitalize()}\n" for line in lines))
+
+    def tokenizer(lowercase):
+        config = finetune_config(**{"data.lowercase": lowercase, "finetune.data_dir": str(tmp_path),
+                                    "data.cache_dir": str(tmp_path / "cache")})
+        return classification.Classification(config).prepare().tokenizer
+
+    cased, uncased = tokenizer(False), tokenizer(True)
+    assert cased.fingerprint != uncased.fingerprint
+    assert tokenizer(True).fingerprint == uncased.fingerprint
+    assert len(os.listdir(tmp_path / "cache" / "tokenizers")) == 2

@@ -106,6 +106,7 @@ def test_span_corruption_round_trip_and_statistics():
     noise_fraction, span_lengths = [], []
     for _ in range(300):
         tokens = rng.integers(4, 800, lengths.raw).astype(np.int32)
+        tokens[rng.integers(0, lengths.raw, 2)] = 3  # windows of the stream hold the EOS between documents
         mask = spans.noise_mask(lengths, rng)
         inputs, targets = spans.corrupt(tokens, mask, sentinels, eos_id=3)
         assert len(inputs) == lengths.inputs == 128 and len(targets) == lengths.targets

@@ -22,12 +22,9 @@ from __future__ import annotations
 
 import dataclasses
 import gzip
-import hashlib
 import json
-import os
 from typing import Sequence
 
-import grain
 import numpy as np
 
 from lm.config import Config, ConfigError
@@ -164,10 +161,8 @@ def load_tokenizer(config: Config, train_pairs) -> tokenizer_lib.Tokenizer:
 
         return tokenizer_lib.Tokenizer.load(
             init_from.source(config.init_from, config.finetune.init_checkpoint).tokenizer_path)
-    identity = hashlib.sha256(json.dumps([config.data.train_files, config.data.tfds_name, config.seq2seq.input_key,
-                                          config.seq2seq.target_key, len(train_pairs)]).encode()).hexdigest()
-    texts = (text for pair in train_pairs for text in pair)
-    return tokenizer_lib.load_or_train(config.tokenizer, texts, f"seq2seq:{identity}",
+    texts = [text for pair in train_pairs for text in pair]
+    return tokenizer_lib.load_or_train(config.tokenizer, texts, tokenizer_lib.text_identity("seq2seq", texts),
                                        corpus_lib.cache_root(config.data))
 
 
@@ -237,29 +232,6 @@ class PackedRows:
         members = self.plan[index] if index < len(self.plan) else []
         return pack_rows([(self.pairs.inputs[i], self.pairs.targets[i]) for i in members], self.input_len,
                          self.target_len, self.pad_id)
-
-
-def _check_batch(global_batch: int, process_count: int, what: str):
-    if global_batch % process_count:
-        raise ConfigError(f"{what}={global_batch} does not divide into {process_count} processes: "
-                          f"use a multiple of {process_count}")
-
-
-def batched(source, global_batch: int, process_index: int, process_count: int, *, seed: int | None,
-            prefetch: int = 4, random_map=None):
-    """Endless shuffled batches (seed given) or one ordered pass (seed None) of `source`."""
-    _check_batch(global_batch, process_count, "batch size")
-    dataset = grain.MapDataset.source(source)
-    if seed is not None:
-        if len(source) < global_batch:
-            raise ConfigError(f"the training split makes {len(source)} rows, fewer than train.batch_size="
-                              f"{global_batch}: give more data or lower the batch size")
-        dataset = dataset.shuffle(seed=seed).repeat()
-    if random_map is not None:
-        dataset = dataset.random_map(random_map, seed=seed or 0)
-    dataset = dataset[process_index::process_count].batch(global_batch // process_count, drop_remainder=True)
-    options = grain.ReadOptions(num_threads=min(2, max(prefetch, 1)), prefetch_buffer_size=max(prefetch, 1))
-    return dataset.to_iter_dataset(options)
 
 
 def train_rows(pairs: Pairs, input_len: int, target_len: int, pad_id: int, seed: int) -> PackedRows:

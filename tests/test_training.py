@@ -124,6 +124,21 @@ def test_z_loss_trains_without_dropout():
     assert not np.allclose(z_state.params["token_embed"]["embedding"], plain_state.params["token_embed"]["embedding"])
 
 
+def test_logged_learning_rate_is_the_one_applied_after_a_skipped_step():
+    cfg = config_lib.OptimizerConfig(warmup_steps=10, schedule="constant")
+    tx, lr = optimizer.build(cfg, 20), optimizer.schedule(cfg, 20)
+    model, state = _state(tx)
+    step = jax.jit(steps.make_train_step(model, TASK, tx, lr, inject_nan_at_steps=(2,)))
+    logged = []
+    for _ in range(3):
+        state, metrics = step(state, _batch())
+        logged.append((float(metrics["skipped"]), float(metrics["learning_rate"])))
+    # step 2 is skipped, so step 3 applies the optimizer's second update, at the schedule's value for count 1
+    assert [skipped for skipped, _ in logged] == [0.0, 1.0, 0.0]
+    assert [rate for _, rate in logged] == pytest.approx([float(lr(0)), float(lr(1)), float(lr(1))], rel=1e-5)
+    assert float(lr(1)) != pytest.approx(float(lr(2)), rel=1e-3)  # the schedule does move: the test can fail
+
+
 def test_train_step_lowers_the_loss_and_eval_step_agrees():
     cfg = config_lib.OptimizerConfig(learning_rate=1e-2, warmup_steps=0, schedule="constant")
     tx = optimizer.build(cfg, 50)

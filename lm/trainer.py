@@ -53,7 +53,7 @@ def _check_batch_layout(config: Config, mesh) -> None:
 class Run:
     """Everything a loop needs, built once from the config (before any compilation)."""
     config: Config
-    task: object  # lm/tasks: the objective's data, loss and metrics
+    task: tasks.Task  # the objective's data, loss and metrics
     model_config: ModelConfig
     corpus: object  # the task's prepared data (has .tokenizer)
     mesh: jax.sharding.Mesh

@@ -4,9 +4,9 @@ distribution's confidence. docs/t5.md uses it to show why span-corruption pretra
 not transfer: its encoder self-attention and cross-attention stay uniform, so the pretrained
 model is a decoder language model that never reads its input.
 
-The weights are recomputed from the captured inputs of each attention layer (the pre-norm
-outputs) and its query/key kernels, exactly as lm/layers.py scores them; the layers themselves
-stay free of probing code.
+Every `layers.Attention` sows its log-weights into the "intermediates" collection when the caller
+makes it mutable (training never does), so the probe reads the weights the model computed, with
+its rotary or relative positions, grouped-query heads and masks, scanned layers or not.
 """
 
 from __future__ import annotations
@@ -18,34 +18,42 @@ import numpy as np
 from lm import layers
 
 
-def attention_entropy(queries_in_BLD, keys_in_BSD, attention_params, mask_B1LS, bias_BHLS=None):
+def attention_entropy(log_weights_BHLS):
     """(entropy of the attention weights [B, H, L], entropy of uniform weights over the same
-    unmasked keys [B, H, L]), in nats."""
-    query_BHLE = jnp.einsum("BLD,DHE->BHLE", queries_in_BLD, attention_params["query"])
-    key_BHSE = jnp.einsum("BSD,DHE->BHSE", keys_in_BSD, attention_params["key"])
-    scores_BHLS = jnp.einsum("BHLE,BHSE->BHLS", query_BHLE, key_BHSE) * query_BHLE.shape[-1] ** -0.5
-    if bias_BHLS is not None:
-        scores_BHLS += bias_BHLS
-    log_weights = jax.nn.log_softmax(jnp.where(mask_B1LS, scores_BHLS, layers.NEG_INF), axis=-1)
-    entropy_BHL = -jnp.sum(jnp.exp(log_weights) * log_weights, axis=-1)
-    uniform_B1L = jnp.log(jnp.maximum(jnp.sum(mask_B1LS, axis=-1), 1))
-    return entropy_BHL, jnp.broadcast_to(uniform_B1L, entropy_BHL.shape)
+    unmasked keys [B, H, L]), in nats. Masked keys carry log-weights near layers.NEG_INF."""
+    entropy_BHL = -jnp.sum(jnp.exp(log_weights_BHLS) * log_weights_BHLS, axis=-1)
+    keys_BHL = jnp.sum(log_weights_BHLS > layers.NEG_INF / 2, axis=-1)
+    return entropy_BHL, jnp.log(jnp.maximum(keys_BHL, 1).astype(jnp.float32))
 
 
-def probe(model_config, model, params, batch) -> dict[str, float]:
+def sown_attention(intermediates):
+    """{(stack, layer index, "self" | "cross"): log-weights [B, H, L, S]} from the collection
+    `layers.Attention` sows into; a scanned stack's weights are split back into layers."""
+    found = {}
+    for path, value in jax.tree_util.tree_flatten_with_path(intermediates)[0]:
+        names = [str(getattr(key, "key", "")) for key in path]
+        if "attention_log_weights" not in names:
+            continue
+        stack = names[0]
+        kind = "cross" if "cross_attention" in names else "self"
+        layer = next((n for n in names if n.startswith("layer_")), None)
+        if layer is not None:
+            found[(stack, int(layer[len("layer_"):]), kind)] = value
+        else:  # nn.scan stacks the layers on a leading axis
+            for index in range(value.shape[0]):
+                found[(stack, index, kind)] = value[index]
+    return found
+
+
+def probe(model, params, batch) -> dict[str, float]:
     """On one packed seq2seq batch (lm/data/seq2seq.py rows): target NLL and accuracy, the mean
     per-token logit standard deviation and top probability, and for every attention layer
     "<stack>.layer_<i>.<self|cross>" its mean entropy and "...uniform" the uniform baseline,
     averaged over heads and real (non-padding) queries."""
-    if model_config.scan_layers:
-        raise ValueError("the attention probe reads each layer's captured inputs: probe a model with "
-                         "model.scan_layers=false")
     b = {name: jnp.asarray(value) for name, value in batch.items()}
     logits, state = model.apply({"params": params}, b["encoder_inputs"], b["decoder_inputs"],
                                 b["encoder_segment_ids"], b["encoder_positions"], b["decoder_segment_ids"],
-                                b["decoder_positions"], capture_intermediates=True, mutable=["intermediates"])
-    captured = state["intermediates"]
-    out = lambda *path: _get(captured, path)  # noqa: E731
+                                b["decoder_positions"], mutable=["intermediates"])
     real_targets = np.asarray(b["decoder_weights"]) > 0
     log_probs = jax.nn.log_softmax(logits, axis=-1)
     nll = -jnp.take_along_axis(log_probs, b["decoder_targets"][..., None], axis=-1)[..., 0]
@@ -53,32 +61,11 @@ def probe(model_config, model, params, batch) -> dict[str, float]:
               "logit_std": jnp.std(logits, axis=-1), "max_prob": jnp.max(jnp.exp(log_probs), axis=-1)}
     result = {name: float(np.asarray(value)[real_targets].mean()) for name, value in result.items()}
 
-    encoder_segments, decoder_segments = b["encoder_segment_ids"], b["decoder_segment_ids"]
-    relative = model_config.positions == "relative"
-    stacks = {"encoder": (model_config.num_layers, encoder_segments, False),
-              "decoder": (model_config.num_decoder_layers or model_config.num_layers, decoder_segments, True)}
-    for stack, (depth, segments, causal) in stacks.items():
-        mask = layers.attention_mask(segments, segments, causal=causal)
-        bias = out(f"{stack}_position_bias") if relative else None
-        real_queries = np.asarray(segments) > 0
-        for i in range(depth):
-            names = [("self", "attention_norm", "self_attention", None)]
-            if stack == "decoder":
-                names.append(("cross", "cross_attention_norm", "cross_attention", out("encoder_norm")))
-            for kind, norm, attention, keys_in in names:
-                queries_in = out(stack, f"layer_{i}", norm)
-                kind_mask = mask if kind == "self" else layers.attention_mask(segments, encoder_segments, causal=False)
-                entropy, uniform = attention_entropy(queries_in, queries_in if keys_in is None else keys_in,
-                                                     params[stack][f"layer_{i}"][attention], kind_mask,
-                                                     bias if kind == "self" else None)
-                key = f"{stack}.layer_{i}.{kind}"
-                result[key] = float(np.asarray(entropy.mean(axis=1))[real_queries].mean())
-                result[key + ".uniform"] = float(np.asarray(uniform.mean(axis=1))[real_queries].mean())
+    real_queries = {"encoder": np.asarray(b["encoder_segment_ids"]) > 0,
+                    "decoder": np.asarray(b["decoder_segment_ids"]) > 0}
+    for (stack, index, kind), log_weights in sorted(sown_attention(state["intermediates"]).items()):
+        entropy, uniform = attention_entropy(log_weights)
+        key = f"{stack}.layer_{index}.{kind}"
+        result[key] = float(np.asarray(entropy.mean(axis=1))[real_queries[stack]].mean())
+        result[key + ".uniform"] = float(np.asarray(uniform.mean(axis=1))[real_queries[stack]].mean())
     return result
-
-
-def _get(captured, path):
-    node = captured
-    for name in path:
-        node = node[name]
-    return node["__call__"][0]

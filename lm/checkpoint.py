@@ -23,6 +23,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
+from jax.experimental import multihost_utils
 from orbax.checkpoint import checkpoint_managers
 
 from lm.config import CheckpointConfig
@@ -70,7 +71,10 @@ def fingerprint(state, data_state: dict | None = None) -> dict:
 
 class Checkpointer:
     def __init__(self, directory: str, config: CheckpointConfig, log: Callable[[str], None] = print,
-                 best_metric: str = "eval/loss", higher_is_better: bool = False):
+                 best_metric: str = "eval/loss", higher_is_better: bool = False, read_only: bool = False):
+        """`read_only` for readers of another run's checkpoints (evaluation, generation, init_from):
+        they must neither create the directory nor clean up the temporary directory of a save
+        that run may have in flight."""
         policies = [checkpoint_managers.LatestN(n=config.keep)]
         if config.keep_best:
             sign = 1.0 if higher_is_better else -1.0
@@ -78,7 +82,8 @@ class Checkpointer:
                 get_metric_fn=lambda metrics: sign * metrics[best_metric], n=1, keep_checkpoints_without_metrics=False))
         options = ocp.CheckpointManagerOptions(
             preservation_policy=checkpoint_managers.AnyPreservationPolicy(policies),
-            enable_async_checkpointing=config.async_save, create=True, cleanup_tmp_directories=True)
+            enable_async_checkpointing=config.async_save and not read_only, create=not read_only,
+            cleanup_tmp_directories=not read_only, read_only=read_only)
         self.directory = os.path.abspath(directory)
         self.corrupt_directory = self.directory.rstrip("/") + ".corrupt"
         self.log = log
@@ -158,6 +163,8 @@ class Checkpointer:
         if jax.process_index() == 0:
             os.makedirs(self.corrupt_directory, exist_ok=True)
             shutil.move(os.path.join(self.directory, str(step)), target)
+        if jax.process_count() > 1:  # every host re-reads the directory only once the move is done
+            multihost_utils.sync_global_devices(f"checkpoint {step} moved aside")
         self.manager.reload()
         return target
 

@@ -119,7 +119,7 @@ class OptimizerConfig:
 
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
-    objective: str = "causal_lm"  # what the run trains for (lm/tasks): causal_lm | mlm_nsp | classification
+    objective: str = "causal_lm"  # what the run trains for (lm/tasks), one of _CHOICES["train.objective"]
     steps: int = 1000
     batch_size: int = 32  # global, across all devices and hosts.
     microbatches: int = 1  # gradient accumulation: batch_size is split into this many.
@@ -180,6 +180,9 @@ class Seq2SeqConfig:
     target_key: str = "targets"
     input_prefix: str = ""  # prepended to every input, e.g. "translate English to German: "
     test_files: str = ""  # local files for tools/evaluate.py --split=test
+    # The test split's reference fields when they are not target_key, comma separated (DialogSum's test file:
+    # "summary1,summary2,summary3"): BLEU and ROUGE score against all of them; the first is the target.
+    test_reference_keys: str = ""
     input_len: int = 128  # encoder tokens per row (longer inputs are truncated)
     target_len: int = 64  # decoder tokens per row; span corruption derives its own from input_len
     noise_density: float = 0.15  # span corruption: fraction of tokens masked ...
@@ -210,8 +213,8 @@ class FinetuneConfig:
     freeze_encoder: bool = False  # train the head (and pooler) only.
     layer_lr_decay: float = 1.0  # layer-wise learning-rate decay: layer i of N gets decay^(N - i); 1.0: off.
     init_checkpoint: str = "best"  # init_from a workdir: its best (by validation loss) or latest checkpoint.
-    # init_from for objectives that take every param (not classification): shrink and perturb (Ash & Adams,
-    # 2020). Each pretrained matrix starts as init_shrink * pretrained + init_perturb * a fresh init (norm
+    # init_from: shrink and perturb (Ash & Adams, 2020). Each pretrained matrix it takes (all, or the task's
+    # subtree: BERT's encoder) starts as init_shrink * pretrained + init_perturb * a fresh init (norm
     # scales and biases stay as trained). 1.0 and 0.0: the pretrained params unchanged.
     init_shrink: float = 1.0
     init_perturb: float = 0.0
@@ -229,13 +232,12 @@ class Config:
     mesh: MeshConfig = MeshConfig()
     distill: DistillConfig = DistillConfig()
     seq2seq: Seq2SeqConfig = Seq2SeqConfig()
-    # Start from the params of a trained run: a workdir (its newest checkpoint) or a checkpoint
-    # directory (<workdir>/checkpoints/<step>); empty: from scratch. Ignored on resume.
     mlm: MlmConfig = MlmConfig()
     finetune: FinetuneConfig = FinetuneConfig()
-    # Start from the params of a trained run: a workdir or one of its checkpoints
-    # (<workdir>/checkpoints/<step>); empty: from scratch. Ignored on resume. A classifier takes
-    # only the encoder (its head starts fresh); other objectives take every parameter.
+    # Start from the params of a trained run (lm/init_from.py): a workdir (its best or latest
+    # checkpoint, finetune.init_checkpoint) or one of its checkpoints (<workdir>/checkpoints/<step>);
+    # empty: from scratch. Ignored on resume. A classifier takes only the encoder (its head starts
+    # fresh); other objectives take every parameter.
     init_from: str = ""
 
 
@@ -451,6 +453,13 @@ def _validate_bert(config: Config) -> None:
                           f"{objective}: lowercase the corpus files instead, or drop data.lowercase")
     if not 0.0 < config.finetune.layer_lr_decay <= 1.0:
         raise ConfigError(f"finetune.layer_lr_decay must be in (0, 1] (1.0: off), got {config.finetune.layer_lr_decay}")
+    if config.finetune.layer_lr_decay < 1.0 and m.scan_layers:
+        raise ConfigError("finetune.layer_lr_decay tells layers apart by their layer_<i> names, which a scanned stack "
+                          "does not have: set model.scan_layers=false to use it")
+    if m.family == "bert" and (m.positions != "learned" or config.data.seq_len > m.max_len):
+        raise ConfigError(f"model.family=bert uses a learned position table of model.max_len={m.max_len} rows: set "
+                          f"model.positions='learned' (got {m.positions!r}) and data.seq_len <= model.max_len "
+                          f"(got {config.data.seq_len})")
     if not 0.0 < config.finetune.init_shrink <= 1.0 or config.finetune.init_perturb < 0.0:
         raise ConfigError(f"finetune.init_shrink must be in (0, 1] and finetune.init_perturb >= 0 (1.0 and 0.0: the "
                           f"pretrained params as they are), got {config.finetune.init_shrink} and "

@@ -113,10 +113,16 @@ def _length_norm(length, alpha: float):
 
 
 def _gather_beams(tree, origin_BW, batch: int, beam: int):
-    """Reorders every leaf's flattened [B * W, ...] leading axis by origin beam; scalars
-    (the cache's write index) are shared by all rows and stay."""
+    """Reorders every cache leaf's [B * W] rows by origin beam. The rows are the leading axis, or
+    the second in a scanned stack (`model.scan_layers`: the layer axis leads); the write indices
+    have no rows and stay."""
     flat = (origin_BW + jnp.arange(batch)[:, None] * beam).reshape(-1)
-    return jax.tree.map(lambda x: x if x.ndim == 0 else jnp.take(x, flat, axis=0), tree)
+
+    def gather(path, x):
+        axis = 1 if any(getattr(key, "key", None) == "layers" for key in path) else 0
+        return x if x.ndim <= axis else jnp.take(x, flat, axis=axis)
+
+    return jax.tree_util.tree_map_with_path(gather, tree)
 
 
 @functools.partial(jax.jit, static_argnames=("model", "config"))

@@ -48,7 +48,7 @@ def make_train_step(model, task, teacher_model, tx, learning_rate, temperature: 
     def loss_sums(model, params, batch, rng, deterministic):
         logits, labels, weights = task.predictions(model, params, batch, rng, deterministic)
         return distillation_loss(logits, batch["teacher_logits"], labels, weights,
-                                 temperature, alpha, 0.0 if deterministic else z_loss)
+                                 temperature, alpha, z_loss)
 
     student_step = steps.make_train_step(model, _ReportingSoftAndHard(task), tx, learning_rate, microbatches,
                                          dropout, inject_nan_at_steps, loss_sums=loss_sums)

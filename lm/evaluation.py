@@ -3,20 +3,22 @@ ROUGE-1/2/L (rouge-score), the measures of translation and summarisation.
 
 Scores are corpus BLEU (sacrebleu's defaults: 13a tokenisation, exact match; its signature
 is reported so the figure is reproducible) and the mean ROUGE F1 over examples with
-Porter stemming, both on a 0-100 scale. The lead baseline (the first sentences of the input)
+Porter stemming, both on a 0-100 scale. With several references per example (DialogSum's
+test split) BLEU counts matches against all of them and ROUGE takes the best one per example. The lead baseline (the first sentences of the input)
 is scored the same way, over the same examples.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import re
+from typing import Sequence
 
 import numpy as np
 
 from lm import decoding
+from lm import metrics as metrics_lib
 from lm import pretrained as pretrained_lib
 from lm.config import ConfigError
 from lm.data import seq2seq as seq2seq_data
@@ -25,25 +27,31 @@ ROUGE_TYPES = ("rouge1", "rouge2", "rougeL")
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+|\n+")
 
 
-def scores(predictions: list[str], references: list[str]) -> dict:
-    """{"bleu", "bleu_signature", "rouge1", "rouge2", "rougeL"}, on a 0-100 scale, plus BLEU's
-    parts: "bleu_precisions" (1- to 4-gram, 0-100), "bleu_brevity_penalty" (0-1) and
-    "length_ratio" (predicted / reference tokens). Two models with the same precisions can
-    differ in BLEU by length alone (docs/t5.md): the parts say which it is."""
+def scores(predictions: list[str], references: list[str] | list[Sequence[str]]) -> dict:
+    """{"bleu", "bleu_signature", "rouge1", "rouge2", "rougeL"}, on a 0-100 scale. `references`
+    holds one string per prediction, or one sequence of strings each (the same number for all):
+    BLEU counts n-gram matches against all of them, ROUGE takes the best-matching one.
+    Also BLEU's parts: "bleu_precisions" (1- to 4-gram, 0-100), "bleu_brevity_penalty" (0-1)
+    and "length_ratio" (predicted tokens / sacrebleu's reference length). Two models with the
+    same precisions can differ in BLEU by length alone (docs/t5.md): the parts say which."""
     import sacrebleu  # noqa: PLC0415 (metrics libraries load only when scoring)
     from rouge_score import rouge_scorer  # noqa: PLC0415
 
     if len(predictions) != len(references) or not predictions:
         raise ValueError(f"need as many predictions as references (got {len(predictions)} and {len(references)})")
+    per_example = [(ref,) if isinstance(ref, str) else tuple(ref) for ref in references]
+    if len({len(refs) for refs in per_example}) != 1:
+        raise ValueError("every prediction needs the same number of references")
     bleu = sacrebleu.metrics.BLEU()
-    corpus = bleu.corpus_score(predictions, [references])
+    streams = [list(stream) for stream in zip(*per_example)]  # sacrebleu: one list per reference position
+    corpus = bleu.corpus_score(predictions, streams)
     result = {"bleu": corpus.score, "bleu_signature": str(bleu.get_signature()),
               "bleu_precisions": [float(p) for p in corpus.precisions], "bleu_brevity_penalty": float(corpus.bp),
               "length_ratio": corpus.sys_len / corpus.ref_len}
     scorer = rouge_scorer.RougeScorer(list(ROUGE_TYPES), use_stemmer=True)
-    per_example = [scorer.score(ref, pred) for pred, ref in zip(predictions, references)]
+    rouge = [scorer.score_multi(list(refs), pred) for pred, refs in zip(predictions, per_example)]
     for name in ROUGE_TYPES:
-        result[name] = 100.0 * float(np.mean([s[name].fmeasure for s in per_example]))
+        result[name] = 100.0 * float(np.mean([s[name].fmeasure for s in rouge]))
     return result
 
 
@@ -52,25 +60,12 @@ def lead(text: str, sentences: int = 2) -> str:
     return " ".join([s.strip() for s in _SENTENCE_END.split(text) if s.strip()][:sentences])
 
 
-def best_step(workdir: str, available: list[int]) -> int:
-    """The checkpoint with the lowest logged validation loss, else the newest."""
-    losses = {}
-    path = os.path.join(workdir, "metrics.jsonl")
-    if os.path.exists(path):
-        with open(path) as f:
-            for line in f:
-                record = json.loads(line)
-                if "eval/loss" in record and record["step"] in available:
-                    losses[record["step"]] = record["eval/loss"]
-    return min(losses, key=losses.get) if losses else available[-1]
-
-
 @dataclasses.dataclass
 class Result:
     metrics: dict
     inputs: list[str]
     predictions: list[str]
-    references: list[str]
+    references: list  # a string per example, or a list of them (several references)
 
 
 def evaluate_workdir(workdir: str, split: str = "validation", beam_size: int = 0, length_penalty: float = -1.0,
@@ -87,24 +82,27 @@ def evaluate_workdir(workdir: str, split: str = "validation", beam_size: int = 0
                           f"seq2seq (text-to-text) runs: fine-tune one first (configs/finetune_multi30k.py)")
     from lm import checkpoint as checkpoint_lib  # noqa: PLC0415
 
-    checkpointer = checkpoint_lib.Checkpointer(os.path.join(workdir, "checkpoints"), config.checkpoint, lambda m: None)
+    checkpointer = checkpoint_lib.Checkpointer(os.path.join(workdir, "checkpoints"), config.checkpoint, lambda m: None,
+                                               read_only=True)
     available = checkpointer.all_steps()
     checkpointer.close()
     if not available:
         raise ConfigError(f"{workdir} has no checkpoint: train it first with tools/train.py")
-    run = pretrained_lib.load(workdir, step or best_step(workdir, available))
+    run = pretrained_lib.load(workdir, step or metrics_lib.best_step(workdir, available) or available[-1])
     s2s = config.seq2seq
     decode_config = decoding.DecodeConfig(max_len=s2s.target_len, beam_size=beam_size or s2s.beam_size,
                                           length_penalty=s2s.length_penalty if length_penalty < 0 else length_penalty)
-    pairs = seq2seq_data.read_split(config, split)
+    pairs = seq2seq_data.read_examples(config, split)
     if max_examples:
         pairs = pairs[:max_examples]
-    inputs, references = [a for a, _ in pairs], [b for _, b in pairs]
+    inputs = [example[0] for example in pairs]
+    references = [example[1] if len(example) == 2 else list(example[1:]) for example in pairs]
     log(f"decoding {len(pairs)} {split} examples with step {run.step} of {workdir} "
         f"(beam {decode_config.beam_size}, length penalty {decode_config.length_penalty})")
     predictions = decoding.decode_texts(run.model, run.params, run.tokenizer, inputs, decode_config,
                                         input_len=s2s.input_len, batch_size=min(batch_size, len(inputs)))
     metrics = {**scores(predictions, references), "split": split, "step": run.step, "examples": len(pairs),
+               "references_per_example": len(pairs[0]) - 1,
                "beam_size": decode_config.beam_size, "length_penalty": decode_config.length_penalty}
     if lead_sentences:
         baseline = [lead(text[len(s2s.input_prefix):], lead_sentences) for text in inputs]

@@ -89,7 +89,6 @@ def _compiled(model, gen: GenerationConfig, return_logits: bool, prepare_params:
     def start(params, prompt_BP, positions_BP, segments_BP, rng):
         params = prepare_params(params)
         batch, width = prompt_BP.shape
-        total = width + gen.max_new_tokens
         tokens_BS = jnp.concatenate([prompt_BP, jnp.full((batch, gen.max_new_tokens), gen.pad_id, jnp.int32)], 1)
         lengths_B1 = jnp.sum(segments_BP > 0, axis=1, keepdims=True)
         positions_BS = jnp.concatenate([positions_BP, lengths_B1 + jnp.arange(gen.max_new_tokens)], 1)

@@ -1,61 +1,138 @@
-"""Starting a run from another run's parameters (`init_from`): fine-tuning a pretrained model.
+"""`init_from`: start a run from another run's parameters (fine-tuning, warm starts), one path
+for every family.
 
-Only the params are taken; the optimizer state and the step start fresh, and the fine-tuning
-run's own checkpoints take over on resume. The model shapes must match the pretrained run's
-(a config built on the same model config, e.g. configs/finetune_multi30k.py on t5_tiny).
+- `source(path)` finds the run: a workdir, its checkpoints folder or one step folder, and
+  which checkpoint (`finetune.init_checkpoint`: best by validation loss, or latest).
+- `check_compatible` compares its config.json with this run's before any data is read or
+  anything compiles: the settings that change what the params compute without changing a
+  shape (casing of the text the tokenizer saw, the decoder's output scaling) and the family.
+- `restore` reads its params into the source run's own shapes (rebuilt from its config.json,
+  verified against the checkpoint's fingerprint), checks every leaf against this model's
+  shape (an error names the parameter and both shapes), and replaces the task's subtree
+  (BERT fine-tuning: `encoder`; the head stays fresh) or every param (seq2seq fine-tuning).
+  Matrices may then be shrunk and perturbed (`finetune.init_shrink`, `finetune.init_perturb`).
+
+Only params are taken: the optimizer state and the step start fresh, and the new run's own
+checkpoints take over on resume.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import math
 import os
+from typing import Callable
 
 import jax
+import numpy as np
 
-from lm.config import ConfigError
+from lm import metrics as metrics_lib
+from lm import optimizer
+from lm.config import Config, ConfigError
+
+Log = Callable[[str], None]
 
 
-def resolve(path: str) -> tuple[str, int]:
-    """(workdir, step) for a workdir (step 0: its newest checkpoint) or a checkpoint directory
-    <workdir>/checkpoints/<step>."""
+@dataclasses.dataclass(frozen=True)
+class Source:
+    workdir: str
+    step: int
+    config: Config  # the source run's config.json (tokenizer path: its own copy, if it has one)
+
+    @property
+    def tokenizer_path(self) -> str:
+        path = os.path.join(self.workdir, "tokenizer.model")
+        if not os.path.exists(path):
+            raise ConfigError(f"init_from: {self.workdir} has no tokenizer.model; its params only mean something with "
+                              f"the tokenizer they were trained with: copy it there (tools/convert.py --tokenizer)")
+        return path
+
+
+def source(path: str, which: str = "best") -> Source:
+    """The run and checkpoint `path` names: a workdir, its checkpoints folder, or one step folder
+    (that step). For a workdir, `which` is "best" (lowest validation loss among the kept
+    checkpoints; the newest if none was evaluated) or "latest"."""
     from lm import pretrained  # noqa: PLC0415 (pretrained imports the task registry)
 
-    workdir, step = pretrained.split_checkpoint_path(os.path.abspath(path))
-    if not os.path.isdir(workdir):
-        raise ConfigError(f"init_from={path!r} does not exist: give a trained workdir or <workdir>/checkpoints/<step>")
-    return workdir, step
+    path = os.path.abspath(path)
+    if not os.path.isdir(path):
+        raise ConfigError(f"init_from={path!r} does not exist: give a trained workdir or one of its checkpoints")
+    name = os.path.basename(path.rstrip("/"))
+    if name.isdigit() and os.path.basename(os.path.dirname(path)) == "checkpoints":
+        directory, step = os.path.dirname(path), int(name)
+    else:
+        directory = os.path.join(path, "checkpoints") if os.path.isdir(os.path.join(path, "checkpoints")) else path
+        steps = sorted(int(n) for n in os.listdir(directory) if n.isdigit())
+        if not steps:
+            raise ConfigError(f"init_from={path!r} holds no checkpoints: give a workdir that has trained")
+        best = metrics_lib.best_step(os.path.dirname(directory), steps) if which == "best" else None
+        step = best if best is not None else steps[-1]
+    workdir = os.path.dirname(directory)
+    return Source(workdir, step, pretrained.read_config(workdir, require_tokenizer=False))
 
 
-def load_params(path: str, abstract_params, param_shardings, log=lambda message: None, model_config=None):
-    """The pretrained params, checked against this run's parameter shapes (and, given this run's
-    `model_config`, the settings that change the function without changing a shape) and placed
-    with its shardings."""
-    from lm import pretrained  # noqa: PLC0415 (pretrained imports the task registry)
-
-    workdir, step = resolve(path)
-    source = pretrained.load(workdir, step)
-    theirs = source.config.model.scale_decoder_outputs
-    if model_config is not None and model_config.scale_decoder_outputs != theirs:
-        raise ConfigError(f"init_from={path!r} was trained with model.scale_decoder_outputs={theirs}, this run has "
-                          f"{model_config.scale_decoder_outputs}: set it as the pretrained run did "
-                          f"({workdir}/config.json), or every logit is off by a factor of sqrt(embed_dim)")
-    want = jax.tree_util.tree_flatten_with_path(abstract_params)[0]
-    have = dict((jax.tree_util.keystr(p), x) for p, x in jax.tree_util.tree_flatten_with_path(source.params)[0])
-    for key_path, leaf in want:
-        name = jax.tree_util.keystr(key_path)
-        if name not in have or have[name].shape != leaf.shape:
-            found = "missing" if name not in have else f"shape {have[name].shape}"
-            raise ConfigError(f"init_from={path!r}: parameter {name} is {found} there but {leaf.shape} here; the "
-                              f"model config must match the pretrained run's ({workdir}/config.json)")
-    if len(have) != len(want):
-        raise ConfigError(f"init_from={path!r} has {len(have)} parameter arrays, this model {len(want)}: "
-                          f"the model config must match the pretrained run's ({workdir}/config.json)")
-    log(f"init_from: params of {workdir} step {source.step}")
-    return jax.device_put(source.params, param_shardings)
+def check_compatible(theirs: Config, ours: Config, where: str) -> None:
+    """Refuses what no param shape would catch. `where` names the source run in the errors."""
+    fix = f"set it as the pretrained run did ({where}/config.json)"
+    if theirs.model.family != ours.model.family:
+        raise ConfigError(f"init_from: {where} is a model.family={theirs.model.family} run, this run is "
+                          f"{ours.model.family}: point init_from at a run of the same family")
+    if theirs.data.lowercase != ours.data.lowercase:
+        raise ConfigError(f"init_from: {where} was trained with data.lowercase={theirs.data.lowercase}, this run has "
+                          f"{ours.data.lowercase}: {fix} (--config.data.lowercase={theirs.data.lowercase}), so the text "
+                          f"is cased as the text its tokenizer and embeddings saw")
+    if theirs.model.scale_decoder_outputs != ours.model.scale_decoder_outputs:
+        raise ConfigError(f"init_from: {where} was trained with model.scale_decoder_outputs="
+                          f"{theirs.model.scale_decoder_outputs}, this run has {ours.model.scale_decoder_outputs}: "
+                          f"{fix}, or every logit is off by a factor of sqrt(embed_dim)")
 
 
-def shrink_and_perturb(pretrained_params, fresh_params, shrink: float, perturb: float, log=lambda message: None):
-    """shrink * pretrained + perturb * fresh for every matrix (ndim >= 2, what weight decay reaches);
-    vectors (norm scales, biases) stay as trained.
+def check(config: Config) -> Source:
+    """The source of `config.init_from`, checked against `config` (cheap: reads JSON only)."""
+    found = source(config.init_from, config.finetune.init_checkpoint)
+    check_compatible(found.config, config, found.workdir)
+    return found
+
+
+def read_params(found: Source, log: Log = print):
+    """The source checkpoint's params as numpy arrays, restored into its own shapes and verified."""
+    from lm import pretrained  # noqa: PLC0415
+
+    _, _, params, _ = pretrained.restore_params(found.workdir, found.config, found.step, log=log)
+    return jax.tree.map(np.asarray, params)
+
+
+def subtree_of(params, subtree: str):
+    if subtree not in params:
+        raise ConfigError(f"the init_from checkpoint has no '{subtree}' parameters (it has {sorted(params)}): "
+                          f"point init_from at a run of the same model family")
+    return params[subtree]
+
+
+def replace_params(ours, theirs, prefix: str = ""):
+    """`theirs` placed like `ours` (same dtypes and shardings), after checking leaf by leaf that
+    the two trees match (ConfigError naming the parameter, `prefix` first, and both shapes)."""
+    flat_ours = jax.tree_util.tree_flatten_with_path(ours)[0]
+    flat_theirs = {jax.tree_util.keystr(p): leaf for p, leaf in jax.tree_util.tree_flatten_with_path(theirs)[0]}
+    names = {jax.tree_util.keystr(p) for p, _ in flat_ours}
+    missing, extra = sorted(names - set(flat_theirs)), sorted(set(flat_theirs) - names)
+    if missing or extra:
+        raise ConfigError(f"init_from: the checkpoint's params do not match this model: missing {missing[:3]}, "
+                          f"unexpected {extra[:3]}; give model.num_layers and the other shapes of the pretrained run")
+    for path, leaf in flat_ours:
+        key = jax.tree_util.keystr(path)
+        if tuple(flat_theirs[key].shape) != tuple(leaf.shape):
+            raise ConfigError(f"init_from: parameter {prefix}{key} has shape {tuple(flat_theirs[key].shape)} in the "
+                              f"checkpoint but {tuple(leaf.shape)} in this model: use the pretrained run's model "
+                              f"shapes and its tokenizer (vocabulary size)")
+    return jax.tree_util.tree_map_with_path(
+        lambda p, leaf: jax.device_put(np.asarray(flat_theirs[jax.tree_util.keystr(p)]).astype(leaf.dtype),
+                                       leaf.sharding), ours)
+
+
+def shrink_and_perturb(pretrained_params, fresh_params, shrink: float, perturb: float, log: Log = lambda m: None):
+    """shrink * pretrained + perturb * fresh for every matrix and embedding (what weight decay
+    reaches, `optimizer.is_weight`); norm scales and biases stay as trained.
 
     Why: a small model warm-started from pretraining can lose to the same model from scratch
     because its trained weights are large and sharp, so fine-tuning's updates move them
@@ -65,4 +142,22 @@ def shrink_and_perturb(pretrained_params, fresh_params, shrink: float, perturb: 
     if shrink == 1.0 and perturb == 0.0:
         return pretrained_params
     log(f"init_from: shrink and perturb, {shrink} x pretrained + {perturb} x fresh init for every matrix")
-    return jax.tree.map(lambda p, f: shrink * p + perturb * f if p.ndim >= 2 else p, pretrained_params, fresh_params)
+    return jax.tree_util.tree_map_with_path(
+        lambda path, p, f: shrink * p + perturb * f if optimizer.is_weight(path) else p, pretrained_params, fresh_params)
+
+
+def restore(state, config: Config, subtree: str | None = None, log: Log = print):
+    """`state` (a freshly initialised TrainState) with the params of `config.init_from`: the task's
+    `subtree` only, or all of them; then shrunk and perturbed as `config.finetune` says."""
+    found = check(config)
+    theirs = read_params(found, log)
+    fresh = state.params if subtree is None else state.params[subtree]
+    taken = replace_params(fresh, theirs if subtree is None else subtree_of(theirs, subtree), subtree or "")
+    taken = shrink_and_perturb(taken, fresh, config.finetune.init_shrink, config.finetune.init_perturb, log)
+    count = sum(math.prod(x.shape) for x in jax.tree.leaves(taken))
+    if subtree is None:
+        log(f"init_from: all {count:,} parameters from step {found.step} of {found.workdir}")
+        return state.replace(params=taken)
+    log(f"init_from: {count:,} '{subtree}' parameters from step {found.step} of {found.workdir}; "
+        f"the rest freshly initialised")
+    return state.replace(params={**state.params, subtree: taken})

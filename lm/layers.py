@@ -91,6 +91,21 @@ def resolve_attention_impl(config: ModelConfig) -> str:
     return "cudnn" if cudnn_ok else "einsum"
 
 
+def attention_scores(q_BHLE, k_BHSE, mask_B1LS, bias_BHLS=None):
+    """q k / sqrt(E) (+ bias) in float32, NEG_INF where masked: the logits of attention's softmax."""
+    dt = q_BHLE.dtype
+    scores_BHLS = dot("BHLE,BHSE->BHLS", q_BHLE * jnp.asarray(q_BHLE.shape[-1] ** -0.5, dt), k_BHSE, dt, jnp.float32)
+    if bias_BHLS is not None:
+        scores_BHLS += bias_BHLS
+    return jnp.where(mask_B1LS, scores_BHLS, NEG_INF)
+
+
+def repeat_kv_heads(x_BKSE, num_heads: int):
+    """Grouped-query attention: each of the K key/value heads serves num_heads / K query heads."""
+    groups = num_heads // x_BKSE.shape[1]
+    return x_BKSE if groups == 1 else jnp.repeat(x_BKSE, groups, axis=1)
+
+
 def _attend(q_BHLE, k_BHSE, v_BHSE, mask_B1LS, bias_BHLS, dropout):
     """softmax(q k / sqrt(E) + bias, masked) v, with the softmax in float32.
 
@@ -98,10 +113,7 @@ def _attend(q_BHLE, k_BHSE, v_BHSE, mask_B1LS, bias_BHLS, dropout):
     rather than [B, H, L, S]; subtracting the row max only keeps exp in range and does not
     change the result, so it is a constant to autodiff (stop_gradient), which saves its backward."""
     dt = q_BHLE.dtype
-    scores_BHLS = dot("BHLE,BHSE->BHLS", q_BHLE * jnp.asarray(q_BHLE.shape[-1] ** -0.5, dt), k_BHSE, dt, jnp.float32)
-    if bias_BHLS is not None:
-        scores_BHLS += bias_BHLS
-    scores_BHLS = jnp.where(mask_B1LS, scores_BHLS, NEG_INF)
+    scores_BHLS = attention_scores(q_BHLE, k_BHSE, mask_B1LS, bias_BHLS)
     scores_BHLS -= jax.lax.stop_gradient(jnp.max(scores_BHLS, axis=-1, keepdims=True))
     weights_BHLS = jnp.exp(scores_BHLS)
     total_BHL1 = jnp.sum(weights_BHLS, axis=-1, keepdims=True)
@@ -206,6 +218,9 @@ class Attention(nn.Module):
             k_BKSE, v_BKSE, mask_B1LS = self._cached_keys_values(k_BKSE, v_BKSE, mask_B1LS)
         elif self.is_mutable_collection("cache") and not self.is_initializing():
             k_BKSE, v_BKSE = self._cached_cross_keys_values(k_BKSE, v_BKSE)
+        if self.is_mutable_collection("intermediates"):  # asked for by lm/attention_probe.py; never in training
+            self.sow("intermediates", "attention_log_weights", jax.nn.log_softmax(attention_scores(
+                q_BHLE, repeat_kv_heads(k_BKSE, num_heads), mask_B1LS, bias_BHLS), axis=-1))
         impl = resolve_attention_impl(cfg)
         if impl != "einsum":  # jax.nn.dot_product_attention: [B, L, H, E] layout, grouped K/V heads as they are
             out_BLHE = jax.nn.dot_product_attention(
@@ -213,9 +228,7 @@ class Attention(nn.Module):
                 bias=bias_BHLS, mask=mask_B1LS, implementation=impl)
             out_BHLE = out_BLHE.transpose(0, 2, 1, 3)
         else:
-            if num_kv != num_heads:  # grouped-query: each K/V head serves num_heads / num_kv query heads
-                k_BKSE = jnp.repeat(k_BKSE, num_heads // num_kv, axis=1)
-                v_BKSE = jnp.repeat(v_BKSE, num_heads // num_kv, axis=1)
+            k_BKSE, v_BKSE = repeat_kv_heads(k_BKSE, num_heads), repeat_kv_heads(v_BKSE, num_heads)
             dropout = functools.partial(nn.Dropout(cfg.dropout_rate), deterministic=deterministic)
             out_BHLE = dot_product_attention(q_BHLE, k_BKSE, v_BKSE, mask_B1LS, bias_BHLS, dropout,
                                              cfg.causal_block if self.causal else 0)
@@ -352,7 +365,7 @@ class TransformerStack(nn.Module):
             return block(carry, mask, *rest), None
 
         scanned = nn.scan(
-            body, variable_axes={"params": 0, "cache": 0}, split_rngs={"params": True, "dropout": True},
+            body, variable_axes={"params": 0, "cache": 0, "intermediates": 0}, split_rngs={"params": True, "dropout": True},
             in_axes=(nn.broadcast,) * 6, length=cfg.num_layers,
             metadata_params={nn.PARTITION_NAME: "layers"})
         x_BLD, _ = scanned(block_cls(cfg, self.causal, self.cross_attention, name="layers"), x_BLD, mask_B1LS, *extra)

@@ -47,6 +47,28 @@ class MetricsWriter:
             self._tensorboard.close()
 
 
+def records(workdir: str, key: str) -> dict[int, dict]:
+    """{step: the last metrics.jsonl record at that step holding `key`}, finite values only."""
+    found = {}
+    path = os.path.join(workdir, "metrics.jsonl")
+    if os.path.exists(path):
+        with open(path) as f:
+            for line in f:
+                record = json.loads(line)
+                if key in record and np.isfinite(record[key]):
+                    found[record["step"]] = record
+    return found
+
+
+def best_step(workdir: str, steps, key: str = "eval/loss", higher_is_better: bool = False) -> int | None:
+    """Among `steps` (e.g. the kept checkpoints), the one whose logged `key` is best; None if
+    none of them was evaluated. The one rule evaluation, init_from and reports select by."""
+    scores = {step: record[key] for step, record in records(workdir, key).items() if step in set(steps)}
+    if not scores:
+        return None
+    return (max if higher_is_better else min)(scores, key=scores.get)
+
+
 def format_duration(seconds: float) -> str:
     seconds = int(max(seconds, 0))
     hours, rest = divmod(seconds, 3600)

@@ -30,9 +30,17 @@ def schedule(config: OptimizerConfig, total_steps: int) -> optax.Schedule:
     return optax.join_schedules([optax.linear_schedule(0.0, peak, warmup), after], [warmup])
 
 
+def is_weight(path) -> bool:
+    """Matrices and embeddings, as against norm scales and biases: told by name, not by rank,
+    because attention biases are [heads, head_dim] and a scanned stack (`model.scan_layers`)
+    gives every scale and bias a leading layer axis."""
+    name = str(getattr(path[-1], "key", path[-1]))
+    return not (name == "scale" or name.endswith("bias"))
+
+
 def decay_mask(params):
     """True for weights that get weight decay: matrices and embeddings, not norms or biases."""
-    return jax.tree.map(lambda p: p.ndim >= 2, params)
+    return jax.tree_util.tree_map_with_path(lambda path, _: is_weight(path), params)
 
 
 def scale_by_path(factor: Callable) -> optax.GradientTransformation:

@@ -95,7 +95,7 @@ def restore_params(workdir: str, config: Config, step: int = 0, mesh=None, log=l
     directory = os.path.join(workdir, "checkpoints")
     if not os.path.isdir(directory):
         raise ConfigError(f"{workdir!r} has no checkpoints/ directory: train it first with tools/train.py")
-    checkpointer = checkpoint_lib.Checkpointer(directory, config.checkpoint, log)
+    checkpointer = checkpoint_lib.Checkpointer(directory, config.checkpoint, log, read_only=True)
     try:
         available = checkpointer.all_steps()
         if not available:

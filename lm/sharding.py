@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import warnings
 
 import flax.linen as nn
 import jax
@@ -56,8 +57,13 @@ def make_mesh(config: MeshConfig, devices=None) -> Mesh:
     shape = mesh_shape(config, len(devices))
     try:
         grid = mesh_utils.create_device_mesh(shape, devices)
-    except (ValueError, NotImplementedError, AssertionError):
-        grid = np.asarray(devices).reshape(shape)  # e.g. a subset of devices: plain order.
+    except (ValueError, NotImplementedError, AssertionError) as error:
+        # e.g. a subset of devices, or CPU devices: plain order. On TPU/GPU that may put fsdp or tensor
+        # parallelism across slow links, so say so.
+        if devices[0].platform != "cpu":
+            warnings.warn(f"mesh {dict(zip(MESH_AXES, shape))}: no topology-aware layout for these devices "
+                          f"({type(error).__name__}: {error}); using plain device order")
+        grid = np.asarray(devices).reshape(shape)
     return Mesh(grid, MESH_AXES)
 
 

@@ -84,13 +84,20 @@ def make_train_step(model: nn.Module, task, tx: optax.GradientTransformation, le
             **task.train_metrics(sums, total_weight),
             "grad_norm": grad_norm,
             "param_norm": param_norm,
-            "learning_rate": learning_rate(state.step),
+            "learning_rate": learning_rate(_applied_updates(state.opt_state, state.step)),
             "tokens": sums["weight"],
             "skipped": 1.0 - finite.astype(jnp.float32),
         }
         return state.replace(step=state.step + 1, params=params, opt_state=opt_state), metrics
 
     return train_step
+
+
+def _applied_updates(opt_state, step):
+    """How many updates the optimizer has applied: its own step count, which a skipped
+    (non-finite) step leaves behind `step`, so the logged learning rate is the one in use."""
+    counts = optax.tree_utils.tree_get_all_with_path(opt_state, "count")
+    return counts[0][1] if counts else step
 
 
 def make_eval_step(model: nn.Module, task):

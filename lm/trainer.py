@@ -15,11 +15,12 @@ import time
 
 import flax.linen as nn
 import jax
+from jax.experimental import multihost_utils
 
 from lm import checkpoint as checkpoint_lib
 from lm import config as config_lib
 from lm import metrics as metrics_lib
-from lm import distill, models, optimizer, sharding, steps, tasks, warm_start
+from lm import distill, init_from, models, optimizer, sharding, steps, tasks
 from lm import workdir as workdir_lib
 from lm.config import Config, ConfigError, ModelConfig
 
@@ -52,7 +53,7 @@ def _check_batch_layout(config: Config, mesh) -> None:
 class Run:
     """Everything a loop needs, built once from the config (before any compilation)."""
     config: Config
-    task: object  # lm/tasks: the objective's data, loss and metrics
+    task: tasks.Task  # the objective's data, loss and metrics
     model_config: ModelConfig
     corpus: object  # the task's prepared data (has .tokenizer)
     mesh: jax.sharding.Mesh
@@ -69,19 +70,19 @@ def build(config: Config) -> Run:
     corpus = task.prepare()
     model_config = resolve_model_config(config.model, corpus.tokenizer.vocab_size)
     mesh = sharding.make_mesh(config.mesh)
-    run = Run(config, task, model_config, corpus, mesh, *build_steps(config, model_config, mesh))
+    run = Run(config, task, model_config, corpus, mesh, *build_steps(config, model_config, mesh, task))
     if config.distill.teacher_workdir:  # a frozen teacher joins the jitted train step (lm/distill.py)
         distill.attach(run, log)
     return run
 
 
-def build_steps(config: Config, model_config: ModelConfig, mesh):
+def build_steps(config: Config, model_config: ModelConfig, mesh, task=None):
     """The model and its jitted, sharded steps for `mesh`; no data and no arrays allocated
     (tools/plan.py compiles `train_step` ahead of time against `abstract_state`).
     Returns (model, state_shardings, abstract_state, init_fn, train_step, eval_step)."""
     _check_batch_layout(config, mesh)
     model = models.build(model_config)
-    task = tasks.get(config)
+    task = task if task is not None else tasks.get(config)  # the Run's own task when build() calls
     # A task may scale each parameter's updates (fine-tuning: frozen encoder, layer-wise decay).
     tx = optimizer.for_task(config, task)
     init = lambda: steps.init_state(model, tx, config.train.seed, task.init_inputs())  # noqa: E731
@@ -115,21 +116,30 @@ def _write_run_files(workdir: str, config: Config, run: Run) -> None:
     if jax.process_index() != 0:
         return
     resolved = dataclasses.replace(config, model=run.model_config)
-    with open(os.path.join(workdir, "config.json"), "w") as f:
+    path = os.path.join(workdir, "config.json")
+    with open(path + ".tmp", "w") as f:  # replaced whole: other processes may be reading the old one
         json.dump(dataclasses.asdict(resolved), f, indent=2, sort_keys=True)
+    os.replace(path + ".tmp", path)
     run.corpus.tokenizer.save(os.path.join(workdir, "tokenizer.model"))
 
 
 class _Preemption:
     """SIGTERM (TPU VM maintenance, SLURM, Kubernetes) asks the loop to finish its step, write a
-    checkpoint and return; the first one restores the default handler, so a second kills at once."""
+    checkpoint and return.
+
+    One process: our handler; the first SIGTERM restores the default, so a second kills at once.
+    Several processes: all must stop after the same step, or the others wait forever in the next
+    step's collectives. JAX's preemption service (started by jax.distributed) catches SIGTERM on
+    any host and agrees on a step every host reaches; `poll(step)`, called at every step, turns
+    true on all hosts at that step."""
 
     def __init__(self):
         self.requested = False
         self._previous = None
+        self._multihost = jax.process_count() > 1
 
     def __enter__(self):
-        if threading.current_thread() is threading.main_thread():
+        if not self._multihost and threading.current_thread() is threading.main_thread():
             self._previous = signal.signal(signal.SIGTERM, self._handle)
         return self
 
@@ -139,9 +149,38 @@ class _Preemption:
         signal.signal(signum, signal.SIG_DFL)
         log("SIGTERM received: finishing this step and writing a checkpoint (send it again to exit at once)")
 
+    def poll(self, step: int) -> bool:
+        if self._multihost and not self.requested and multihost_utils.reached_preemption_sync_point(step):
+            self.requested = True
+            log(f"preemption notice on a host: every process stops after step {step} and writes its checkpoint")
+        return self.requested
+
     def __exit__(self, *exc):
         if self._previous is not None:
             signal.signal(signal.SIGTERM, self._previous)
+
+
+class _EarlyStopping:
+    """The best value of the selection metric so far and the evaluations since it improved. A
+    resumed run replays its logged evaluations up to the restored step (`replay`), so it stops
+    where the uninterrupted run would have."""
+
+    def __init__(self, patience: int, higher_is_better: bool):
+        self.patience, self.higher = patience, higher_is_better
+        self.best, self.stale = (-math.inf if higher_is_better else math.inf), 0
+
+    def update(self, value: float) -> bool:
+        """Records one evaluation; True when the run should stop."""
+        if (value > self.best) if self.higher else (value < self.best):
+            self.best, self.stale = value, 0
+        else:
+            self.stale += 1
+        return 0 < self.patience <= self.stale
+
+    def replay(self, workdir: str, metric: str, up_to_step: int) -> None:
+        for step, record in sorted(metrics_lib.records(workdir, metric).items()):
+            if step <= up_to_step:
+                self.update(record[metric])
 
 
 class _NonFiniteGuard:
@@ -199,10 +238,17 @@ def train(config: Config, workdir: str, allow_config_change: bool = False) -> di
 
 def _train(config: Config, workdir: str, allow_config_change: bool, preemption: _Preemption) -> dict[str, float]:
     started = time.time()
-    run = build(config)
-    if jax.process_index() == 0:
-        resolved = json.loads(json.dumps(dataclasses.asdict(dataclasses.replace(config, model=run.model_config))))
-        workdir_lib.check_config(workdir, resolved, run.corpus.tokenizer.model_proto, allow_config_change, log)
+    resuming = workdir_lib.has_checkpoints(workdir)
+    if config.init_from and not resuming:
+        init_from.check(config)  # a wrong source fails here, before any data is read or anything compiles
+    # A resumed run reads the workdir's own tokenizer copy: it needs neither its init_from source nor
+    # the tokenizer it started from to still exist. The workdir check below compares the config as given.
+    own_tokenizer = os.path.join(workdir, "tokenizer.model")
+    run = build(dataclasses.replace(config, tokenizer=dataclasses.replace(config.tokenizer, path=own_tokenizer))
+                if resuming and os.path.exists(own_tokenizer) else config)
+    # Every process checks (each reads the same files), so a refusal stops all of them, not only process 0.
+    resolved = json.loads(json.dumps(dataclasses.asdict(dataclasses.replace(config, model=run.model_config))))
+    workdir_lib.check_config(workdir, resolved, run.corpus.tokenizer.model_proto, allow_config_change, log)
     _write_run_files(workdir, config, run)
     cfg, tokens_per_step = config, config.train.batch_size * config.data.seq_len
     num_params = sum(math.prod(x.shape) for x in jax.tree.leaves(run.abstract_state.params))
@@ -224,20 +270,16 @@ def _train(config: Config, workdir: str, allow_config_change: bool, preemption: 
         log(f"resumed from step {latest} ({checkpointer.directory})")
     else:
         state = run.init_fn()
-        subtree = getattr(run.task, "init_from_subtree", None)  # a task may take only part of the params
-        if config.init_from and subtree:
-            state = warm_start.load_subtree(state, config.init_from, subtree, config.finetune.init_checkpoint, log)
-        elif config.init_from:  # fine-tuning: pretrained params, fresh optimizer state and step
-            from lm import init_from  # noqa: PLC0415
-            state = state.replace(params=init_from.shrink_and_perturb(init_from.load_params(
-                config.init_from, run.abstract_state.params, run.state_shardings.params, log, run.model_config),
-                state.params, config.finetune.init_shrink, config.finetune.init_perturb, log))
+        if config.init_from:  # fine-tuning: pretrained params (a task may take only a subtree), fresh optimizer
+            state = init_from.restore(state, config, getattr(run.task, "init_from_subtree", None), log)
 
     writer = metrics_lib.MetricsWriter(workdir)
     step = int(jax.device_get(state.step))
     writer.write_config(dataclasses.asdict(dataclasses.replace(config, model=run.model_config)), step)
     last_eval: dict[str, float] = {}
-    best_loss, evals_without_improvement = (-math.inf if select_higher else math.inf), 0
+    early_stopping = _EarlyStopping(cfg.train.early_stopping_patience, select_higher)
+    if latest is not None:
+        early_stopping.replay(workdir, select_name, latest)
     pending = None  # (step, metrics on device): read one step late so the host never stalls the device.
     interval_start, interval_steps = time.time(), 0
     stop_early = False
@@ -282,17 +324,13 @@ def _train(config: Config, workdir: str, allow_config_change: bool, preemption: 
                 writer.write(step, last_eval)
                 log(f"eval at step {step}: " + " | ".join(
                     f"{name.split('/', 1)[1].replace('_', ' ')} {value:.4f}" for name, value in last_eval.items()))
-                value = last_eval[select_name]
-                if (value > best_loss) if select_higher else (value < best_loss):
-                    best_loss, evals_without_improvement = value, 0
-                else:
-                    evals_without_improvement += 1
-                    if 0 < cfg.train.early_stopping_patience <= evals_without_improvement:
-                        log(f"early stopping: no improvement in {select_name} for {evals_without_improvement} "
-                            f"evaluations (best {best_loss:.4f})")
-                        stop_early = True
+                if early_stopping.update(last_eval[select_name]):
+                    log(f"early stopping: no improvement in {select_name} for {early_stopping.stale} "
+                        f"evaluations (best {early_stopping.best:.4f})")
+                    stop_early = True
                 interval_start, interval_steps = time.time(), 0  # evaluation time is not training time
-            at_end = step == cfg.train.steps or stop_early or preemption.requested
+            preempted = preemption.poll(step)  # every step: hosts agree on the step to stop at
+            at_end = step == cfg.train.steps or stop_early or preempted
             if step % cfg.checkpoint.every_steps == 0 or at_end:
                 guard.flush()  # a run that is to stop on a non-finite step stops before writing this checkpoint
                 checkpointer.save(step, state, train_iter.get_state(), last_eval if eval_now else None)

@@ -20,7 +20,8 @@ from lm.config import ConfigError
 
 # Dotted-key prefixes whose change makes a checkpoint mean something else.
 GUARDED = ("model.", "tokenizer.", "data.", "train.batch_size", "train.seed", "train.objective", "seq2seq.input_",
-           "seq2seq.target_", "seq2seq.noise_density", "seq2seq.mean_noise_span_length")
+           "seq2seq.target_", "seq2seq.noise_density", "seq2seq.mean_noise_span_length", "mlm.", "finetune.task",
+           "finetune.data_dir", "finetune.tfds_name", "distill.teacher_")
 # ... except these, which change where or how fast data is read, not what is read.
 UNGUARDED = ("data.prefetch", "data.cache_dir", "data.tfds_data_dir", "data.allow_download")
 TOKENIZER_FILE = "tokenizer.model (file contents)"

@@ -6,6 +6,7 @@ import json
 import math
 import os
 import re
+import shutil
 
 import flax.linen as nn
 import jax
@@ -14,7 +15,7 @@ import numpy as np
 import pytest
 
 from lm import config as config_lib
-from lm import models, optimizer, trainer, warm_start
+from lm import init_from, models, optimizer, trainer
 from lm.data import glue, pairs
 from lm.tasks import classification, mlm_nsp
 
@@ -151,19 +152,28 @@ def test_partial_restore_takes_the_encoder_and_keeps_a_fresh_head(pretrained_wor
     config = finetune_config(init_from=pretrained_workdir)
     run = trainer.build(config)
     fresh = run.init_fn()
-    state = warm_start.load_subtree(fresh, pretrained_workdir, "encoder", log=lambda message: None)
-    pretrained, _, step = warm_start.read_params(pretrained_workdir)
-    assert step == 30
+    state = init_from.restore(fresh, config, "encoder", log=lambda message: None)
+    found = init_from.source(pretrained_workdir)
+    pretrained = init_from.read_params(found, log=lambda message: None)
+    assert found.step == 30
     same = jax.tree.map(lambda a, b: bool(np.array_equal(np.asarray(a), b)), state.params["encoder"],
                         pretrained["encoder"])
     assert all(jax.tree.leaves(same))
     assert np.array_equal(state.params["classifier_kernel"], fresh.params["classifier_kernel"])
     assert not np.array_equal(fresh.params["encoder"]["pooler_kernel"], pretrained["encoder"]["pooler_kernel"])
 
+    # Shrink and perturb reach the encoder too: matrices scaled, vectors as trained, head fresh.
+    shrunk_config = finetune_config(init_from=pretrained_workdir, **{"finetune.init_shrink": 0.5})
+    shrunk = init_from.restore(fresh, shrunk_config, "encoder", log=lambda message: None)
+    np.testing.assert_allclose(shrunk.params["encoder"]["pooler_kernel"], 0.5 * pretrained["encoder"]["pooler_kernel"],
+                               rtol=1e-6)
+    np.testing.assert_array_equal(shrunk.params["encoder"]["pooler_bias"], pretrained["encoder"]["pooler_bias"])
+    assert np.array_equal(shrunk.params["classifier_kernel"], fresh.params["classifier_kernel"])
+
     wider = dataclasses.replace(run.model_config, embed_dim=32, mlp_dim=64)
     shapes = jax.eval_shape(lambda: nn.meta.unbox(models.build(wider).init(jax.random.PRNGKey(0), *run.task.init_inputs())))
     with pytest.raises(config_lib.ConfigError, match=r"has shape \(64,\) in the checkpoint but \(32,\)"):
-        warm_start.replace_subtree(shapes["params"], pretrained, "encoder")
+        init_from.replace_params(shapes["params"]["encoder"], pretrained["encoder"], "encoder")
 
 
 def test_fine_tune_from_pretrained_writes_report(pretrained_workdir, tmp_path):
@@ -230,7 +240,7 @@ def test_bad_configs_are_refused_before_compiling():
     with pytest.raises(config_lib.ConfigError, match="model.num_classes=2"):
         classification.Classification(finetune_config(**{"model.num_classes": 3}))
     with pytest.raises(config_lib.ConfigError, match="does not exist"):
-        warm_start.resolve("/nonexistent/workdir")
+        init_from.source("/nonexistent/workdir")
 
 
 def test_mean_pooling_ignores_padding():
@@ -297,11 +307,16 @@ def test_lowercase_makes_an_uncased_tokenizer_and_inputs(tmp_path):
         bert_config(**{"data.lowercase": True, "train.objective": "causal_lm", "model.family": "gpt"})
 
 
-def test_fine_tuning_refuses_a_pretraining_run_of_the_other_casing(pretrained_workdir):
-    # bert_tiny (and so the fixture's run) is uncased
-    task = classification.Classification(finetune_config(init_from=pretrained_workdir, **{"data.lowercase": False}))
+def test_fine_tuning_refuses_a_pretraining_run_of_the_other_casing(pretrained_workdir, tmp_path):
+    # bert_tiny (and so the fixture's run) is uncased; the refusal comes before any data is read.
+    config = finetune_config(init_from=pretrained_workdir, **{"data.lowercase": False})
+    with pytest.raises(config_lib.ConfigError, match="data.lowercase=True, this run has False"):
+        init_from.check(config)
+    with pytest.raises(config_lib.ConfigError, match="model.family=bert run, this run is gpt"):
+        init_from.check(dataclasses.replace(config, model=dataclasses.replace(config.model, family="gpt")))
     with pytest.raises(config_lib.ConfigError, match="data.lowercase=True"):
-        task.prepare()
+        trainer.train(config, str(tmp_path / "cased"))
+    assert not os.path.exists(tmp_path / "cased" / "tokenizer.model"), "refused before preparing any data"
 
 
 def test_training_batches_carry_each_pairs_own_next_sentence_label():
@@ -384,3 +399,48 @@ def test_overlap_head_scores_a_restated_segment_above_an_unrelated_one():
     plain = models.build(dataclasses.replace(cfg, nsp_head="pooled"))
     assert "nsp_overlap" not in jax.eval_shape(plain.init, jax.random.PRNGKey(0), restated, types, real)["params"], \
         "BERT's own head is the default"
+
+
+def test_pretraining_examples_do_not_depend_on_the_process_count():
+    """Each example's randomness (masks, NSP coin, partner) is drawn by its global index, before
+    the per-process slice: two processes together read exactly what one process reads."""
+    task = mlm_nsp.MlmNsp(bert_config())
+    data = task.prepare()
+
+    def rows(batch):
+        return sorted(tuple(np.asarray(batch[k][i]).tobytes() for k in sorted(batch)) for i in range(len(batch["inputs"])))
+
+    whole = next(task.train_iterator(data, 0, 1))
+    halves = [next(task.train_iterator(data, index, 2)) for index in range(2)]
+    assert rows(whole) == sorted(rows(halves[0]) + rows(halves[1]))
+    assert 0 < np.mean(whole["nsp_labels"]) < 1
+
+
+def test_fine_tuning_resumes_after_its_pretraining_workdir_is_gone(pretrained_workdir, tmp_path):
+    """A workdir is self-contained: on resume it reads its own tokenizer copy and checkpoints."""
+    source = tmp_path / "pretrained_copy"
+    shutil.copytree(pretrained_workdir, source)
+    workdir = str(tmp_path / "sst2")
+    trainer.train(finetune_config(init_from=str(source), **{"train.steps": 10}), workdir)
+    shutil.rmtree(source)
+    final = trainer.train(finetune_config(init_from=str(source), **{"train.steps": 20}), workdir)
+    assert "eval/accuracy" in final
+    assert max(r["step"] for r in _metrics(workdir)) == 20
+
+
+def test_from_scratch_tokenizers_are_cached_by_their_text(tmp_path):
+    """The tokenizer cache key is the training text itself: an uncased run never reuses a cased
+    run's tokenizer, and the same text finds the same tokenizer."""
+    for name in ("stsa.binary.train", "stsa.binary.dev"):  # the shipped sample is lowercase: give it capitals
+        lines = (SST2_SAMPLE / name).read_text().splitlines()
+        (tmp_path / name).write_text("".join(f"{line[:2]}{line[2:].capitalize()}\n" for line in lines))
+
+    def tokenizer(lowercase):
+        config = finetune_config(**{"data.lowercase": lowercase, "finetune.data_dir": str(tmp_path),
+                                    "data.cache_dir": str(tmp_path / "cache")})
+        return classification.Classification(config).prepare().tokenizer
+
+    cased, uncased = tokenizer(False), tokenizer(True)
+    assert cased.fingerprint != uncased.fingerprint
+    assert tokenizer(True).fingerprint == uncased.fingerprint
+    assert len(os.listdir(tmp_path / "cache" / "tokenizers")) == 2

@@ -150,3 +150,13 @@ def test_early_stopping_on_validation_loss(tmp_path):
     records = read_metrics(str(tmp_path))
     assert max(r["step"] for r in records) == 20
     assert "20" in os.listdir(tmp_path / "checkpoints")
+
+
+def test_early_stopping_resumes_its_count(tmp_path):
+    """Interrupted after its first evaluation, the run stops at the same step as above: the
+    resumed run replays the logged evaluations instead of starting its count afresh."""
+    values = {"eval.every_steps": 10, "train.early_stopping_patience": 1, "optimizer.learning_rate": 0.0,
+              "optimizer.warmup_steps": 0}
+    trainer.train(small_config(**{**values, "train.steps": 10}), str(tmp_path))
+    trainer.train(small_config(**{**values, "train.steps": 40}), str(tmp_path))
+    assert max(r["step"] for r in read_metrics(str(tmp_path))) == 20

@@ -249,6 +249,6 @@ def test_imported_t5_fine_tunes_with_init_from_and_evaluates(trained_tiny_workdi
         checkpoint=dataclasses.replace(config.checkpoint, every_steps=4, async_save=False))
     tuned = str(tmp_path / "tuned")
     trainer.train(config, tuned)
-    assert f"init_from: params of {imported} step 0" in capsys.readouterr().out
+    assert f"parameters from step 0 of {imported}" in capsys.readouterr().out
     result = evaluation.evaluate_workdir(tuned, "validation", beam_size=1, max_examples=4, log=lambda m: None)
     assert {"bleu", "rougeL"} <= set(result.metrics) and len(result.predictions) == 4

@@ -205,7 +205,6 @@ def test_bert_masked_lm_imports_with_fresh_nsp_head_and_a_wordpiece_note(tmp_pat
 
 def _bert_tokenizer(tmp_path):
     """A small sentencepiece model with BERT's special pieces, as our BERT tasks need."""
-    from conftest import CORPUS  # noqa: PLC0415
     from lm.config import TokenizerConfig  # noqa: PLC0415
     from lm.data import tokenizer as tokenizer_lib  # noqa: PLC0415
 

@@ -162,3 +162,42 @@ def test_launch_dry_run_prints_per_host_commands_and_runs_nothing(tmp_path):
     assert [line.split()[1] for line in manual[1:]] == ["h0", "h1"]
     assert all("--coordinator_address=h0:8476 --num_processes=2" in line for line in manual[1:])
     assert "--process_id=0" in manual[1] and "--process_id=1" in manual[2]
+
+
+@pytest.mark.multihost
+@pytest.mark.slow
+def test_sigterm_on_one_host_stops_every_host_at_the_same_step(tmp_path):
+    """A preemption notice reaches one host only: JAX's preemption service makes every process
+    stop after the same step and write that checkpoint, instead of one host leaving the others
+    blocked in the next step's collectives."""
+    import signal
+    import time
+
+    workdir = tmp_path / "run"
+    address = f"127.0.0.1:{portpicker.pick_unused_port()}"
+    command = TRAIN + ["--config.train.steps=400", "--config.mesh.data=2", "--config.mesh.fsdp=2",
+                       "--config.mesh.tensor=2", f"--workdir={workdir}", f"--coordinator_address={address}",
+                       "--num_processes=2"]
+    logs = [open(tmp_path / f"{i}.log", "w+") for i in range(2)]
+    procs = [subprocess.Popen(command + [f"--process_id={i}"], cwd=REPO, env=device_env(4), stdout=logs[i],
+                              stderr=subprocess.STDOUT, text=True) for i in range(2)]
+    try:
+        deadline = time.time() + 300
+        while not (workdir / "checkpoints" / "6").is_dir() and time.time() < deadline:
+            assert all(p.poll() is None for p in procs), "a process exited before the first checkpoint"
+            time.sleep(0.2)
+        procs[1].send_signal(signal.SIGTERM)
+        codes = [p.wait(timeout=300) for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+    outputs = []
+    for log in logs:
+        log.seek(0)
+        outputs.append(log.read())
+        log.close()
+    assert codes == [0, 0], outputs[0][-2000:] + outputs[1][-2000:]
+    assert "preemption notice on a host" in outputs[0]
+    stopped = int(outputs[0].split("preempted: stopped after step ")[1].split(" ")[0])
+    assert 6 <= stopped < 400 and (workdir / "checkpoints" / str(stopped)).is_dir()

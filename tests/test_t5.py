@@ -106,6 +106,7 @@ def test_span_corruption_round_trip_and_statistics():
     noise_fraction, span_lengths = [], []
     for _ in range(300):
         tokens = rng.integers(4, 800, lengths.raw).astype(np.int32)
+        tokens[rng.integers(0, lengths.raw, 2)] = 3  # windows of the stream hold the EOS between documents
         mask = spans.noise_mask(lengths, rng)
         inputs, targets = spans.corrupt(tokens, mask, sentinels, eos_id=3)
         assert len(inputs) == lengths.inputs == 128 and len(targets) == lengths.targets
@@ -215,6 +216,21 @@ def test_beam_of_one_equals_greedy_and_rows_stop_at_eos():
     wide = decoding.beam_search(model, params, inputs, segments, config=dataclasses.replace(GREEDY, beam_size=4),
                                 start_id=0, eos_id=eos)
     assert (np.asarray(wide[1]) >= np.asarray(beam_scores) - 1e-4).all()  # a wider beam never scores worse here
+
+
+def test_scanned_layers_decode_as_unrolled():
+    """model.scan_layers stacks each cache on a leading layer axis: beam search must reorder its rows there."""
+    from lm.interop import core
+
+    scanned_model, params = init(dataclasses.replace(TINY, scan_layers=True))
+    model, _ = init(TINY)
+    inputs = np.random.default_rng(0).integers(2, TINY.vocab_size, (2, 9)).astype(np.int32)
+    for search, config in ((decoding.greedy, GREEDY), (decoding.beam_search, dataclasses.replace(GREEDY, beam_size=3))):
+        ours = search(scanned_model, params, inputs, np.ones_like(inputs), config=config, start_id=0, eos_id=1)
+        unrolled = search(model, core.unstack_layers(params), inputs, np.ones_like(inputs), config=config,
+                          start_id=0, eos_id=1)
+        np.testing.assert_array_equal(ours[0], unrolled[0])
+        np.testing.assert_allclose(ours[1], unrolled[1], atol=1e-4)
 
 
 def test_bleu_and_rouge_against_hand_computed_values():

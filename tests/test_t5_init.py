@@ -81,11 +81,32 @@ def test_attention_probe_tells_uniform_from_peaked_attention():
         leaves = [x * factor if str(getattr(p[-1], "key", "")) in names else x for p, x in flat]
         return jax.tree_util.tree_unflatten(jax.tree_util.tree_structure(params), leaves)
 
-    uniform = attention_probe.probe(TINY, model, scaled(0.0, ("query", "embedding")), batch)
-    peaked = attention_probe.probe(TINY, model, scaled(30.0), batch)
+    uniform = attention_probe.probe(model, scaled(0.0, ("query", "embedding")), batch)
+    peaked = attention_probe.probe(model, scaled(30.0), batch)
     layers = [n for n in uniform if "layer_" in n and not n.endswith(".uniform")]
     assert len(layers) == 2 + 2 * 2  # encoder self x 2, decoder self and cross x 2
     for name in layers:
         assert abs(uniform[name] - uniform[name + ".uniform"]) < 1e-4, name
         assert peaked[name] < peaked[name + ".uniform"] - 0.2, name
     assert 0.0 <= uniform["accuracy"] <= 1.0 and uniform["nll"] > 0
+
+
+def test_attention_probe_reads_scanned_and_grouped_query_layers_alike():
+    """The probe reads what Attention sowed: a scanned stack gives per-layer entries equal to the
+    same params unrolled, with grouped-query heads (2 key/value heads for 4 query heads)."""
+    from lm import attention_probe
+    from lm.data import seq2seq as seq2seq_data
+    from lm.interop import core
+
+    grouped = dataclasses.replace(TINY, num_kv_heads=2)
+    scanned_model, scanned_params = init(dataclasses.replace(grouped, scan_layers=True))
+    unrolled_model, _ = init(grouped)
+    rng = np.random.default_rng(2)
+    examples = [(rng.integers(2, TINY.vocab_size, n).astype(np.int32), rng.integers(2, TINY.vocab_size, m)
+                 .astype(np.int32)) for n, m in ((6, 4), (5, 5))]
+    batch = {k: v[None] for k, v in seq2seq_data.pack_rows(examples, 16, 10, pad_id=0).items()}
+    scanned = attention_probe.probe(scanned_model, scanned_params, batch)
+    unrolled = attention_probe.probe(unrolled_model, core.unstack_layers(scanned_params), batch)
+    assert sorted(scanned) == sorted(unrolled) and "decoder.layer_1.cross" in scanned
+    for name, value in unrolled.items():
+        assert scanned[name] == pytest.approx(value, rel=1e-5, abs=1e-6), name

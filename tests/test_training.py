@@ -64,12 +64,16 @@ def test_weight_decay_skips_norms_and_biases():
     cfg = config_lib.OptimizerConfig(name="adamw", learning_rate=0.1, warmup_steps=0, schedule="constant",
                                      weight_decay=0.5, grad_clip_norm=0.0)
     tx = optimizer.build(cfg, total_steps=10)
-    params = {"kernel": jnp.ones((2, 2)), "scale": jnp.ones((2,)), "bias": jnp.ones((2,))}
+    # By name, not rank: attention biases are [heads, head_dim]; a scanned stack adds a layer axis.
+    params = {"kernel": jnp.ones((2, 2)), "scale": jnp.ones((2,)), "bias": jnp.ones((2,)),
+              "query_bias": jnp.ones((2, 3)), "layers": {"scale": jnp.ones((4, 2)), "wi": jnp.ones((4, 2, 2))}}
     zero_grads = jax.tree.map(jnp.zeros_like, params)
     updates, _ = tx.update(zero_grads, tx.init(params), params)
     new = optax.apply_updates(params, updates)
     assert float(new["kernel"][0, 0]) == pytest.approx(1 - 0.1 * 0.5)
-    assert float(new["scale"][0]) == 1.0 and float(new["bias"][0]) == 1.0
+    assert float(new["layers"]["wi"][0, 0, 0]) == pytest.approx(1 - 0.1 * 0.5)
+    for untouched in (new["scale"], new["bias"], new["query_bias"], new["layers"]["scale"]):
+        assert float(jnp.abs(untouched - 1.0).max()) == 0.0
 
 
 MODEL = config_lib.ModelConfig(vocab_size=50, num_layers=2, embed_dim=32, num_heads=2, mlp_dim=64, max_len=16)
@@ -105,6 +109,34 @@ def test_gradient_accumulation_equals_one_big_batch():
     assert float(metrics_four["loss"]) == pytest.approx(float(metrics_one["loss"]), rel=1e-5)
     assert float(metrics_four["grad_norm"]) == pytest.approx(float(metrics_one["grad_norm"]), rel=1e-4)
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-5), state_four.params, state_one.params)
+
+
+def test_z_loss_trains_without_dropout():
+    """train.z_loss is a training term: it applies (and is reported) when dropout is off too."""
+    cfg = config_lib.OptimizerConfig(warmup_steps=0, schedule="constant")
+    tx = optimizer.build(cfg, 10)
+    model, state = _state(tx)
+    with_z = causal_lm.CausalLM(config_lib.from_config_dict({"data": {"seq_len": 16}, "train": {"z_loss": 1e-2}}))
+    step = jax.jit(steps.make_train_step(model, with_z, tx, optimizer.schedule(cfg, 10), dropout=False))
+    plain = jax.jit(steps.make_train_step(model, TASK, tx, optimizer.schedule(cfg, 10), dropout=False))
+    (z_state, z_metrics), (plain_state, _) = step(state, _batch()), plain(state, _batch())
+    assert float(z_metrics["z_loss"]) > 0.0
+    assert not np.allclose(z_state.params["token_embed"]["embedding"], plain_state.params["token_embed"]["embedding"])
+
+
+def test_logged_learning_rate_is_the_one_applied_after_a_skipped_step():
+    cfg = config_lib.OptimizerConfig(warmup_steps=10, schedule="constant")
+    tx, lr = optimizer.build(cfg, 20), optimizer.schedule(cfg, 20)
+    model, state = _state(tx)
+    step = jax.jit(steps.make_train_step(model, TASK, tx, lr, inject_nan_at_steps=(2,)))
+    logged = []
+    for _ in range(3):
+        state, metrics = step(state, _batch())
+        logged.append((float(metrics["skipped"]), float(metrics["learning_rate"])))
+    # step 2 is skipped, so step 3 applies the optimizer's second update, at the schedule's value for count 1
+    assert [skipped for skipped, _ in logged] == [0.0, 1.0, 0.0]
+    assert [rate for _, rate in logged] == pytest.approx([float(lr(0)), float(lr(1)), float(lr(1))], rel=1e-5)
+    assert float(lr(1)) != pytest.approx(float(lr(2)), rel=1e-3)  # the schedule does move: the test can fail
 
 
 def test_train_step_lowers_the_loss_and_eval_step_agrees():

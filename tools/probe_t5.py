@@ -43,7 +43,7 @@ def main(argv):
         for count, batch in enumerate(task.eval_batches(corpus)):
             if count == _BATCHES.value:
                 break
-            for name, value in attention_probe.probe(source.config.model, source.model, source.params,
+            for name, value in attention_probe.probe(source.model, source.params,
                                                      jax.tree.map(np.asarray, batch)).items():
                 sums[name] = sums.get(name, 0.0) + value / _BATCHES.value
         print(f"{workdir} (step {source.step}) on {data_config.train.objective} validation batches")

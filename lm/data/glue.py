@@ -131,12 +131,3 @@ def encode(split: LabelledSplit, tokenizer, seq_len: int) -> EncodedSplit:
     inputs, type_ids, segment_ids = (np.stack(column) for column in zip(*rows))
     return EncodedSplit(inputs, type_ids, segment_ids, split.labels)
 
-
-def workdir_tokenizer_path(init_from: str) -> str:
-    """The tokenizer.model of the workdir `init_from` points into (a workdir or a checkpoint in it)."""
-    path = Path(init_from).resolve()
-    for candidate in (path, path.parent, path.parent.parent):
-        if (candidate / "tokenizer.model").exists():
-            return str(candidate / "tokenizer.model")
-    raise ConfigError(f"init_from={init_from!r}: no tokenizer.model in it or above it; point init_from at a "
-                      f"pretraining workdir (tools/train.py --config=configs/bert_tiny.py writes one)")

@@ -27,6 +27,7 @@ import grain
 import numpy as np
 
 from lm.config import ConfigError, DataConfig, TokenizerConfig
+from lm.data import batching
 from lm.data import corpus as corpus_lib
 from lm.data import text as text_lib
 from lm.data import tokenizer as tokenizer_lib
@@ -155,33 +156,23 @@ class Windows:
         }
 
 
-def _check_batch(global_batch: int, process_count: int, what: str):
-    if global_batch % process_count:
-        raise ConfigError(f"{what}={global_batch} does not divide into {process_count} processes: "
-                          f"use a multiple of {process_count}")
-
-
 def train_iterator(corpus: Corpus, seq_len: int, global_batch: int, seed: int, process_index: int = 0,
                    process_count: int = 1, prefetch: int = 4):
     """Endless training batches for this process: {field: [global_batch / processes, seq_len]}.
 
     A grain DatasetIterator: `get_state()` / `set_state()` save and restore its position."""
-    _check_batch(global_batch, process_count, "train.batch_size")
     tok = corpus.tokenizer
     windows = Windows(corpus.train_tokens, seq_len, tok.eos_id, tok.pad_id, tok.byte_lengths)
     if len(windows) < global_batch:
         raise ConfigError(f"the training split has {len(windows)} sequences of {seq_len} tokens, fewer than "
                           f"train.batch_size={global_batch}: give more text or lower the batch size or data.seq_len")
-    dataset = grain.MapDataset.source(windows).shuffle(seed=seed).repeat()
-    dataset = dataset[process_index::process_count].batch(global_batch // process_count, drop_remainder=True)
-    options = grain.ReadOptions(num_threads=min(2, max(prefetch, 1)), prefetch_buffer_size=max(prefetch, 1))
-    return iter(dataset.to_iter_dataset(options))
+    return iter(batching.batched(windows, global_batch, process_index, process_count, seed=seed, prefetch=prefetch))
 
 
 def eval_batches(corpus: Corpus, seq_len: int, global_batch: int, max_batches: int = 0, process_index: int = 0,
                  process_count: int = 1):
     """One pass over the validation split for this process, padded to whole batches."""
-    _check_batch(global_batch, process_count, "eval.batch_size")
+    batching.check_batch(global_batch, process_count, "eval.batch_size")
     tok = corpus.tokenizer
     windows = Windows(corpus.validation_tokens, seq_len, tok.eos_id, tok.pad_id, tok.byte_lengths, keep_partial=True)
     num_batches = -(-windows.num_real // global_batch)

@@ -1,6 +1,7 @@
 """Text-to-text examples (input text -> target text) as packed encoder-decoder rows.
 
-Sources: local JSON lines (`input_key` and `target_key` fields), local parallel text files
+Sources: local JSON lines (`input_key` and `target_key` fields; a test split may name several
+reference fields, `test_reference_keys`), local parallel text files
 named with a `{key}` placeholder (line i of one file pairs with line i of the other; `.gz`
 is read as gzip), or a tfds dataset by name (its features `input_key` and `target_key`).
 
@@ -21,12 +22,9 @@ from __future__ import annotations
 
 import dataclasses
 import gzip
-import hashlib
 import json
-import os
 from typing import Sequence
 
-import grain
 import numpy as np
 
 from lm.config import Config, ConfigError
@@ -56,21 +54,22 @@ def _open_text(path: str):
     return gzip.open(path, "rt", encoding="utf-8") if path.endswith(".gz") else open(path, encoding="utf-8")
 
 
-def _read_local(spec: str, field: str, input_key: str, target_key: str) -> list[tuple[str, str]]:
-    pairs = []
+def _read_local(spec: str, field: str, keys: Sequence[str]) -> list[tuple[str, ...]]:
+    """One tuple per example: the text of each of `keys` (input first, then its target(s))."""
+    examples = []
     for pattern in (p.strip() for p in spec.split(",") if p.strip()):
         if "{key}" in pattern:
             sides = []
-            for key in (input_key, target_key):
+            for key in keys:
                 (path,) = corpus_lib.expand_files(pattern.replace("{key}", key), field)[:1]
                 with _open_text(path) as f:
                     sides.append(f.read().split("\n"))
-            if sides[0] and sides[0][-1] == "" and sides[1] and sides[1][-1] == "":
-                sides = [s[:-1] for s in sides]
-            if len(sides[0]) != len(sides[1]):
-                raise ConfigError(f"{field}: {pattern!r} gives {len(sides[0])} {input_key!r} lines but "
-                                  f"{len(sides[1])} {target_key!r} lines; parallel files must align line by line")
-            pairs.extend(zip(*sides))
+            if all(side and side[-1] == "" for side in sides):
+                sides = [side[:-1] for side in sides]
+            if len({len(side) for side in sides}) != 1:
+                counts = ", ".join(f"{len(side)} {key!r}" for side, key in zip(sides, keys))
+                raise ConfigError(f"{field}: {pattern!r} gives {counts} lines; parallel files must align line by line")
+            examples.extend(zip(*sides))
             continue
         for path in corpus_lib.expand_files(pattern, field):
             with _open_text(path) as f:
@@ -78,12 +77,13 @@ def _read_local(spec: str, field: str, input_key: str, target_key: str) -> list[
                     if not line.strip():
                         continue
                     record = json.loads(line)
-                    missing = [k for k in (input_key, target_key) if k not in record]
+                    missing = [k for k in keys if k not in record]
                     if missing:
                         raise ConfigError(f"{path}:{number} has no field {missing[0]!r} (it has {', '.join(record)}): "
-                                          f"set seq2seq.input_key and seq2seq.target_key to its fields")
-                    pairs.append((record[input_key], record[target_key]))
-    return pairs
+                                          f"set seq2seq.input_key and seq2seq.target_key (seq2seq.test_reference_keys "
+                                          f"for the test split) to its fields")
+                    examples.append(tuple(record[k] for k in keys))
+    return examples
 
 
 _BUILDER_PACKAGES = ("translate", "summarization", "text", "question_answering")
@@ -112,11 +112,15 @@ def _read_tfds(config: Config, split: str) -> list[tuple[str, str]]:
     return list(zip(sources[0], sources[1]))
 
 
-def read_split(config: Config, split: str) -> list[tuple[str, str]]:
-    """[(input text, target text)] of a split ("train", "validation", "test"), cleaned, with
-    the input prefix prepended; pairs with an empty side are dropped."""
+def read_examples(config: Config, split: str) -> list[tuple[str, ...]]:
+    """[(input text, reference text, ...)] of a split ("train", "validation", "test"), cleaned,
+    with the input prefix prepended; examples with an empty input or first reference are
+    dropped. One reference (target_key), except the test split with seq2seq.test_reference_keys."""
     data, s2s = config.data, config.seq2seq
+    references = [k.strip() for k in s2s.test_reference_keys.split(",") if k.strip()] if split == "test" else []
     if data.tfds_name:
+        if references:
+            raise ConfigError("seq2seq.test_reference_keys reads local test files; with data.tfds_name leave it empty")
         raw = _read_tfds(config, split)
     else:
         spec, field = {"train": (data.train_files, "data.train_files"),
@@ -125,12 +129,17 @@ def read_split(config: Config, split: str) -> list[tuple[str, str]]:
         if not spec:
             raise ConfigError(f"{field} is empty: the {split} split of a seq2seq task needs its own files "
                               f"(JSON lines, or parallel files with a {{key}} placeholder)")
-        raw = _read_local(spec, field, s2s.input_key, s2s.target_key)
-    pairs = [(text_lib.clean(text_lib.decode_utf8(a)), text_lib.clean(text_lib.decode_utf8(b))) for a, b in raw]
-    pairs = [(s2s.input_prefix + a, b) for a, b in pairs if a and b]
-    if not pairs:
+        raw = _read_local(spec, field, [s2s.input_key, *(references or [s2s.target_key])])
+    examples = [tuple(text_lib.clean(text_lib.decode_utf8(text)) for text in example) for example in raw]
+    examples = [(s2s.input_prefix + example[0], *example[1:]) for example in examples if example[0] and example[1]]
+    if not examples:
         raise ConfigError(f"the {split} split has no (input, target) pairs with text on both sides")
-    return pairs
+    return examples
+
+
+def read_split(config: Config, split: str) -> list[tuple[str, str]]:
+    """[(input text, target text)]: `read_examples` with the first reference as the target."""
+    return [(example[0], example[1]) for example in read_examples(config, split)]
 
 
 def tokenize(pairs: Sequence[tuple[str, str]], tokenizer, input_len: int, target_len: int) -> Pairs:
@@ -150,11 +159,10 @@ def load_tokenizer(config: Config, train_pairs) -> tokenizer_lib.Tokenizer:
     if config.init_from:
         from lm import init_from  # noqa: PLC0415
 
-        return tokenizer_lib.Tokenizer.load(os.path.join(init_from.resolve(config.init_from)[0], "tokenizer.model"))
-    identity = hashlib.sha256(json.dumps([config.data.train_files, config.data.tfds_name, config.seq2seq.input_key,
-                                          config.seq2seq.target_key, len(train_pairs)]).encode()).hexdigest()
-    texts = (text for pair in train_pairs for text in pair)
-    return tokenizer_lib.load_or_train(config.tokenizer, texts, f"seq2seq:{identity}",
+        return tokenizer_lib.Tokenizer.load(
+            init_from.source(config.init_from, config.finetune.init_checkpoint).tokenizer_path)
+    texts = [text for pair in train_pairs for text in pair]
+    return tokenizer_lib.load_or_train(config.tokenizer, texts, tokenizer_lib.text_identity("seq2seq", texts),
                                        corpus_lib.cache_root(config.data))
 
 
@@ -224,29 +232,6 @@ class PackedRows:
         members = self.plan[index] if index < len(self.plan) else []
         return pack_rows([(self.pairs.inputs[i], self.pairs.targets[i]) for i in members], self.input_len,
                          self.target_len, self.pad_id)
-
-
-def _check_batch(global_batch: int, process_count: int, what: str):
-    if global_batch % process_count:
-        raise ConfigError(f"{what}={global_batch} does not divide into {process_count} processes: "
-                          f"use a multiple of {process_count}")
-
-
-def batched(source, global_batch: int, process_index: int, process_count: int, *, seed: int | None,
-            prefetch: int = 4, random_map=None):
-    """Endless shuffled batches (seed given) or one ordered pass (seed None) of `source`."""
-    _check_batch(global_batch, process_count, "batch size")
-    dataset = grain.MapDataset.source(source)
-    if seed is not None:
-        if len(source) < global_batch:
-            raise ConfigError(f"the training split makes {len(source)} rows, fewer than train.batch_size="
-                              f"{global_batch}: give more data or lower the batch size")
-        dataset = dataset.shuffle(seed=seed).repeat()
-    if random_map is not None:
-        dataset = dataset.random_map(random_map, seed=seed or 0)
-    dataset = dataset[process_index::process_count].batch(global_batch // process_count, drop_remainder=True)
-    options = grain.ReadOptions(num_threads=min(2, max(prefetch, 1)), prefetch_buffer_size=max(prefetch, 1))
-    return dataset.to_iter_dataset(options)
 
 
 def train_rows(pairs: Pairs, input_len: int, target_len: int, pad_id: int, seed: int) -> PackedRows:

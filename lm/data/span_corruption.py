@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import dataclasses
 
-import grain
 import numpy as np
 
 from lm.config import ConfigError
@@ -78,20 +77,22 @@ def corrupt(tokens: np.ndarray, mask: np.ndarray, sentinel_ids: np.ndarray, eos_
 
 def reconstruct(inputs: np.ndarray, targets: np.ndarray, sentinel_ids, eos_id: int) -> np.ndarray:
     """The original tokens from (inputs, targets): each sentinel in the inputs is replaced by
-    what follows the same sentinel in the targets, up to the next sentinel or EOS."""
+    what follows the same sentinel in the targets, up to the next sentinel. Only the final EOS
+    of each ends it: a window of the token stream may hold the EOS between two documents."""
     sentinels = set(int(s) for s in sentinel_ids)
+
+    def body(ids: np.ndarray) -> list[int]:
+        ids = ids.tolist()
+        return ids[:-1] if ids and ids[-1] == eos_id else ids
+
     spans, current = {}, None
-    for token in targets.tolist():
-        if token == eos_id:
-            break
+    for token in body(targets):
         if token in sentinels:
             current = spans.setdefault(token, [])
         elif current is not None:
             current.append(token)
     out = []
-    for token in inputs.tolist():
-        if token == eos_id:
-            break
+    for token in body(inputs):
         out.extend(spans.get(token, []) if token in sentinels else [token])
     return np.asarray(out, np.int32)
 

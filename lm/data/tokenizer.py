@@ -104,6 +104,15 @@ def train(texts: Iterable[str], config: TokenizerConfig) -> Tokenizer:
     return Tokenizer(model.getvalue())
 
 
+def text_identity(kind: str, texts: Iterable[str]) -> str:
+    """A cache identity for a tokenizer trained on in-memory `texts`: their content, so any
+    change of files, fields, casing or prefix gives another tokenizer."""
+    digest = hashlib.sha256()
+    for text in texts:
+        digest.update(text.encode("utf-8", errors="replace") + b"\0")
+    return f"{kind}:{digest.hexdigest()}"
+
+
 def load_or_train(config: TokenizerConfig, texts: Iterable[str], corpus_identity: str, cache_dir: str) -> Tokenizer:
     """`config.path` if given; else a tokenizer trained on the corpus, cached by corpus and settings."""
     if config.path:

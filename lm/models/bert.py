@@ -6,7 +6,7 @@ model carries the pretraining heads (masked-LM, tied to the input embedding, and
 next-sentence prediction); with `num_classes >= 2` a classifier on the pooled output.
 
 Everything but the heads lives under the `encoder` parameter subtree, so a fine-tuning run
-restores exactly that subtree from a pretraining checkpoint (lm/warm_start.py).
+restores exactly that subtree from a pretraining checkpoint (lm/init_from.py).
 The blocks are pre-norm (as every family here) rather than the original post-norm: it trains
 stably at higher learning rates, which matters for the short CPU budgets. `model.norm_position="post"`
 with `model.embedding_norm` and `mlp_activation="gelu_exact"` is the original BERT, the shape

@@ -40,8 +40,9 @@ class CausalLM:
         return logits, batch["targets"], batch["weights"]
 
     def loss_sums(self, model, params, batch, rng, deterministic: bool) -> dict:
+        # z-loss is a training term whether or not dropout runs; eval_sums drops it.
         return losses.cross_entropy(*self.predictions(model, params, batch, rng, deterministic),
-                                    0.0 if deterministic else self.config.train.z_loss)
+                                    self.config.train.z_loss)
 
     def total_weight(self, batch):
         return jnp.sum(batch["weights"])

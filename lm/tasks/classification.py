@@ -1,6 +1,6 @@
 """Sentence(-pair) classification with a BERT encoder: a head on the pooled [CLS] output.
 
-The encoder usually starts from a pretraining run (`init_from`, lm/warm_start.py), whose
+The encoder usually starts from a pretraining run (`init_from`, lm/init_from.py), whose
 tokenizer this run then reuses. Evaluation sums a confusion matrix, so accuracy, precision,
 recall and F1 (of class 1 for two classes, macro-averaged for more) are exact over the whole
 validation split. The validation metric `finetune.select_metric` drives early stopping and
@@ -20,8 +20,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from lm import losses
+from lm import init_from, losses
+from lm import metrics as metrics_lib
 from lm.config import Config, ConfigError
+from lm.data import batching
 from lm.data import corpus as corpus_lib
 from lm.data import glue
 from lm.data import tokenizer as tokenizer_lib
@@ -50,19 +52,6 @@ def metrics_from_confusion(confusion: np.ndarray) -> dict[str, float]:
             "recall": pick(recall), "f1": pick(f1)}
 
 
-def _check_casing(pretraining_config_path: str, lowercase: bool) -> None:
-    """An uncased encoder fed cased text (or the reverse) sees pieces it never trained on; the
-    pretraining run's config.json says which it was."""
-    if not os.path.exists(pretraining_config_path):
-        return
-    with open(pretraining_config_path) as f:
-        pretrained_lowercase = bool(json.load(f).get("data", {}).get("lowercase", False))
-    if pretrained_lowercase != lowercase:
-        raise ConfigError(f"init_from's pretraining run has data.lowercase={pretrained_lowercase} but this run "
-                          f"data.lowercase={lowercase}: set --config.data.lowercase={pretrained_lowercase} so the "
-                          f"fine-tuning text is cased as the pretraining text was")
-
-
 class Classification:
     def __init__(self, config: Config):
         self.config = config
@@ -79,11 +68,11 @@ class Classification:
     # Data.
     def _tokenizer(self, train_texts) -> tokenizer_lib.Tokenizer:
         c = self.config
-        if c.init_from:  # the pretrained encoder's embeddings only mean something with its own tokenizer
-            path = glue.workdir_tokenizer_path(c.init_from)
-            _check_casing(os.path.join(os.path.dirname(path), "config.json"), c.data.lowercase)
-            return tokenizer_lib.Tokenizer.load(path)
-        return tokenizer_lib.load_or_train(c.tokenizer, train_texts, f"glue:{c.finetune.task}:{c.finetune.tfds_name}",
+        if c.init_from and not c.tokenizer.path:  # the pretrained encoder's embeddings need its own tokenizer
+            found = init_from.source(c.init_from, c.finetune.init_checkpoint)
+            return tokenizer_lib.Tokenizer.load(found.tokenizer_path)
+        texts = list(train_texts)
+        return tokenizer_lib.load_or_train(c.tokenizer, texts, tokenizer_lib.text_identity("glue", texts),
                                            corpus_lib.cache_root(c.data))
 
     def prepare(self) -> ClassificationData:
@@ -98,13 +87,8 @@ class Classification:
 
     def train_iterator(self, data: ClassificationData, process_index: int = 0, process_count: int = 1):
         c = self.config
-        if c.train.batch_size % process_count:
-            raise ConfigError(f"train.batch_size={c.train.batch_size} does not divide into {process_count} processes")
-        dataset = grain.MapDataset.source(data.train).shuffle(seed=c.data.seed).repeat()
-        dataset = dataset[process_index::process_count].batch(c.train.batch_size // process_count, drop_remainder=True)
-        prefetch = max(c.data.prefetch, 1)
-        return iter(dataset.to_iter_dataset(grain.ReadOptions(num_threads=min(2, prefetch),
-                                                              prefetch_buffer_size=prefetch)))
+        return iter(batching.batched(data.train, c.train.batch_size, process_index, process_count, seed=c.data.seed,
+                                     prefetch=c.data.prefetch))
 
     def eval_batches(self, data: ClassificationData, process_index: int = 0, process_count: int = 1):
         """The whole validation split (eval.max_batches caps it), padded to whole batches."""
@@ -184,16 +168,10 @@ class Classification:
     def write_report(self, run, workdir: str, evaluate, checkpointer) -> dict:
         """Evaluates the best checkpoint (by the selection metric) and writes eval_report.json."""
         name = self.selection[0]
-        scores = {}
-        with open(os.path.join(workdir, "metrics.jsonl")) as f:
-            for line in f:
-                record = json.loads(line)
-                if name in record:
-                    scores[record["step"]] = record
-        kept = [s for s in checkpointer.all_steps() if s in scores]
-        if not kept:
+        scores = metrics_lib.records(workdir, name)
+        best = metrics_lib.best_step(workdir, checkpointer.all_steps(), name, higher_is_better=True)
+        if best is None:
             return {}
-        best = max(kept, key=lambda s: scores[s][name])
         state, _ = checkpointer.restore(best, run.abstract_state, with_data=False)
         metrics = evaluate(run, state.params)
         last = max(scores)

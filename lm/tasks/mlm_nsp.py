@@ -13,12 +13,12 @@ import hashlib
 import math
 import os
 
-import grain
 import jax.numpy as jnp
 import numpy as np
 
 from lm import losses
 from lm.config import Config, ConfigError
+from lm.data import batching
 from lm.data import corpus as corpus_lib
 from lm.data import pairs
 from lm.data import tokenizer as tokenizer_lib
@@ -85,15 +85,9 @@ class MlmNsp:
 
     def train_iterator(self, data: PretrainingData, process_index: int = 0, process_count: int = 1):
         c = self.config
-        if c.train.batch_size % process_count:
-            raise ConfigError(f"train.batch_size={c.train.batch_size} does not divide into {process_count} processes")
-        dataset = grain.MapDataset.source(data.train.anchors()).shuffle(seed=c.data.seed).repeat()
-        dataset = dataset[process_index::process_count]
-        dataset = dataset.random_map(self._examples(data, data.train), seed=c.data.seed)
-        dataset = dataset.batch(c.train.batch_size // process_count, drop_remainder=True)
-        prefetch = max(c.data.prefetch, 1)
-        return iter(dataset.to_iter_dataset(grain.ReadOptions(num_threads=min(2, prefetch),
-                                                              prefetch_buffer_size=prefetch)))
+        return iter(batching.batched(data.train.anchors(), c.train.batch_size, process_index, process_count,
+                                     seed=c.data.seed, prefetch=c.data.prefetch,
+                                     random_map=self._examples(data, data.train)))
 
     def eval_batches(self, data: PretrainingData, process_index: int = 0, process_count: int = 1):
         """A fixed set of validation pairs (same anchors, masks and partners at every
@@ -107,10 +101,9 @@ class MlmNsp:
             num_batches = min(num_batches, c.eval.max_batches)
         anchors = anchors[:num_batches * batch]
         padding = np.full((num_batches * batch - len(anchors), 2), -1, np.int32)
-        dataset = grain.MapDataset.source(np.concatenate([anchors, padding]))
-        dataset = dataset.random_map(self._examples(data, data.validation), seed=1234)[process_index::process_count]
-        dataset = dataset.batch(batch // process_count, drop_remainder=True)
-        return dataset.to_iter_dataset(grain.ReadOptions(num_threads=2, prefetch_buffer_size=4))
+        return batching.batched(np.concatenate([anchors, padding]), batch, process_index, process_count, seed=None,
+                                random_map=self._examples(data, data.validation), random_seed=1234,
+                                what="eval.batch_size")
 
     def init_inputs(self):
         seq_len, predictions = self.config.data.seq_len, self.config.mlm.max_predictions

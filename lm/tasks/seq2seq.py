@@ -13,6 +13,7 @@ import jax.numpy as jnp
 
 from lm import losses
 from lm.config import Config
+from lm.data import batching
 from lm.data import seq2seq as seq2seq_data
 
 
@@ -31,8 +32,9 @@ class EncoderDecoderTask:
                              batch["encoder_segment_ids"], batch["encoder_positions"], batch["decoder_segment_ids"],
                              batch["decoder_positions"], deterministic=deterministic,
                              rngs=None if deterministic else {"dropout": rng})
+        # z-loss is a training term whether or not dropout runs; eval_sums drops it.
         return losses.cross_entropy(logits, batch["decoder_targets"], batch["decoder_weights"],
-                                    0.0 if deterministic else self.config.train.z_loss)
+                                    self.config.train.z_loss)
 
     def total_weight(self, batch):
         return jnp.sum(batch["decoder_weights"])
@@ -72,7 +74,7 @@ class Seq2Seq(EncoderDecoderTask):
     def train_iterator(self, corpus, process_index: int = 0, process_count: int = 1):
         c, s2s = self.config, self.config.seq2seq
         rows = seq2seq_data.train_rows(corpus.train, s2s.input_len, s2s.target_len, corpus.tokenizer.pad_id, c.data.seed)
-        return iter(seq2seq_data.batched(rows, c.train.batch_size, process_index, process_count, seed=c.data.seed,
+        return iter(batching.batched(rows, c.train.batch_size, process_index, process_count, seed=c.data.seed,
                                          prefetch=c.data.prefetch))
 
     def eval_batches(self, corpus, process_index: int = 0, process_count: int = 1):
@@ -80,7 +82,7 @@ class Seq2Seq(EncoderDecoderTask):
         batch = c.eval.batch_size or c.train.batch_size
         rows = seq2seq_data.eval_rows(corpus.validation, s2s.input_len, s2s.target_len, corpus.tokenizer.pad_id,
                                       batch, c.eval.max_batches)
-        return seq2seq_data.batched(rows, batch, process_index, process_count, seed=None)
+        return batching.batched(rows, batch, process_index, process_count, seed=None)
 
     def sample_pairs(self, corpus) -> list[tuple[str, str]]:
         return corpus.validation.texts[:2]

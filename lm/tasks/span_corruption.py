@@ -13,8 +13,7 @@ from __future__ import annotations
 import numpy as np
 
 from lm.config import Config, ConfigError
-from lm.data import pipeline
-from lm.data import seq2seq as seq2seq_data
+from lm.data import batching, pipeline
 from lm.data import span_corruption as spans
 from lm.tasks.seq2seq import EncoderDecoderTask
 
@@ -55,7 +54,7 @@ class SpanCorruption(EncoderDecoderTask):
 
     def train_iterator(self, corpus, process_index: int = 0, process_count: int = 1):
         c = self.config
-        return iter(seq2seq_data.batched(spans.Windows(corpus.train_tokens, self.lengths.raw), c.train.batch_size,
+        return iter(batching.batched(spans.Windows(corpus.train_tokens, self.lengths.raw), c.train.batch_size,
                                          process_index, process_count, seed=c.data.seed, prefetch=c.data.prefetch,
                                          random_map=self._corruptor(corpus)))
 
@@ -71,7 +70,7 @@ class SpanCorruption(EncoderDecoderTask):
                               f"than eval.batch_size={batch}: lower eval.batch_size or give more validation text")
         windows.length = num_batches * batch
         corruptor = self._corruptor(corpus)
-        return seq2seq_data.batched(windows, batch, process_index, process_count, seed=None,
+        return batching.batched(windows, batch, process_index, process_count, seed=None,
                                     random_map=lambda tokens, rng: corruptor(tokens, rng))
 
     def sample_pairs(self, corpus) -> list[tuple[str, str]]:

@@ -350,7 +350,7 @@ def validate(config: Config) -> None:
             f"model.num_kv_heads={kv_heads} must divide model.num_heads={m.num_heads} (grouped-query attention)")
     if m.positions == "rotary" and (m.head_dim or m.embed_dim // m.num_heads) % 2:
         raise ConfigError("rotary positions need an even head dimension: change model.embed_dim or model.num_heads")
-    if m.positions == "learned" and d.seq_len > m.max_len:
+    if (m.positions == "learned" or m.family == "bert") and d.seq_len > m.max_len:  # bert: always a learned table
         raise ConfigError(
             f"data.seq_len={d.seq_len} is longer than model.max_len={m.max_len}, the learned position table: "
             f"raise model.max_len or lower data.seq_len")
@@ -456,10 +456,9 @@ def _validate_bert(config: Config) -> None:
     if config.finetune.layer_lr_decay < 1.0 and m.scan_layers:
         raise ConfigError("finetune.layer_lr_decay tells layers apart by their layer_<i> names, which a scanned stack "
                           "does not have: set model.scan_layers=false to use it")
-    if m.family == "bert" and (m.positions != "learned" or config.data.seq_len > m.max_len):
-        raise ConfigError(f"model.family=bert uses a learned position table of model.max_len={m.max_len} rows: set "
-                          f"model.positions='learned' (got {m.positions!r}) and data.seq_len <= model.max_len "
-                          f"(got {config.data.seq_len})")
+    if m.family == "bert" and m.positions != "learned":
+        raise ConfigError(f"model.family=bert uses a learned position table: set model.positions='learned' "
+                          f"(got {m.positions!r})")
     if not 0.0 < config.finetune.init_shrink <= 1.0 or config.finetune.init_perturb < 0.0:
         raise ConfigError(f"finetune.init_shrink must be in (0, 1] and finetune.init_perturb >= 0 (1.0 and 0.0: the "
                           f"pretrained params as they are), got {config.finetune.init_shrink} and "

@@ -4,8 +4,9 @@ ROUGE-1/2/L (rouge-score), the measures of translation and summarisation.
 Scores are corpus BLEU (sacrebleu's defaults: 13a tokenisation, exact match; its signature
 is reported so the figure is reproducible) and the mean ROUGE F1 over examples with
 Porter stemming, both on a 0-100 scale. With several references per example (DialogSum's
-test split) BLEU counts matches against all of them and ROUGE takes the best one per example. The lead baseline (the first sentences of the input)
-is scored the same way, over the same examples.
+test split) BLEU counts matches against all of them and ROUGE takes the best one per example.
+The lead baseline (the first sentences of the input) is scored the same way, over the same
+examples.
 """
 
 from __future__ import annotations
@@ -88,7 +89,10 @@ def evaluate_workdir(workdir: str, split: str = "validation", beam_size: int = 0
     checkpointer.close()
     if not available:
         raise ConfigError(f"{workdir} has no checkpoint: train it first with tools/train.py")
-    run = pretrained_lib.load(workdir, step or metrics_lib.best_step(workdir, available) or available[-1])
+    if not step:  # the best by validation loss, else the newest (a best step may be 0: converted weights)
+        best = metrics_lib.best_step(workdir, available)
+        step = available[-1] if best is None else best
+    run = pretrained_lib.load(workdir, step)
     s2s = config.seq2seq
     decode_config = decoding.DecodeConfig(max_len=s2s.target_len, beam_size=beam_size or s2s.beam_size,
                                           length_penalty=s2s.length_penalty if length_penalty < 0 else length_penalty)

@@ -143,7 +143,8 @@ def shrink_and_perturb(pretrained_params, fresh_params, shrink: float, perturb: 
         return pretrained_params
     log(f"init_from: shrink and perturb, {shrink} x pretrained + {perturb} x fresh init for every matrix")
     return jax.tree_util.tree_map_with_path(
-        lambda path, p, f: shrink * p + perturb * f if optimizer.is_weight(path) else p, pretrained_params, fresh_params)
+        lambda path, p, f: shrink * p + perturb * f if optimizer.is_weight(path, p) else p,
+        pretrained_params, fresh_params)
 
 
 def restore(state, config: Config, subtree: str | None = None, log: Log = print):

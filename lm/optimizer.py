@@ -30,17 +30,18 @@ def schedule(config: OptimizerConfig, total_steps: int) -> optax.Schedule:
     return optax.join_schedules([optax.linear_schedule(0.0, peak, warmup), after], [warmup])
 
 
-def is_weight(path) -> bool:
-    """Matrices and embeddings, as against norm scales and biases: told by name, not by rank,
-    because attention biases are [heads, head_dim] and a scanned stack (`model.scan_layers`)
-    gives every scale and bias a leading layer axis."""
+def is_weight(path, leaf) -> bool:
+    """Matrices and embeddings, as against norm scales, biases and scalars. Rank alone cannot
+    tell: attention biases are [heads, head_dim], and a scanned stack (`model.scan_layers`) gives
+    every scale and bias a leading layer axis; so names rule out scales and biases, and rank
+    rules out vectors and scalars."""
     name = str(getattr(path[-1], "key", path[-1]))
-    return not (name == "scale" or name.endswith("bias"))
+    return leaf.ndim >= 2 and not (name == "scale" or name.endswith("bias"))
 
 
 def decay_mask(params):
     """True for weights that get weight decay: matrices and embeddings, not norms or biases."""
-    return jax.tree_util.tree_map_with_path(lambda path, _: is_weight(path), params)
+    return jax.tree_util.tree_map_with_path(is_weight, params)
 
 
 def scale_by_path(factor: Callable) -> optax.GradientTransformation:

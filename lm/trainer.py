@@ -236,7 +236,49 @@ def train(config: Config, workdir: str, allow_config_change: bool = False) -> di
             lock.release()
 
 
-def _train(config: Config, workdir: str, allow_config_change: bool, preemption: _Preemption) -> dict[str, float]:
+class _Progress:
+    """Train-metric records and the progress line (steps, loss, tokens/s, lr, ETA). A step's
+    metrics are read one step late, so the host never stalls the device waiting for them."""
+
+    def __init__(self, writer: metrics_lib.MetricsWriter, total_steps: int, tokens_per_step: int):
+        self.writer, self.total_steps, self.tokens_per_step = writer, total_steps, tokens_per_step
+        self.pending = None  # (step, metrics on device) to report once the next step is queued
+        self.restart_clock()
+
+    def restart_clock(self) -> None:
+        """Time from here on is training time (evaluation and compilation are not)."""
+        self.interval_start, self.interval_steps = time.time(), 0
+
+    def after_step(self, step: int, device_metrics, first_of_run: bool, log_now: bool) -> None:
+        self.interval_steps += 1
+        self.flush()
+        if first_of_run:
+            jax.block_until_ready(device_metrics)
+            log(f"first step compiled and ran in {time.time() - self.interval_start:.1f}s")
+            self.restart_clock()
+        if log_now:
+            self.pending = (step, device_metrics)
+
+    def flush(self) -> None:
+        if self.pending is None:
+            return
+        at_step, device_metrics = self.pending
+        self.pending = None
+        values = jax.device_get(device_metrics)
+        elapsed = time.time() - self.interval_start
+        tokens_per_sec = self.interval_steps * self.tokens_per_step / max(elapsed, 1e-9)
+        record = {f"train/{k}": v for k, v in values.items() if k != "tokens"}
+        record["train/tokens_per_sec"] = tokens_per_sec
+        self.writer.write(at_step, record)
+        eta = (self.total_steps - at_step) * elapsed / max(self.interval_steps, 1)
+        log(f"step {at_step:>6}/{self.total_steps} | loss {float(values['loss']):.4f} | "
+            f"{tokens_per_sec:,.0f} tokens/s | lr {float(values['learning_rate']):.2e} | "
+            f"eta {metrics_lib.format_duration(eta)}")
+        self.restart_clock()
+
+
+def _prepare(config: Config, workdir: str, allow_config_change: bool) -> Run:
+    """The Run, after every check that can refuse the workdir, and the workdir's run files."""
     started = time.time()
     resuming = workdir_lib.has_checkpoints(workdir)
     if config.init_from and not resuming:
@@ -250,28 +292,40 @@ def _train(config: Config, workdir: str, allow_config_change: bool, preemption: 
     resolved = json.loads(json.dumps(dataclasses.asdict(dataclasses.replace(config, model=run.model_config))))
     workdir_lib.check_config(workdir, resolved, run.corpus.tokenizer.model_proto, allow_config_change, log)
     _write_run_files(workdir, config, run)
-    cfg, tokens_per_step = config, config.train.batch_size * config.data.seq_len
     num_params = sum(math.prod(x.shape) for x in jax.tree.leaves(run.abstract_state.params))
     log(f"model: {num_params:,} parameters | mesh {dict(run.mesh.shape)} on {jax.device_count()} "
-        f"{jax.devices()[0].platform} device(s), {jax.process_count()} process(es) | batch {cfg.train.batch_size} x "
-        f"{cfg.data.seq_len} tokens = {tokens_per_step:,} per step | data ready in {time.time() - started:.1f}s")
+        f"{jax.devices()[0].platform} device(s), {jax.process_count()} process(es) | batch {config.train.batch_size} x "
+        f"{config.data.seq_len} tokens = {config.train.batch_size * config.data.seq_len:,} per step | data ready in "
+        f"{time.time() - started:.1f}s")
+    return run
 
+
+def _initial_state(run: Run, config: Config, checkpointer, train_iter):
+    """(state, step resumed from or None): the newest verified checkpoint with its data position,
+    else a fresh init (with init_from's pretrained params and a fresh optimizer)."""
+    restored = checkpointer.restore_latest(run.abstract_state)  # verified; falls back past corrupt ones
+    if restored is not None:
+        latest, state, data_state = restored
+        if data_state is not None:
+            train_iter.set_state(data_state)
+        log(f"resumed from step {latest} ({checkpointer.directory})")
+        return state, latest
+    state = run.init_fn()
+    if config.init_from:  # a task may take only a subtree of the pretrained params (BERT's encoder)
+        state = init_from.restore(state, config, getattr(run.task, "init_from_subtree", None), log)
+    return state, None
+
+
+def _train(config: Config, workdir: str, allow_config_change: bool, preemption: _Preemption) -> dict[str, float]:
+    started = time.time()
+    cfg = config
+    run = _prepare(config, workdir, allow_config_change)
     # The validation metric that picks the best checkpoint and stops early: a task may name its own.
     select_name, select_higher = getattr(run.task, "selection", ("eval/loss", False))
     checkpointer = checkpoint_lib.Checkpointer(os.path.join(workdir, "checkpoints"), cfg.checkpoint, log,
                                                select_name, select_higher)
     train_iter = run.task.train_iterator(run.corpus, jax.process_index(), jax.process_count())
-    restored = checkpointer.restore_latest(run.abstract_state)  # verified; falls back past corrupt ones
-    latest = restored[0] if restored else None
-    if restored is not None:
-        _, state, data_state = restored
-        if data_state is not None:
-            train_iter.set_state(data_state)
-        log(f"resumed from step {latest} ({checkpointer.directory})")
-    else:
-        state = run.init_fn()
-        if config.init_from:  # fine-tuning: pretrained params (a task may take only a subtree), fresh optimizer
-            state = init_from.restore(state, config, getattr(run.task, "init_from_subtree", None), log)
+    state, latest = _initial_state(run, config, checkpointer, train_iter)
 
     writer = metrics_lib.MetricsWriter(workdir)
     step = int(jax.device_get(state.step))
@@ -280,46 +334,22 @@ def _train(config: Config, workdir: str, allow_config_change: bool, preemption: 
     early_stopping = _EarlyStopping(cfg.train.early_stopping_patience, select_higher)
     if latest is not None:
         early_stopping.replay(workdir, select_name, latest)
-    pending = None  # (step, metrics on device): read one step late so the host never stalls the device.
-    interval_start, interval_steps = time.time(), 0
+    progress = _Progress(writer, cfg.train.steps, cfg.train.batch_size * cfg.data.seq_len)
     stop_early = False
     guard = _NonFiniteGuard(config, checkpointer)
-
-    def report(at_step, device_metrics):
-        nonlocal interval_start, interval_steps
-        values = jax.device_get(device_metrics)
-        elapsed = time.time() - interval_start
-        tokens_per_sec = interval_steps * tokens_per_step / max(elapsed, 1e-9)
-        record = {f"train/{k}": v for k, v in values.items() if k != "tokens"}
-        record["train/tokens_per_sec"] = tokens_per_sec
-        writer.write(at_step, record)
-        eta = (cfg.train.steps - at_step) * elapsed / max(interval_steps, 1)
-        log(f"step {at_step:>6}/{cfg.train.steps} | loss {float(values['loss']):.4f} | "
-            f"{tokens_per_sec:,.0f} tokens/s | lr {float(values['learning_rate']):.2e} | "
-            f"eta {metrics_lib.format_duration(eta)}")
-        interval_start, interval_steps = time.time(), 0
 
     with sharding.activation_rules(run.mesh):
         while step < cfg.train.steps and not stop_early:
             batch = sharding.to_global(next(train_iter), run.mesh)
             state, device_metrics = run.train_step(state, batch)
             step += 1
-            interval_steps += 1
             guard.push(step, device_metrics)
-            if pending is not None:
-                report(*pending)
-                pending = None
-            if step == 1 or (latest is not None and step == latest + 1):
-                jax.block_until_ready(device_metrics)
-                log(f"first step compiled and ran in {time.time() - interval_start:.1f}s")
-                interval_start, interval_steps = time.time(), 0
-            if step % cfg.train.log_every_steps == 0 or step == cfg.train.steps:
-                pending = (step, device_metrics)
+            progress.after_step(step, device_metrics,
+                                first_of_run=step == 1 or (latest is not None and step == latest + 1),
+                                log_now=step % cfg.train.log_every_steps == 0 or step == cfg.train.steps)
             eval_now = step % cfg.eval.every_steps == 0 or step == cfg.train.steps
             if eval_now:
-                if pending is not None:
-                    report(*pending)
-                    pending = None
+                progress.flush()
                 last_eval = evaluate(run, state.params)
                 writer.write(step, last_eval)
                 log(f"eval at step {step}: " + " | ".join(
@@ -328,7 +358,7 @@ def _train(config: Config, workdir: str, allow_config_change: bool, preemption: 
                     log(f"early stopping: no improvement in {select_name} for {early_stopping.stale} "
                         f"evaluations (best {early_stopping.best:.4f})")
                     stop_early = True
-                interval_start, interval_steps = time.time(), 0  # evaluation time is not training time
+                progress.restart_clock()
             preempted = preemption.poll(step)  # every step: hosts agree on the step to stop at
             at_end = step == cfg.train.steps or stop_early or preempted
             if step % cfg.checkpoint.every_steps == 0 or at_end:
@@ -337,8 +367,7 @@ def _train(config: Config, workdir: str, allow_config_change: bool, preemption: 
             if preemption.requested:
                 break
         guard.flush()
-        if pending is not None:
-            report(*pending)
+        progress.flush()
         if hasattr(run.task, "write_report") and not preemption.requested:
             checkpointer.wait()  # the task evaluates its best checkpoint into the workdir (fine-tuning)
             run.task.write_report(run, workdir, evaluate, checkpointer)
@@ -352,13 +381,19 @@ def _train(config: Config, workdir: str, allow_config_change: bool, preemption: 
         if not last_eval:  # resumed a finished run: report where it stands.
             last_eval = evaluate(run, state.params)
         sample = run.task.sample(run, state.params)
-    if sample is not None:
-        log(f"sample:\n{sample}")
-        writer.write_text("sample", sample, step)
-        if jax.process_index() == 0:
-            with open(os.path.join(workdir, "sample.txt"), "w") as f:
-                f.write(sample + "\n")
+    _write_sample(workdir, writer, sample, step)
     writer.close()
     log(f"done: step {step} in {metrics_lib.format_duration(time.time() - started)}; "
         + ", ".join(f"{k} {v:.4f}" for k, v in last_eval.items()))
     return last_eval
+
+
+def _write_sample(workdir: str, writer: metrics_lib.MetricsWriter, sample: str | None, step: int) -> None:
+    """The task's sample (a generation, a prediction) to the log, TensorBoard and sample.txt."""
+    if sample is None:
+        return
+    log(f"sample:\n{sample}")
+    writer.write_text("sample", sample, step)
+    if jax.process_index() == 0:
+        with open(os.path.join(workdir, "sample.txt"), "w") as f:
+            f.write(sample + "\n")

@@ -201,6 +201,9 @@ class MlmConfig:
     max_predictions: int = 20  # masked positions per example the MLM head scores (static shape).
     short_pair_rate: float = 0.1  # pairs made shorter than data.seq_len, so short inputs are seen too.
     nsp_weight: float = 1.0  # loss = MLM loss + nsp_weight * NSP loss.
+    # files: documents from data.train_files | finetune_task: finetune.task's own training inputs, labels
+    # dropped (task-adaptive pretraining: continue a pretrained encoder's MLM on the task's text).
+    corpus: str = "files"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -305,6 +308,7 @@ _CHOICES = {
     "model.norm_position": ("pre", "post"),
     "model.init": ("normal", "fan_in"),
     "mlm.document_boundary": ("heading", "paragraph"),
+    "mlm.corpus": ("files", "finetune_task"),
     "finetune.task": ("sst2", "mrpc", "rte"),
     "finetune.select_metric": ("accuracy", "f1", "precision", "recall"),
     "finetune.init_checkpoint": ("best", "latest"),
@@ -374,7 +378,8 @@ def validate(config: Config) -> None:
     if t.batch_size % t.microbatches:
         raise ConfigError(
             f"train.microbatches={t.microbatches} does not divide train.batch_size={t.batch_size}")
-    if not d.tfds_name and not d.train_files:
+    task_text = t.objective == "mlm_nsp" and config.mlm.corpus == "finetune_task"
+    if not d.tfds_name and not d.train_files and not task_text:
         raise ConfigError("no training data: set data.train_files (local text) or data.tfds_name (a tfds dataset)")
     if not d.validation_files and not d.tfds_name and not 0.0 < d.validation_fraction < 1.0:
         raise ConfigError(

@@ -1,7 +1,9 @@
 """BERT pretraining: masked-language modelling plus next-sentence prediction.
 
 Data: local text files split into documents (lm/data/pairs.py builds the sentence pairs and
-the masks). Loss per example: mean NLL over its masked positions + mlm.nsp_weight x NSP NLL;
+the masks), or, with `mlm.corpus=finetune_task`, a fine-tuning task's own training inputs
+(task-adaptive pretraining, as in Gururangan et al. 2020: a pretrained encoder continues its MLM
+on the unlabelled text of the task it is about to learn). Loss per example: mean NLL over its masked positions + mlm.nsp_weight x NSP NLL;
 the batch loss is the mean over real examples, so microbatches combine exactly. Metrics:
 MLM loss and accuracy over masked positions only, NSP loss and accuracy.
 """
@@ -20,7 +22,7 @@ from lm import losses
 from lm.config import Config, ConfigError
 from lm.data import batching
 from lm.data import corpus as corpus_lib
-from lm.data import pairs
+from lm.data import glue, pairs
 from lm.data import tokenizer as tokenizer_lib
 
 
@@ -48,6 +50,24 @@ def _identity(files: list[str], boundary: str, lowercase: bool) -> str:
     return f"pairs:{digest.hexdigest()[:16]}"
 
 
+# Single-sentence tasks (SST-2) have no documents: consecutive training sentences are grouped
+# this many to a pseudo-document, since a pair needs an anchor sentence with a successor.
+TASK_SENTENCES_PER_DOCUMENT = 5
+
+
+def task_text(config: Config) -> str:
+    """finetune.task's training inputs as blank-line separated documents, labels dropped: a
+    sentence pair is one document of its two sentences; single sentences are grouped in file
+    order. Only the train split is read: the validation split stays unseen."""
+    split = glue.load(config.finetune, "train", config.data.allow_download)
+    if split.second is not None:
+        documents = [[a, b] for a, b in zip(split.first, split.second)]
+    else:
+        n = TASK_SENTENCES_PER_DOCUMENT
+        documents = [split.first[i:i + n] for i in range(0, len(split.first), n)]
+    return "".join("\n".join(doc) + "\n\n" for doc in documents)
+
+
 class MlmNsp:
     def __init__(self, config: Config):
         self.config = config
@@ -62,8 +82,15 @@ class MlmNsp:
         if data.tfds_name:
             raise ConfigError("train.objective=mlm_nsp reads local text files with document structure: set "
                               "data.train_files (and data.validation_files) instead of data.tfds_name")
-        train_files = corpus_lib.expand_files(data.train_files, "data.train_files")
-        train_docs = pairs.split_documents(self._text(train_files), boundary)
+        from_task = self.config.mlm.corpus == "finetune_task"
+        if from_task:  # documents are blank-line separated, whatever mlm.document_boundary says
+            text, boundary = task_text(self.config), "paragraph"
+            text = text.lower() if data.lowercase else text
+            identity = tokenizer_lib.text_identity("pairs:task", [text])
+        else:
+            train_files = corpus_lib.expand_files(data.train_files, "data.train_files")
+            text, identity = self._text(train_files), _identity(train_files, boundary, data.lowercase)
+        train_docs = pairs.split_documents(text, boundary)
         if data.validation_files:
             validation_docs = pairs.split_documents(
                 self._text(corpus_lib.expand_files(data.validation_files, "data.validation_files")), boundary)
@@ -71,9 +98,9 @@ class MlmNsp:
             cut = max(1, int(round(len(train_docs) * (1 - data.validation_fraction))))
             train_docs, validation_docs = train_docs[:cut], train_docs[cut:]
         if not train_docs or not validation_docs:
-            raise ConfigError(f"{data.train_files} gives {len(train_docs)} training and {len(validation_docs)} "
+            source = f"finetune.task={self.config.finetune.task}'s training inputs" if from_task else data.train_files
+            raise ConfigError(f"{source} gives {len(train_docs)} training and {len(validation_docs)} "
                               f"validation documents (mlm.document_boundary={boundary}): both need some")
-        identity = _identity(train_files, boundary, data.lowercase)
         tokenizer = tokenizer_lib.load_or_train(self.config.tokenizer, (" ".join(doc) for doc in train_docs), identity,
                                                 corpus_lib.cache_root(data))
         ids = pairs.SpecialIds.from_tokenizer(tokenizer)

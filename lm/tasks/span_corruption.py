@@ -7,9 +7,9 @@
 
 The corpus is the causal-LM corpus (lm/data/pipeline.py: files or a tfds dataset, cleaned,
 tokenized once and cached); lm/data/span_corruption.py turns its token stream into packed
-encoder-decoder rows. Sentinels (span corruption, denoise) are the tokenizer's `<extra_id_N>` pieces (declared with
-tokenizer.special_symbols, as configs/t5_tiny.py does). Validation rows are corrupted with a
-fixed seed, so every evaluation scores the same examples.
+encoder-decoder rows. Sentinels (span corruption, denoise) are the tokenizer's `<extra_id_N>`
+pieces (declared with tokenizer.special_symbols, as configs/t5_tiny.py does). Validation rows
+are corrupted with a fixed seed, so every evaluation scores the same examples.
 """
 
 from __future__ import annotations

@@ -302,7 +302,7 @@ _CHOICES = {
     "optimizer.name": ("sgd", "adam", "adamw", "adagrad", "adafactor", "lion"),
     "optimizer.schedule": ("constant", "linear", "cosine", "rsqrt"),
     "train.nonfinite": ("skip", "stop"),
-    "train.objective": ("causal_lm", "mlm_nsp", "classification", "span_corruption", "seq2seq", "prefix_lm"),
+    "train.objective": ("causal_lm", "mlm_nsp", "classification", "span_corruption", "seq2seq", "prefix_lm", "denoise"),
     "model.pooling": ("cls", "mean"),
     "model.nsp_head": ("pooled", "pooled_and_overlap"),
     "model.norm_position": ("pre", "post"),
@@ -400,7 +400,7 @@ def validate(config: Config) -> None:
         raise ConfigError("only one mesh axis may be -1 (the rest of the devices)")
 
 
-_SEQ2SEQ_OBJECTIVES = ("span_corruption", "seq2seq", "prefix_lm")
+_SEQ2SEQ_OBJECTIVES = ("span_corruption", "seq2seq", "prefix_lm", "denoise")
 
 
 def _validate_seq2seq(config: Config) -> None:

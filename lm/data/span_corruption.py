@@ -5,6 +5,10 @@ sentinels, the decoder writes the spans back, each after its sentinel.
   inputs:   a <s0> d e f <s1> h EOS
   targets:  <s0> b c <s1> g EOS
 
+Two siblings share the windows and the row packing (WindowCorruptor): full reconstruction
+(Denoiser: the same inputs, the whole original `a b c d e f g h EOS` as the target) and the
+prefix LM (PrefixSplitter: no sentinels, a prefix in and the rest out).
+
 Each example is one window of the tokenized stream (lm/data/pipeline.py), of the raw length
 that fills exactly `input_len` encoder tokens, so rows need no padding. The noise is a pure
 function of (seed, example index, epoch) through grain's random_map, so batches stay
@@ -111,28 +115,57 @@ class Windows:
         return np.asarray(self.tokens[index * self.raw:(index + 1) * self.raw], np.int32)
 
 
-class Corruptor:
-    """Maps a raw window to one packed seq2seq row (lm/data/seq2seq.py's row layout)."""
+class WindowCorruptor:
+    """Maps a raw window to one (inputs, targets) pair, and packs it as one seq2seq row
+    (lm/data/seq2seq.py's layout) of fixed encoder and decoder lengths. Subclasses give `pair`."""
 
-    def __init__(self, lengths: SpanLengths, sentinel_ids: np.ndarray, eos_id: int, pad_id: int):
-        self.lengths, self.sentinel_ids, self.eos_id, self.pad_id = lengths, sentinel_ids, eos_id, pad_id
+    def __init__(self, input_len: int, target_len: int, pad_id: int):
+        self.input_len, self.target_len, self.pad_id = input_len, target_len, pad_id
+
+    def pair(self, tokens: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        raise NotImplementedError
 
     def __call__(self, tokens: np.ndarray, rng: np.random.Generator) -> dict[str, np.ndarray]:
-        inputs, targets = corrupt(tokens, noise_mask(self.lengths, rng), self.sentinel_ids, self.eos_id)
-        return seq2seq.pack_rows([(inputs, targets)], self.lengths.inputs, self.lengths.targets, self.pad_id)
+        return seq2seq.pack_rows([self.pair(tokens, rng)], self.input_len, self.target_len, self.pad_id)
 
 
-class PrefixSplitter:
+class Corruptor(WindowCorruptor):
+    """Span corruption: the spans of a noise mask move to the targets, each after its sentinel."""
+
+    def __init__(self, lengths: SpanLengths, sentinel_ids: np.ndarray, eos_id: int, pad_id: int):
+        super().__init__(lengths.inputs, lengths.targets, pad_id)
+        self.lengths, self.sentinel_ids, self.eos_id = lengths, sentinel_ids, eos_id
+
+    def pair(self, tokens: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        return corrupt(tokens, noise_mask(self.lengths, rng), self.sentinel_ids, self.eos_id)
+
+
+class Denoiser(Corruptor):
+    """Full reconstruction: span corruption's inputs, and the whole original window (+ EOS) as
+    the target. The decoder writes a full-length output aligned with the whole input, as
+    translation needs, instead of short sentinel spans (MASS/BART-style; the T5 paper's
+    "reconstruct the original" variant). Rows are `lengths.raw + 1` decoder tokens."""
+
+    def __init__(self, lengths: SpanLengths, sentinel_ids: np.ndarray, eos_id: int, pad_id: int):
+        super().__init__(lengths, sentinel_ids, eos_id, pad_id)
+        self.target_len = lengths.raw + 1
+
+    def pair(self, tokens: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        inputs, _ = super().pair(tokens, rng)
+        return inputs, np.append(tokens, self.eos_id).astype(np.int32)
+
+
+class PrefixSplitter(WindowCorruptor):
     """The prefix-LM alternative: a window split at a uniformly random point; the encoder reads
     the prefix, the decoder writes the rest. Rows are `raw + 1` tokens on both sides, padded."""
 
     def __init__(self, raw: int, eos_id: int, pad_id: int):
-        self.raw, self.eos_id, self.pad_id = raw, eos_id, pad_id
+        super().__init__(raw + 1, raw + 1, pad_id)
+        self.raw, self.eos_id = raw, eos_id
 
-    def split(self, tokens: np.ndarray, rng: np.random.Generator):
+    def pair(self, tokens: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
         cut = int(rng.integers(1, len(tokens)))
         return (np.append(tokens[:cut], self.eos_id).astype(np.int32),
                 np.append(tokens[cut:], self.eos_id).astype(np.int32))
 
-    def __call__(self, tokens: np.ndarray, rng: np.random.Generator) -> dict[str, np.ndarray]:
-        return seq2seq.pack_rows([self.split(tokens, rng)], self.raw + 1, self.raw + 1, self.pad_id)
+    split = pair  # the name the prefix-LM tests know it by

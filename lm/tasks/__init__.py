@@ -67,5 +67,5 @@ def get(config: Config) -> Task:
     objectives = {"causal_lm": causal_lm.CausalLM, "mlm_nsp": mlm_nsp.MlmNsp,
                   "classification": classification.Classification,
                   "span_corruption": span_corruption.SpanCorruption, "seq2seq": seq2seq.Seq2Seq,
-                  "prefix_lm": span_corruption.PrefixLM}
+                  "prefix_lm": span_corruption.PrefixLM, "denoise": span_corruption.Denoising}
     return objectives[config.train.objective](config)

@@ -57,13 +57,18 @@ class EncoderDecoderTask:
         """(input text, reference text) pairs the end-of-run sample decodes."""
         raise NotImplementedError
 
+    def decode_config(self):
+        """How the end-of-run sample decodes."""
+        from lm import decoding  # noqa: PLC0415
+
+        return decoding.DecodeConfig.from_config(self.config.seq2seq)
+
     def sample(self, run, params) -> str:
         from lm import decoding  # noqa: PLC0415
 
-        s2s = self.config.seq2seq
         pairs = self.sample_pairs(run.corpus)
         predictions = decoding.decode_texts(run.model, params, run.corpus.tokenizer, [a for a, _ in pairs],
-                                            decoding.DecodeConfig.from_config(s2s))
+                                            self.decode_config())
         return "\n\n".join(f"input:      {a}\nreference:  {b}\nprediction: {p}" for (a, b), p in zip(pairs, predictions))
 
 

@@ -1,14 +1,20 @@
-"""T5's span-corruption pretraining: reconstruct masked spans of a text corpus (and the
-prefix-LM alternative: continue a text from a random split point).
+"""T5's pretraining objectives on windows of a text corpus, siblings of one base
+(WindowPretraining: the window source, a corruptor and the row lengths):
+
+  span_corruption  reconstruct the masked spans, each after its sentinel (T5's default)
+  denoise          the same corrupted inputs, but write the whole original window
+  prefix_lm        continue a window from a random split point
 
 The corpus is the causal-LM corpus (lm/data/pipeline.py: files or a tfds dataset, cleaned,
 tokenized once and cached); lm/data/span_corruption.py turns its token stream into packed
-encoder-decoder rows. Sentinels are the tokenizer's `<extra_id_N>` pieces (declared with
-tokenizer.special_symbols, as configs/t5_tiny.py does). Validation rows are corrupted with a
-fixed seed, so every evaluation scores the same examples.
+encoder-decoder rows. Sentinels (span corruption, denoise) are the tokenizer's `<extra_id_N>`
+pieces (declared with tokenizer.special_symbols, as configs/t5_tiny.py does). Validation rows
+are corrupted with a fixed seed, so every evaluation scores the same examples.
 """
 
 from __future__ import annotations
+
+import dataclasses
 
 import numpy as np
 
@@ -27,11 +33,19 @@ def sentinel_ids(tokenizer) -> np.ndarray:
             return np.asarray(ids, np.int32)
 
 
-class SpanCorruption(EncoderDecoderTask):
+class WindowPretraining(EncoderDecoderTask):
+    """Windows of `lengths.raw` tokens of the corpus stream, each made into one packed row by the
+    subclass's corruptor; `lengths` also fixes the encoder and decoder row lengths."""
+
     def __init__(self, config: Config):
         super().__init__(config)
-        s2s = config.seq2seq
-        self.lengths = spans.lengths_for_inputs(s2s.input_len, s2s.noise_density, s2s.mean_noise_span_length)
+        self.lengths = self.window_lengths(config.seq2seq)
+
+    def window_lengths(self, s2s) -> spans.SpanLengths:
+        raise NotImplementedError
+
+    def corruptor(self, tokenizer) -> spans.WindowCorruptor:
+        raise NotImplementedError
 
     def init_inputs(self):
         import jax.numpy as jnp  # noqa: PLC0415
@@ -39,24 +53,13 @@ class SpanCorruption(EncoderDecoderTask):
         return (jnp.zeros((1, self.lengths.inputs), jnp.int32), jnp.zeros((1, self.lengths.targets), jnp.int32))
 
     def prepare(self) -> pipeline.Corpus:
-        corpus = pipeline.prepare(self.config.data, self.config.tokenizer)
-        sentinels = sentinel_ids(corpus.tokenizer)
-        if len(sentinels) < self.lengths.spans:
-            raise ConfigError(
-                f"span corruption of {self.lengths.raw}-token windows masks {self.lengths.spans} spans, but the "
-                f"tokenizer has {len(sentinels)} sentinel pieces <extra_id_N>: add at least {self.lengths.spans} to "
-                f"tokenizer.special_symbols (configs/t5_tiny.py adds 100)")
-        return corpus
-
-    def _corruptor(self, corpus) -> spans.Corruptor:
-        tok = corpus.tokenizer
-        return spans.Corruptor(self.lengths, sentinel_ids(tok), tok.eos_id, tok.pad_id)
+        return pipeline.prepare(self.config.data, self.config.tokenizer)
 
     def train_iterator(self, corpus, process_index: int = 0, process_count: int = 1):
         c = self.config
         return iter(batching.batched(spans.Windows(corpus.train_tokens, self.lengths.raw), c.train.batch_size,
                                          process_index, process_count, seed=c.data.seed, prefetch=c.data.prefetch,
-                                         random_map=self._corruptor(corpus)))
+                                         random_map=self.corruptor(corpus.tokenizer)))
 
     def eval_batches(self, corpus, process_index: int = 0, process_count: int = 1):
         c = self.config
@@ -69,33 +72,59 @@ class SpanCorruption(EncoderDecoderTask):
             raise ConfigError(f"the validation split has {len(windows)} windows of {self.lengths.raw} tokens, fewer "
                               f"than eval.batch_size={batch}: lower eval.batch_size or give more validation text")
         windows.length = num_batches * batch
-        corruptor = self._corruptor(corpus)
+        corruptor = self.corruptor(corpus.tokenizer)
         return batching.batched(windows, batch, process_index, process_count, seed=None,
                                     random_map=lambda tokens, rng: corruptor(tokens, rng))
 
     def sample_pairs(self, corpus) -> list[tuple[str, str]]:
-        tok, corruptor = corpus.tokenizer, self._corruptor(corpus)
-        if isinstance(corruptor, spans.PrefixSplitter):
-            inputs, targets = corruptor.split(spans.Windows(corpus.validation_tokens, corruptor.raw)[0],
-                                              np.random.default_rng(0))
-            return [(tok.decode(inputs[:-1]), tok.decode(targets[:-1]))]
+        tok = corpus.tokenizer
         window = spans.Windows(corpus.validation_tokens, self.lengths.raw)[0]
-        inputs, targets = spans.corrupt(window, spans.noise_mask(self.lengths, np.random.default_rng(0)),
-                                        corruptor.sentinel_ids, tok.eos_id)
+        inputs, targets = self.corruptor(tok).pair(window, np.random.default_rng(0))
         return [(tok.decode(inputs[:-1]), tok.decode(targets[:-1]))]
 
 
-class PrefixLM(SpanCorruption):
+class SpanCorruption(WindowPretraining):
+    def window_lengths(self, s2s) -> spans.SpanLengths:
+        return spans.lengths_for_inputs(s2s.input_len, s2s.noise_density, s2s.mean_noise_span_length)
+
+    def prepare(self) -> pipeline.Corpus:
+        corpus = super().prepare()
+        sentinels = sentinel_ids(corpus.tokenizer)
+        if len(sentinels) < self.lengths.spans:
+            raise ConfigError(
+                f"{self.config.train.objective} of {self.lengths.raw}-token windows masks {self.lengths.spans} spans, "
+                f"but the tokenizer has {len(sentinels)} sentinel pieces <extra_id_N>: add at least "
+                f"{self.lengths.spans} to tokenizer.special_symbols (configs/t5_tiny.py adds 100)")
+        return corpus
+
+    def corruptor(self, tokenizer) -> spans.Corruptor:
+        return spans.Corruptor(self.lengths, sentinel_ids(tokenizer), tokenizer.eos_id, tokenizer.pad_id)
+
+
+class Denoising(SpanCorruption):
+    """Span corruption's inputs (same noise_density and mean_noise_span_length); the decoder
+    writes the whole original window, so it learns full-length output aligned with the input."""
+
+    def window_lengths(self, s2s) -> spans.SpanLengths:
+        lengths = super().window_lengths(s2s)
+        return dataclasses.replace(lengths, targets=lengths.raw + 1)
+
+    def corruptor(self, tokenizer) -> spans.Denoiser:
+        return spans.Denoiser(self.lengths, sentinel_ids(tokenizer), tokenizer.eos_id, tokenizer.pad_id)
+
+    def decode_config(self):
+        # The sample writes the whole window back: decode as long as this objective's targets,
+        # not seq2seq.target_len (a fine-tuning setting).
+        return dataclasses.replace(super().decode_config(), max_len=self.lengths.targets)
+
+
+class PrefixLM(WindowPretraining):
     """Encoder reads a random-length prefix of a window of seq2seq.input_len - 1 tokens; the
     decoder writes the rest. Same data, loss and metrics as span corruption."""
 
-    def __init__(self, config: Config):
-        super().__init__(config)
-        raw = config.seq2seq.input_len - 1
-        self.lengths = spans.SpanLengths(raw, 0, 0, raw + 1, raw + 1)
+    def window_lengths(self, s2s) -> spans.SpanLengths:
+        raw = s2s.input_len - 1
+        return spans.SpanLengths(raw, 0, 0, raw + 1, raw + 1)
 
-    def prepare(self) -> pipeline.Corpus:
-        return pipeline.prepare(self.config.data, self.config.tokenizer)
-
-    def _corruptor(self, corpus) -> spans.PrefixSplitter:
-        return spans.PrefixSplitter(self.lengths.raw, corpus.tokenizer.eos_id, corpus.tokenizer.pad_id)
+    def corruptor(self, tokenizer) -> spans.PrefixSplitter:
+        return spans.PrefixSplitter(self.lengths.raw, tokenizer.eos_id, tokenizer.pad_id)

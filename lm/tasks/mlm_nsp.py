@@ -3,9 +3,10 @@
 Data: local text files split into documents (lm/data/pairs.py builds the sentence pairs and
 the masks), or, with `mlm.corpus=finetune_task`, a fine-tuning task's own training inputs
 (task-adaptive pretraining, as in Gururangan et al. 2020: a pretrained encoder continues its MLM
-on the unlabelled text of the task it is about to learn). Loss per example: mean NLL over its masked positions + mlm.nsp_weight x NSP NLL;
-the batch loss is the mean over real examples, so microbatches combine exactly. Metrics:
-MLM loss and accuracy over masked positions only, NSP loss and accuracy.
+on the unlabelled text of the task it is about to learn). Loss per example: mean NLL over its
+masked positions + mlm.nsp_weight x NSP NLL; the batch loss is the mean over real examples, so
+microbatches combine exactly. Metrics: MLM loss and accuracy over masked positions only, NSP
+loss and accuracy.
 """
 
 from __future__ import annotations

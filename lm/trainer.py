@@ -66,6 +66,12 @@ class Run:
 
 
 def build(config: Config) -> Run:
+    if config.init_from and not config.tokenizer.path:
+        # A run started from another's params takes that run's tokenizer: the embeddings mean something
+        # only with the pieces they were trained on, and a freshly trained tokenizer of the same size
+        # would fit every shape and silently scramble them. One rule for every task.
+        found = init_from.source(config.init_from, config.finetune.init_checkpoint)
+        config = dataclasses.replace(config, tokenizer=dataclasses.replace(config.tokenizer, path=found.tokenizer_path))
     task = tasks.get(config)
     corpus = task.prepare()
     model_config = resolve_model_config(config.model, corpus.tokenizer.vocab_size)
@@ -285,17 +291,9 @@ def _prepare(config: Config, workdir: str, allow_config_change: bool) -> Run:
         init_from.check(config)  # a wrong source fails here, before any data is read or anything compiles
     # A resumed run reads the workdir's own tokenizer copy: it needs neither its init_from source nor
     # the tokenizer it started from to still exist. The workdir check below compares the config as given.
-    # A run started from another's params (init_from) takes that run's tokenizer unless given one: the
-    # embeddings mean something only with the pieces they were trained on, and a freshly trained
-    # tokenizer of the same size would fit every shape and silently scramble them.
     own_tokenizer = os.path.join(workdir, "tokenizer.model")
-    if resuming and os.path.exists(own_tokenizer):
-        tokenizer_path = own_tokenizer
-    elif config.init_from and not config.tokenizer.path:
-        tokenizer_path = init_from.source(config.init_from, config.finetune.init_checkpoint).tokenizer_path
-    else:
-        tokenizer_path = config.tokenizer.path
-    run = build(dataclasses.replace(config, tokenizer=dataclasses.replace(config.tokenizer, path=tokenizer_path)))
+    run = build(dataclasses.replace(config, tokenizer=dataclasses.replace(config.tokenizer, path=own_tokenizer))
+                if resuming and os.path.exists(own_tokenizer) else config)
     # Every process checks (each reads the same files), so a refusal stops all of them, not only process 0.
     resolved = json.loads(json.dumps(dataclasses.asdict(dataclasses.replace(config, model=run.model_config))))
     workdir_lib.check_config(workdir, resolved, run.corpus.tokenizer.model_proto, allow_config_change, log)

@@ -352,14 +352,14 @@ def test_prefix_lm_rows_split_a_window_at_a_random_point():
     tokens = np.arange(10, 22, dtype=np.int32)
     cuts = set()
     for seed in range(20):
-        inputs, targets = splitter.split(tokens, np.random.default_rng(seed))
+        inputs, targets = splitter.pair(tokens, np.random.default_rng(seed))
         np.testing.assert_array_equal(np.concatenate([inputs[:-1], targets[:-1]]), tokens)
         assert inputs[-1] == targets[-1] == 3 and len(inputs) > 1 and len(targets) > 1
         cuts.add(len(inputs))
     assert len(cuts) > 4
     row = splitter(tokens, np.random.default_rng(0))
     assert row["encoder_inputs"].shape == row["decoder_targets"].shape == (13,)
-    assert row["decoder_weights"].sum() == len(splitter.split(tokens, np.random.default_rng(0))[1])
+    assert row["decoder_weights"].sum() == len(splitter.pair(tokens, np.random.default_rng(0))[1])
 
 
 def test_shrink_and_perturb_scales_matrices_and_keeps_vectors():

@@ -153,14 +153,10 @@ def tokenize(pairs: Sequence[tuple[str, str]], tokenizer, input_len: int, target
 
 
 def load_tokenizer(config: Config, train_pairs) -> tokenizer_lib.Tokenizer:
-    """tokenizer.path; else the init_from run's tokenizer; else one trained on the training pairs."""
+    """tokenizer.path (with init_from, trainer.build sets it to the source run's); else one trained
+    on the training pairs."""
     if config.tokenizer.path:
         return tokenizer_lib.Tokenizer.load(config.tokenizer.path)
-    if config.init_from:
-        from lm import init_from  # noqa: PLC0415
-
-        return tokenizer_lib.Tokenizer.load(
-            init_from.source(config.init_from, config.finetune.init_checkpoint).tokenizer_path)
     texts = [text for pair in train_pairs for text in pair]
     return tokenizer_lib.load_or_train(config.tokenizer, texts, tokenizer_lib.text_identity("seq2seq", texts),
                                        corpus_lib.cache_root(config.data))

@@ -167,5 +167,3 @@ class PrefixSplitter(WindowCorruptor):
         cut = int(rng.integers(1, len(tokens)))
         return (np.append(tokens[:cut], self.eos_id).astype(np.int32),
                 np.append(tokens[cut:], self.eos_id).astype(np.int32))
-
-    split = pair  # the name the prefix-LM tests know it by

@@ -20,7 +20,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from lm import init_from, losses
+from lm import losses
 from lm import metrics as metrics_lib
 from lm.config import Config, ConfigError
 from lm.data import batching
@@ -67,10 +67,7 @@ class Classification:
 
     # Data.
     def _tokenizer(self, train_texts) -> tokenizer_lib.Tokenizer:
-        c = self.config
-        if c.init_from and not c.tokenizer.path:  # the pretrained encoder's embeddings need its own tokenizer
-            found = init_from.source(c.init_from, c.finetune.init_checkpoint)
-            return tokenizer_lib.Tokenizer.load(found.tokenizer_path)
+        c = self.config  # with init_from, trainer.build has set tokenizer.path to the pretraining run's
         texts = list(train_texts)
         return tokenizer_lib.load_or_train(c.tokenizer, texts, tokenizer_lib.text_identity("glue", texts),
                                            corpus_lib.cache_root(c.data))

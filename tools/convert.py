@@ -27,7 +27,7 @@ _TO_HF = flags.DEFINE_string("to_hf", "", "A directory to write --workdir's chec
 _WORKDIR = flags.DEFINE_string("workdir", None, "Our workdir (written on import, read on export).", required=True)
 _TOKENIZER = flags.DEFINE_string("tokenizer", "", "Import: a sentencepiece .model matching the checkpoint's ids "
                                  "(default: the HF directory's tokenizer.model, if it has one).")
-_STEP = flags.DEFINE_integer("step", 0, "Export: the checkpoint step; 0: the newest.")
+_STEP = cli.define_step_flag()  # export: which checkpoint
 _ARCHITECTURE = flags.DEFINE_enum("architecture", "", ["", *interop.ARCHITECTURES],
                                   "Export: the Hugging Face architecture; default: the one the model's shape is.")
 

@@ -81,7 +81,8 @@ class ModelConfig:
     embedding_norm: bool = setting(False, "a norm over the summed embeddings (the original BERT has one).",
                                    family="bert")
     nsp_head: str = setting("pooled", "pretraining: what the next-sentence head reads (docs/bert.md: with the "
-                                      "pooled vector alone NSP stayed at chance at our scale).", family="bert", choices={
+                                      "pooled vector alone NSP stayed at chance at our scale).", family="bert",
+                            choices={
         "pooled": "BERT's: the pooled [CLS] vector",
         "pooled_and_overlap": "that plus a learned-weight soft overlap of B's token states with A's"})
 
@@ -289,7 +290,7 @@ class FinetuneConfig:
 
 @dataclasses.dataclass(frozen=True)
 class Config:
-    guarded_on_resume: ClassVar[bool] = False  # each section decides for its own fields
+    guarded_on_resume: ClassVar[bool] = False  # init_from (a resume ignores it); sections decide for themselves
 
     model: ModelConfig = ModelConfig()
     data: DataConfig = DataConfig()

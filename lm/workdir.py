@@ -17,9 +17,9 @@ Safety, for the run that writes it:
   The kernel drops the lock when the process dies, even by SIGKILL, so no stale lock remains.
 - `check_config`: a workdir that already has checkpoints remembers its config
   (`config.json`); resuming with a config that changes the model, the tokenizer or the data
-  (`GUARDED`) is refused with a diff of the fields, unless explicitly allowed
-  (`--allow_config_change`). Other changes (steps, learning rate, logging, mesh...) are
-  allowed and listed in the log.
+  (`is_guarded`: the fields lm/config.py marks guarded on resume) is refused with a diff of
+  the fields, unless explicitly allowed (`--allow_config_change`). Other changes (steps,
+  learning rate, logging, mesh...) are allowed and listed in the log.
 """
 
 from __future__ import annotations
@@ -31,16 +31,10 @@ import os
 from typing import Any, Callable
 
 from lm import config as config_lib
-from lm.config import Config, ConfigError
+from lm.config import Config, ConfigError, is_guarded
 
 CONFIG, TOKENIZER, CHECKPOINTS = "config.json", "tokenizer.model", "checkpoints"
 
-# Dotted-key prefixes whose change makes a checkpoint mean something else.
-GUARDED = ("model.", "tokenizer.", "data.", "train.batch_size", "train.seed", "train.objective", "seq2seq.input_",
-           "seq2seq.target_", "seq2seq.noise_density", "seq2seq.mean_noise_span_length", "mlm.", "finetune.task",
-           "finetune.data_dir", "finetune.tfds_name", "distill.teacher_")
-# ... except these, which change where or how fast data is read, not what is read.
-UNGUARDED = ("data.prefetch", "data.cache_dir", "data.tfds_data_dir", "data.allow_download")
 TOKENIZER_FILE = "tokenizer.model (file contents)"
 
 
@@ -82,10 +76,6 @@ def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
         else:
             out[f"{prefix}{key}"] = value
     return out
-
-
-def is_guarded(key: str) -> bool:
-    return key.startswith(GUARDED) and not key.startswith(UNGUARDED)
 
 
 def config_changes(saved: dict, current: dict) -> list[tuple[str, Any, Any]]:

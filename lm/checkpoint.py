@@ -12,6 +12,7 @@ parameters or optimizer state is never written.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -105,7 +106,10 @@ class Checkpointer:
         items = {"state": ocp.args.StandardSave(state), "fingerprint": ocp.args.JsonSave(prints)}
         if data_state is not None:
             items["data"] = ocp.args.JsonSave(data_state)
-        self.manager.save(step, args=ocp.args.Composite(**items), metrics=metrics, force=True)
+        try:
+            self.manager.save(step, args=ocp.args.Composite(**items), metrics=metrics, force=True)
+        except Exception as error:  # noqa: BLE001 (orbax raises what the filesystem raised, or its own wrapper)
+            raise CheckpointError(save_failure(error, self.directory, self.latest_step())) from None
 
     def restore(self, step: int, abstract_state, with_data: bool = True):
         """Restores into `abstract_state`'s shapes, dtypes and shardings (a tree of
@@ -190,12 +194,42 @@ class Checkpointer:
         self.manager.reload()
         return target
 
+    def check_for_errors(self) -> None:
+        """Raises CheckpointError at once if a background save has failed (a full disk, a lost
+        mount), rather than at the next save: the run would otherwise go on unprotected."""
+        try:
+            self.manager.check_for_errors()
+        except Exception as error:  # noqa: BLE001 (orbax re-raises whatever the save thread hit)
+            raise CheckpointError(save_failure(error, self.directory, self.latest_step())) from None
+
     def wait(self) -> None:
-        self.manager.wait_until_finished()
+        try:
+            self.manager.wait_until_finished()
+        except Exception as error:  # noqa: BLE001
+            raise CheckpointError(save_failure(error, self.directory, self.latest_step())) from None
 
     def close(self) -> None:
-        self.manager.wait_until_finished()
-        self.manager.close()
+        try:
+            self.wait()
+        finally:
+            self.manager.close()
+
+
+def save_failure(error: BaseException, directory: str, previous: int | None) -> str:
+    """What a failed checkpoint save means for the user: the cause, what is still safe, the fix."""
+    cause = next((e for e in _chain(error) if isinstance(e, OSError)), error)
+    kept = (f"the previous checkpoint, step {previous}, is intact" if previous is not None else
+            "no earlier checkpoint exists")
+    full = getattr(cause, "errno", None) == errno.ENOSPC or "No space left on device" in str(cause)
+    hint = f": the disk is full, free space on that filesystem (df -h {directory})" if full else ""
+    return (f"writing a checkpoint to {directory} failed ({type(cause).__name__}: {cause}){hint}; {kept}. "
+            f"Run the same command again to resume from it.")
+
+
+def _chain(error: BaseException):
+    while error is not None:
+        yield error
+        error = error.__cause__ or error.__context__
 
 
 def abstract_with_shardings(abstract_tree, shardings):

@@ -48,10 +48,10 @@ class ModelConfig:
     positions: str = setting("learned", "how attention knows token positions.", choices={
         "learned": "an added position table", "rotary": "RoPE on queries and keys",
         "relative": "T5's bucketed bias; t5 family only"})
-    rope_theta: float = setting(10000.0, "positions='rotary': base of the rotation frequencies.")
+    rope_theta: float = setting(10000.0, "positions='rotary': base of the rotation frequencies.", within="(0, inf)")
     norm: str = setting("layernorm", "the normalization layer (pre-norm; bert may set norm_position).",
                         choices=("layernorm", "rmsnorm"))
-    norm_eps: float = setting(1e-5, "epsilon inside every norm.")
+    norm_eps: float = setting(1e-5, "epsilon inside every norm.", within="(0, inf)")
     use_bias: bool = setting(True, "dense layers and norms have biases.")
     tie_embeddings: bool = setting(True, "the output projection is the transposed token embedding.")
     dropout_rate: float = setting(0.0, "dropout on attention probabilities and residual branches, in [0, 1).")
@@ -120,7 +120,7 @@ class DataConfig:
     seq_len: int = setting(128, "tokens per training row.")
     cache_dir: str = setting("", "empty: $LM_CACHE_DIR or ~/.cache/lm", guarded=False)
     seed: int = setting(0, "seed of the data order.")
-    prefetch: int = setting(4, "batches prepared ahead by background threads.", guarded=False)
+    prefetch: int = setting(4, "batches prepared ahead by background threads.", guarded=False, within="[0, inf)")
     lowercase: bool = setting(False, "lowercase all text before tokenizing (an uncased model); mlm_nsp and "
                                      "classification.")
 
@@ -142,18 +142,19 @@ class OptimizerConfig:
 
     name: str = setting("adamw", "the optax optimizer.", choices=("sgd", "adam", "adamw", "adagrad", "adafactor",
                                                                   "lion"))
-    learning_rate: float = setting(1e-3, "peak learning rate.")
+    learning_rate: float = setting(1e-3, "peak learning rate.", within="[0, inf)")
     schedule: str = setting("cosine", "learning-rate schedule, each after linear warm-up.",
                             choices=("constant", "linear", "cosine", "rsqrt"))
-    warmup_steps: int = setting(100, "steps of linear warm-up from 0.")
-    decay_steps: int = setting(0, "steps the schedule decays over; 0: train.steps")
-    end_learning_rate_fraction: float = setting(0.1, "linear and cosine end at this share of the peak.")
-    weight_decay: float = setting(0.1, "decoupled; never applied to norms and biases.")
-    b1: float = setting(0.9, "adam-style first-moment decay.")
-    b2: float = setting(0.95, "adam-style second-moment decay.")
-    eps: float = setting(1e-8, "adam-style denominator epsilon.")
-    momentum: float = setting(0.9, "sgd only")
-    grad_clip_norm: float = setting(1.0, "clip the global gradient norm to this; 0: off")
+    warmup_steps: int = setting(100, "steps of linear warm-up from 0.", within="[0, inf)")
+    decay_steps: int = setting(0, "steps the schedule decays over; 0: train.steps", within="[0, inf)")
+    end_learning_rate_fraction: float = setting(0.1, "linear and cosine end at this share of the peak.",
+                                                within="[0, 1]")
+    weight_decay: float = setting(0.1, "decoupled; never applied to norms and biases.", within="[0, inf)")
+    b1: float = setting(0.9, "adam-style first-moment decay.", within="[0, 1)")
+    b2: float = setting(0.95, "adam-style second-moment decay.", within="[0, 1)")
+    eps: float = setting(1e-8, "adam-style denominator epsilon.", within="[0, inf)")
+    momentum: float = setting(0.9, "sgd only", within="[0, 1)")
+    grad_clip_norm: float = setting(1.0, "clip the global gradient norm to this; 0: off", within="[0, inf)")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -169,12 +170,12 @@ class TrainConfig:
     batch_size: int = setting(32, "global, across all devices and hosts.", guarded=True)
     microbatches: int = setting(1, "gradient accumulation: batch_size is split into this many.")
     seed: int = setting(0, "seed of the parameter init and the step's randomness.", guarded=True)
-    z_loss: float = setting(0.0, "weight of the squared log-partition penalty on the logits.")
+    z_loss: float = setting(0.0, "weight of the squared log-partition penalty on the logits.", within="[0, inf)")
     log_every_steps: int = setting(50, "steps between metric logs.")
-    early_stopping_patience: int = setting(0, "evaluations without improvement; 0: off.")
+    early_stopping_patience: int = setting(0, "evaluations without improvement; 0: off.", within="[0, inf)")
     sample_prompt: str = setting("ROMEO:", "prompt of the samples written at the end of a causal_lm run.")
-    sample_tokens: int = setting(120, "tokens per sample.")
-    sample_temperature: float = setting(0.8, "sampling temperature.")
+    sample_tokens: int = setting(120, "tokens per sample.", within="[0, inf)")
+    sample_temperature: float = setting(0.8, "sampling temperature; 0: greedy.", within="[0, inf)")
     nonfinite: str = setting("skip", "a step whose loss, gradient norm or updated parameters are NaN/Inf never "
                                      "changes the state; then:", choices={
         "skip": "count it and go on", "stop": "stop the run at the first one"})
@@ -187,8 +188,8 @@ class EvalConfig:
     guarded_on_resume: ClassVar[bool] = False
 
     every_steps: int = setting(250, "steps between evaluations.")
-    batch_size: int = setting(0, "0: train.batch_size")
-    max_batches: int = setting(0, "0: the whole validation split")
+    batch_size: int = setting(0, "0: train.batch_size", within="[0, inf)")
+    max_batches: int = setting(0, "0: the whole validation split", within="[0, inf)")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -199,6 +200,10 @@ class CheckpointConfig:
     keep: int = setting(2, "newest checkpoints kept (plus the best, with keep_best).")
     keep_best: bool = setting(True, "also keep the best checkpoint by validation loss.")
     async_save: bool = setting(True, "write checkpoints in the background while training goes on.")
+    divergence_factor: float = setting(
+        4.0, "a checkpoint is written only if the mean training loss since the previous one is at most this many "
+        "times the best such mean so far (or no worse than the first step's); else the run stops as diverged. "
+        "inf: never.", within="(1, inf]")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -218,8 +223,8 @@ class DistillConfig:
 
     teacher_workdir: str = setting("", "empty: no teacher (ordinary training).", guarded=True)
     teacher_step: int = setting(0, "0: the teacher's best checkpoint (lm/workdir.py's resolve); else that step.", guarded=True)
-    temperature: float = setting(2.0, "T above: softens both distributions; > 0.")
-    alpha: float = setting(0.5, "weight of the distillation term, in [0, 1].")
+    temperature: float = setting(2.0, "T above: softens both distributions; > 0.", within="(0, inf)")
+    alpha: float = setting(0.5, "weight of the distillation term, in [0, 1].", within="[0, 1]")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -242,7 +247,7 @@ class Seq2SeqConfig:
                               guarded=True)
     noise_density: float = setting(0.15, "span corruption: fraction of tokens masked ...", guarded=True)
     mean_noise_span_length: float = setting(3.0, "... in spans of this mean length", guarded=True)
-    beam_size: int = setting(1, "decoding (samples, tools/evaluate.py): 1 is greedy")
+    beam_size: int = setting(1, "decoding (samples, tools/evaluate.py): 1 is greedy", within="[1, inf)")
     length_penalty: float = setting(0.6, "beam search: score / ((5 + length) / 6) ** length_penalty")
 
 
@@ -257,8 +262,9 @@ class MlmConfig:
     mask_token_fraction: float = setting(0.8, "... of which this share becomes [MASK],")
     random_token_fraction: float = setting(0.1, "this share a random piece, and the rest stays unchanged.")
     max_predictions: int = setting(20, "masked positions per example the MLM head scores (static shape).")
-    short_pair_rate: float = setting(0.1, "pairs made shorter than data.seq_len, so short inputs are seen too.")
-    nsp_weight: float = setting(1.0, "loss = MLM loss + nsp_weight * NSP loss.")
+    short_pair_rate: float = setting(0.1, "pairs made shorter than data.seq_len, so short inputs are seen too.",
+                                     within="[0, 1]")
+    nsp_weight: float = setting(1.0, "loss = MLM loss + nsp_weight * NSP loss.", within="[0, inf)")
     corpus: str = setting("files", "where the documents come from.", choices={
         "files": "documents from data.train_files",
         "finetune_task": "finetune.task's own training inputs, labels dropped (task-adaptive pretraining: continue "

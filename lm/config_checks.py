@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING
 
-from lm.config_fields import ConfigError, lookup, schema_fields
+from lm.config_fields import ConfigError, in_interval, lookup, schema_fields
 
 if TYPE_CHECKING:
     from lm.config import Config, TrainConfig
@@ -20,12 +20,21 @@ def nan_steps(train: TrainConfig) -> tuple[int, ...]:
     return tuple(int(s) for s in train.inject_nan_at_steps.split(",") if s.strip())
 
 
+def min_vocab_size(special_symbols: str) -> int:
+    """The smallest vocabulary sentencepiece builds here for a corpus of one distinct character:
+    256 byte pieces, pad/unk/bos/eos, the newline piece, the special symbols, and the character."""
+    return 256 + 4 + 1 + len([s for s in special_symbols.split(",") if s.strip()]) + 1
+
+
 def validate(config: Config) -> None:
     """Checks values that would otherwise fail deep inside tracing or data loading."""
     for spec in schema_fields(type(config)):
         value = lookup(config, spec.key)
         if spec.choices and value not in spec.choices:
             raise ConfigError(f"config '{spec.key}' is {value!r}; choose one of {', '.join(spec.choices)}")
+        if spec.within and not in_interval(value, spec.within):
+            raise ConfigError(f"config '{spec.key}' is {value!r}; it must be a number in {spec.within} "
+                              f"(default {spec.default!r})")
     m, d, t = config.model, config.data, config.train
     positive = {
         "model.num_layers": m.num_layers, "model.embed_dim": m.embed_dim, "model.num_heads": m.num_heads,
@@ -83,10 +92,13 @@ def validate(config: Config) -> None:
         raise ConfigError(
             f"tokenizer.path={config.tokenizer.path!r} does not exist: give an existing sentencepiece .model file "
             f"(tools/train_tokenizer.py makes one), or leave it empty to train one on the corpus")
-    if not config.tokenizer.path and config.tokenizer.vocab_size < 260:
+    smallest = min_vocab_size(config.tokenizer.special_symbols)
+    if not config.tokenizer.path and config.tokenizer.vocab_size < smallest:
         raise ConfigError(
-            f"tokenizer.vocab_size={config.tokenizer.vocab_size} is too small: the tokenizer needs 256 byte pieces "
-            f"plus its control tokens; use at least 260")
+            f"tokenizer.vocab_size={config.tokenizer.vocab_size} is too small: a tokenizer trained here holds 256 "
+            f"byte pieces, 5 control pieces (pad, unk, bos, eos, newline), the special symbols and every character "
+            f"of the corpus; use at least {smallest} (a corpus with many distinct characters needs more: "
+            f"tinyshakespeare's 65 need 320)")
     for name in ("data", "fsdp", "tensor"):
         size = getattr(config.mesh, name)
         if size == 0 or size < -1:

@@ -35,6 +35,8 @@ def _cell(text: str) -> str:
 
 
 def _allowed(spec: FieldSpec) -> str:
+    if spec.within:
+        return f"`{spec.within}`"
     return "<br>".join(f"`{value}`" + (f": {_cell(note)}" if note else "") for value, note in spec.choices.items())
 
 

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
+import re
 from typing import Any, Iterator, Mapping, Sequence
 
 # Each config section says whether its fields are guarded on resume by default, as a class
@@ -24,21 +26,41 @@ class ConfigError(ValueError):
 
 
 def setting(default: Any, doc: str, *, choices: Sequence[str] | Mapping[str, str] = (), family: str = "",
-            guarded: bool | None = None) -> Any:
+            guarded: bool | None = None, within: str = "") -> Any:
     """A dataclass field with its documentation and constraints.
 
     choices: the allowed values, or a mapping from each allowed value to a note on what it means.
     family: the one model family that reads this field; other families must leave the default.
     guarded: whether resuming a workdir with a different value is refused (a changed value would
       make the saved checkpoints mean something else); None: as the section says.
+    within: the interval a number must lie in, e.g. "[0, 1)" or "[0, inf)"; NaN is never in one,
+      and infinity only where the interval closes on it (never: "inf)" is open).
     """
     notes = dict(choices) if isinstance(choices, Mapping) else {value: "" for value in choices}
     if notes and default not in notes:
         raise TypeError(f"default {default!r} is not among the choices {tuple(notes)}")
     if family and family not in FAMILIES:
         raise TypeError(f"family {family!r} is not one of {FAMILIES}")
+    if within and not in_interval(default, within):
+        raise TypeError(f"default {default!r} is not within {within}")
     return dataclasses.field(default=default, metadata={"doc": doc, "choices": notes, "family": family,
-                                                        "guarded": guarded})
+                                                        "guarded": guarded, "within": within})
+
+
+_INTERVAL = re.compile(r"([\[(])\s*(-?[\d.e+-]+|-inf)\s*,\s*(-?[\d.e+-]+|inf)\s*([\])])")
+
+
+def in_interval(value: float, interval: str) -> bool:
+    """Whether `value` lies in `interval` ("[0, 1)", "(0, inf)", ...). NaN never does."""
+    match = _INTERVAL.fullmatch(interval.strip())
+    if not match:
+        raise TypeError(f"{interval!r} is not an interval such as [0, 1) or (0, inf)")
+    opening, low, high, closing = match[1], float(match[2]), float(match[3]), match[4]
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or math.isnan(value):
+        return False
+    above = value >= low if opening == "[" else value > low
+    below = value <= high if closing == "]" else value < high
+    return above and below
 
 
 @dataclasses.dataclass(frozen=True)
@@ -50,6 +72,7 @@ class FieldSpec:
     choices: Mapping[str, str]  # allowed value -> note; empty: any value of the field's type
     family: str  # the only family that reads it; empty: every family
     guarded: bool  # a resume may not change it
+    within: str  # the interval a number must lie in; empty: any value of the field's type
 
 
 def schema_fields(cls: type, prefix: str = "") -> Iterator[FieldSpec]:
@@ -69,7 +92,7 @@ def schema_fields(cls: type, prefix: str = "") -> Iterator[FieldSpec]:
                             f"setting(..., guarded=...) or {cls.__name__}.{SECTION_GUARDED}")
         yield FieldSpec(key=f"{prefix}{field.name}", default=field.default, doc=field.metadata.get("doc", ""),
                         choices=field.metadata.get("choices", {}), family=field.metadata.get("family", ""),
-                        guarded=guarded)
+                        guarded=guarded, within=field.metadata.get("within", ""))
 
 
 def lookup(config: Any, dotted: str) -> Any:

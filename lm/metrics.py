@@ -3,6 +3,8 @@ and a progress line on the terminal. Only process 0 writes."""
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import os
 import time
@@ -16,13 +18,29 @@ class MetricsWriter:
         self.enabled = jax.process_index() == 0 if enabled is None else enabled
         self.start_time = time.time()
         self._jsonl = self._tensorboard = None
+        self.workdir = workdir
         if self.enabled:
-            from tensorboardX import SummaryWriter  # noqa: PLC0415 (only process 0 needs it)
-            os.makedirs(workdir, exist_ok=True)
-            path = os.path.join(workdir, "metrics.jsonl")
-            _drop_partial_last_line(path)
-            self._jsonl = open(path, "a", buffering=1)
-            self._tensorboard = SummaryWriter(os.path.join(workdir, "tensorboard"), flush_secs=10)
+            with self._writing("metrics.jsonl"):
+                os.makedirs(workdir, exist_ok=True)
+                path = os.path.join(workdir, "metrics.jsonl")
+                _drop_partial_last_line(path)
+                self._jsonl = open(path, "a", buffering=1)
+            with self._writing("tensorboard/"):
+                self._tensorboard = _EventFile(os.path.join(workdir, "tensorboard"))
+
+    @contextlib.contextmanager
+    def _writing(self, name: str):
+        """A failed write (a full disk, a lost mount) stops the run at once, naming the file and the
+        fix. Everything is written in this thread: a writer thread dying on a full disk would leave
+        the loop blocked on its queue, deaf to SIGTERM, holding the workdir's lock."""
+        try:
+            yield
+        except OSError as error:
+            from lm.workdir import RunError  # noqa: PLC0415 (workdir reads metrics lazily too)
+            hint = (f"free space on that filesystem (df -h {self.workdir}) or choose a --workdir elsewhere"
+                    if error.errno == errno.ENOSPC else "check that the workdir is writable")
+            raise RunError(f"writing {os.path.join(self.workdir, name)} failed ({error.strerror or error}): {hint}; "
+                           f"then run the same command again to resume from the newest checkpoint") from None
 
     def write(self, step: int, metrics: dict) -> None:
         """One record: {"step", "wall_time" (seconds since this process started), **metrics}."""
@@ -30,23 +48,58 @@ class MetricsWriter:
             return
         values = {k: float(np.asarray(v)) for k, v in metrics.items()}
         record = {"step": int(step), "wall_time": round(time.time() - self.start_time, 3), **values}
-        self._jsonl.write(json.dumps(record) + "\n")
-        for key, value in values.items():
-            self._tensorboard.add_scalar(key, value, int(step))
+        with self._writing("metrics.jsonl"):
+            self._jsonl.write(json.dumps(record) + "\n")
+        with self._writing("tensorboard/"):
+            self._tensorboard.scalars(values, int(step))
 
     def write_text(self, tag: str, text: str, step: int = 0) -> None:
         if self.enabled:
-            self._tensorboard.add_text(tag, text, step)
+            with self._writing("tensorboard/"):
+                self._tensorboard.text(tag, text, step)
 
     def write_config(self, config: dict, step: int = 0) -> None:
         """The run's config as a TensorBoard text panel ("config"): a table of dotted keys."""
-        if self.enabled:
-            self._tensorboard.add_text("config", config_markdown(config), step)
+        self.write_text("config", config_markdown(config), step)
 
     def close(self) -> None:
         if self.enabled:
-            self._jsonl.close()
-            self._tensorboard.close()
+            with self._writing("metrics.jsonl"):
+                self._jsonl.close()
+            with self._writing("tensorboard/"):
+                self._tensorboard.close()
+
+
+class _EventFile:
+    """TensorBoard's event file, written and flushed in the caller's thread (tensorboardX's
+    SummaryWriter writes from a thread of its own, whose errors nobody sees)."""
+
+    def __init__(self, directory: str):
+        from tensorboardX.event_file_writer import EventsWriter  # noqa: PLC0415 (only process 0 needs it)
+
+        os.makedirs(directory, exist_ok=True)
+        self._events = EventsWriter(os.path.join(directory, "events"))
+
+    def _write(self, summary, step: int) -> None:
+        from tensorboardX.proto import event_pb2  # noqa: PLC0415
+
+        self._events.write_event(event_pb2.Event(wall_time=time.time(), step=step, summary=summary))
+
+    def scalars(self, values: dict, step: int) -> None:
+        from tensorboardX import summary  # noqa: PLC0415
+
+        for key, value in values.items():
+            self._write(summary.scalar(key, value), step)
+        self._events.flush()
+
+    def text(self, tag: str, text: str, step: int) -> None:
+        from tensorboardX import summary  # noqa: PLC0415
+
+        self._write(summary.text(tag, text), step)
+        self._events.flush()
+
+    def close(self) -> None:
+        self._events.close()
 
 
 def _drop_partial_last_line(path: str) -> None:

@@ -12,17 +12,15 @@ import dataclasses
 import json
 import math
 import os
-import signal
-import threading
 import time
 
 import jax
-from jax.experimental import multihost_utils
 
 from lm import assembly
 from lm import checkpoint as checkpoint_lib
 from lm import init_from, sharding
 from lm import metrics as metrics_lib
+from lm import run_guards
 from lm import workdir as workdir_lib
 from lm.assembly import Run
 from lm.config import Config
@@ -31,43 +29,6 @@ from lm.config import Config
 def log(message: str) -> None:
     if jax.process_index() == 0:
         print(message, flush=True)
-
-
-class _Preemption:
-    """SIGTERM (TPU VM maintenance, SLURM, Kubernetes) asks the loop to finish its step, write a
-    checkpoint and return.
-
-    One process: our handler; the first SIGTERM restores the default, so a second kills at once.
-    Several processes: all must stop after the same step, or the others wait forever in the next
-    step's collectives. JAX's preemption service (started by jax.distributed) catches SIGTERM on
-    any host and agrees on a step every host reaches; `poll(step)`, called at every step, turns
-    true on all hosts at that step."""
-
-    def __init__(self):
-        self.requested = False
-        self._previous = None
-        self._multihost = jax.process_count() > 1
-
-    def __enter__(self):
-        if not self._multihost and threading.current_thread() is threading.main_thread():
-            self._previous = signal.signal(signal.SIGTERM, self._handle)
-        return self
-
-    def _handle(self, signum, frame):
-        del frame
-        self.requested = True
-        signal.signal(signum, signal.SIG_DFL)
-        log("SIGTERM received: finishing this step and writing a checkpoint (send it again to exit at once)")
-
-    def poll(self, step: int) -> bool:
-        if self._multihost and not self.requested and multihost_utils.reached_preemption_sync_point(step):
-            self.requested = True
-            log(f"preemption notice on a host: every process stops after step {step} and writes its checkpoint")
-        return self.requested
-
-    def __exit__(self, *exc):
-        if self._previous is not None:
-            signal.signal(signal.SIGTERM, self._previous)
 
 
 class _EarlyStopping:
@@ -93,53 +54,13 @@ class _EarlyStopping:
                 self.update(record[metric])
 
 
-class _NonFiniteGuard:
-    """Host side of the step's non-finite guard: reads each step's `skipped` flag one step late
-    (so the host never stalls the device), counts skips, and stops the run per train.nonfinite."""
-
-    def __init__(self, config: Config, checkpointer):
-        self.config, self.checkpointer = config.train, checkpointer
-        self.consecutive = self.total = 0
-        self.pending = None
-
-    def push(self, step, device_metrics):
-        if self.pending is not None:
-            self.check(*self.pending)
-        self.pending = (step, {k: device_metrics[k] for k in ("skipped", "loss", "grad_norm", "param_norm")})
-
-    def flush(self):
-        if self.pending is not None:
-            self.check(*self.pending)
-            self.pending = None
-
-    def check(self, step, device_values):
-        values = {k: float(v) for k, v in jax.device_get(device_values).items()}
-        if not values["skipped"]:
-            self.consecutive = 0
-            return
-        self.consecutive += 1
-        self.total += 1
-        bad = [k for k in ("loss", "grad_norm", "param_norm") if not math.isfinite(values[k])]
-        what = f"step {step}: non-finite {', '.join(f'{k}={values[k]}' for k in bad)}; its update was not applied"
-        if self.config.nonfinite == "stop" or self.consecutive >= self.config.max_consecutive_nonfinite:
-            self.checkpointer.wait()
-            reason = ("train.nonfinite=stop" if self.config.nonfinite == "stop" else
-                      f"{self.consecutive} non-finite steps in a row (train.max_consecutive_nonfinite="
-                      f"{self.config.max_consecutive_nonfinite})")
-            raise workdir_lib.RunError(
-                f"{what}. Stopping: {reason}. The newest good checkpoint is step {self.checkpointer.latest_step()} "
-                f"in {self.checkpointer.directory}; lower the learning rate or check the data before resuming.")
-        log(f"WARNING: {what} (skipped; {self.consecutive} in a row, {self.total} in this run; the run stops "
-            f"after {self.config.max_consecutive_nonfinite} in a row)")
-
-
 def train(config: Config, workdir: str, allow_config_change: bool = False) -> dict[str, float]:
     """Trains (or resumes) in `workdir`; returns the last evaluation's metrics. Holds the
-    workdir's lock throughout; SIGTERM checkpoints and returns early."""
+    workdir's lock throughout; SIGTERM or SIGINT checkpoints and returns early."""
     os.makedirs(workdir, exist_ok=True)
     lock = workdir_lib.WorkdirLock(workdir).acquire() if jax.process_index() == 0 else None
     try:
-        with _Preemption() as preemption:
+        with run_guards.Preemption(log) as preemption:
             return _train(config, workdir, allow_config_change, preemption)
     finally:
         if lock is not None:
@@ -231,28 +152,51 @@ def _initial_state(run: Run, config: Config, checkpointer, train_iter):
     return state, None
 
 
-def _train(config: Config, workdir: str, allow_config_change: bool, preemption: _Preemption) -> dict[str, float]:
+def _train(config: Config, workdir: str, allow_config_change: bool,
+           preemption: run_guards.Preemption) -> dict[str, float]:
     started = time.time()
-    cfg = config
     run = _prepare(config, workdir, allow_config_change)
-    pipeline = run.task.pipeline
     # The validation metric that picks the best checkpoint and stops early: an objective may name its own.
     select_name, select_higher = run.task.objective.selection
-    checkpointer = checkpoint_lib.Checkpointer(os.path.join(workdir, workdir_lib.CHECKPOINTS), cfg.checkpoint, log,
+    checkpointer = checkpoint_lib.Checkpointer(os.path.join(workdir, workdir_lib.CHECKPOINTS), config.checkpoint, log,
                                                select_name, select_higher)
-    train_iter = pipeline.train_iterator(run.data, jax.process_index(), jax.process_count())
-    state, latest = _initial_state(run, config, checkpointer, train_iter)
+    writer = None
+    try:
+        train_iter = run.task.pipeline.train_iterator(run.data, jax.process_index(), jax.process_count())
+        state, latest = _initial_state(run, config, checkpointer, train_iter)
+        writer = metrics_lib.MetricsWriter(workdir)
+        result = _loop(run, config, workdir, checkpointer, writer, train_iter, state, latest, preemption)
+    except BaseException:
+        # Close what runs in the background (orbax's save threads, the metrics files) before the error
+        # ends the process, so the cause is the last thing printed rather than their shutdown noise.
+        for close in (checkpointer.close, writer.close if writer is not None else None):
+            try:
+                close and close()
+            except Exception:  # noqa: BLE001 (a second failure, e.g. the same full disk, must not hide the first)
+                pass
+        raise
+    writer.close()
+    if not preemption.requested:
+        log(f"done: step {result[0]} in {metrics_lib.format_duration(time.time() - started)}; "
+            + ", ".join(f"{k} {v:.4f}" for k, v in result[1].items()))
+    return result[1]
 
-    writer = metrics_lib.MetricsWriter(workdir)
+
+def _loop(run: Run, cfg: Config, workdir: str, checkpointer, writer, train_iter, state, latest,
+          preemption) -> tuple[int, dict]:
+    """Steps from `state` to train.steps (or a stop); returns (last step, last evaluation)."""
+    pipeline = run.task.pipeline
+    select_name, select_higher = run.task.objective.selection
     step = int(jax.device_get(state.step))
-    writer.write_config(dataclasses.asdict(dataclasses.replace(config, model=run.model_config)), step)
+    writer.write_config(dataclasses.asdict(dataclasses.replace(cfg, model=run.model_config)), step)
     last_eval: dict[str, float] = {}
     early_stopping = _EarlyStopping(cfg.train.early_stopping_patience, select_higher)
+    guard = run_guards.LossGuard(cfg, checkpointer, log)
     if latest is not None:
         early_stopping.replay(workdir, select_name, latest)
+        guard.replay(workdir, latest)
     progress = _Progress(writer, cfg.train.steps, cfg.train.batch_size * cfg.data.seq_len)
     stop_early = False
-    guard = _NonFiniteGuard(config, checkpointer)
 
     with sharding.activation_rules(run.mesh):
         while step < cfg.train.steps and not stop_early:
@@ -260,6 +204,7 @@ def _train(config: Config, workdir: str, allow_config_change: bool, preemption: 
             state, device_metrics = run.train_step(state, batch)
             step += 1
             guard.push(step, device_metrics)
+            checkpointer.check_for_errors()  # a background save that failed (a full disk) stops the run now
             progress.after_step(step, device_metrics,
                                 first_of_run=step == 1 or (latest is not None and step == latest + 1),
                                 log_now=step % cfg.train.log_every_steps == 0 or step == cfg.train.steps)
@@ -279,6 +224,7 @@ def _train(config: Config, workdir: str, allow_config_change: bool, preemption: 
             at_end = step == cfg.train.steps or stop_early or preempted
             if step % cfg.checkpoint.every_steps == 0 or at_end:
                 guard.flush()  # a run that is to stop on a non-finite step stops before writing this checkpoint
+                writer.write(step, guard.before_checkpoint(step))  # refuses a diverged state
                 checkpointer.save(step, state, train_iter.get_state(), last_eval if eval_now else None)
             if preemption.requested:
                 break
@@ -291,18 +237,14 @@ def _train(config: Config, workdir: str, allow_config_change: bool, preemption: 
 
         checkpointer.close()
         if preemption.requested:
-            writer.close()
-            log(f"preempted: stopped after step {step} on SIGTERM; checkpoint {step} written to "
+            log(f"preempted: stopped after step {step} on {preemption.signal_name}; checkpoint {step} written to "
                 f"{checkpointer.directory}. Run the same command again to resume.")
-            return last_eval
+            return step, last_eval
         if not last_eval:  # resumed a finished run: report where it stands.
             last_eval = assembly.evaluate(run, state.params)
         sample = pipeline.sample(run.model, state.params, run.data)
     _write_sample(workdir, writer, sample, step)
-    writer.close()
-    log(f"done: step {step} in {metrics_lib.format_duration(time.time() - started)}; "
-        + ", ".join(f"{k} {v:.4f}" for k, v in last_eval.items()))
-    return last_eval
+    return step, last_eval
 
 
 def _write_report(run: Run, workdir: str, checkpointer, fields: dict) -> dict:

@@ -6,6 +6,7 @@ import functools
 import hashlib
 import io
 import os
+import re
 from typing import Iterable, Sequence
 
 import numpy as np
@@ -36,11 +37,16 @@ class Tokenizer:
                               f"(tools/train_tokenizer.py makes one)")
         with open(path, "rb") as f:
             proto = f.read()
+        if not proto:
+            raise ConfigError(f"tokenizer file {path!r} is empty (a copy or a save cut short?): give the .model file "
+                              f"again (a workdir's copy is written from the tokenizer the run was given)")
         try:
             return cls(proto)
         except RuntimeError as error:  # sentencepiece's parse error names no file
             raise ConfigError(f"tokenizer file {path!r} is not a sentencepiece model ({error}): give a .model file "
                               f"made by sentencepiece (tools/train_tokenizer.py makes one)") from None
+        except ConfigError as error:
+            raise ConfigError(f"tokenizer file {path!r}: {error}") from None
 
     def save(self, path: str) -> None:
         tmp = f"{path}.tmp{os.getpid()}"
@@ -104,6 +110,17 @@ def train(texts: Iterable[str], config: TokenizerConfig) -> Tokenizer:
     return Tokenizer(model.getvalue())
 
 
+def training_error(message: str, vocab_size: int) -> str:
+    """sentencepiece's training failure as what to change: its messages name its own flags."""
+    if match := re.search(r"smaller than required_chars\. \d+ vs (\d+)", message):
+        return (f"tokenizer.vocab_size={vocab_size} is too small for this corpus: its distinct characters, 256 byte "
+                f"pieces and the control pieces need at least {match[1]}; raise tokenizer.vocab_size")
+    if match := re.search(r"Vocabulary size too high \((\d+)\)\. Please set it to a value <= (\d+)", message):
+        return (f"tokenizer.vocab_size={vocab_size} is too large for this corpus (sentencepiece finds at most "
+                f"{match[2]} pieces in it): lower tokenizer.vocab_size to {match[2]} or less, or give more text")
+    return f"training the tokenizer failed: {message.splitlines()[-1] if message else message}"
+
+
 def text_identity(kind: str, texts: Iterable[str]) -> str:
     """A cache identity for a tokenizer trained on in-memory `texts`: their content, so any
     change of files, fields, casing or prefix gives another tokenizer."""
@@ -125,8 +142,7 @@ def load_or_train(config: TokenizerConfig, texts: Iterable[str], corpus_identity
     try:
         tokenizer = train(texts, config)
     except RuntimeError as error:
-        raise ConfigError(f"training the tokenizer failed: {error}. Lower tokenizer.vocab_size or give "
-                          f"more text.") from error
+        raise ConfigError(training_error(str(error), config.vocab_size)) from None
     os.makedirs(os.path.dirname(path), exist_ok=True)
     tokenizer.save(path)
     return tokenizer

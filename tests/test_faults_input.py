@@ -1,0 +1,150 @@
+"""Fault injection, second part (issue #25): runs broken as a hostile tester or a new user would,
+each a case of docs/reliability.md. A full disk, a diverging run, a workdir that lost its
+config.json, data that changed under a resumed run, a metrics line cut by a kill, Ctrl-C,
+numbers that make no sense, one huge line, and the messages of bad input.
+"""
+
+import json
+import math
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from lm import trainer, workdir as workdir_lib
+from lm.config import ConfigError
+
+from conftest import CORPUS, REPO, small_config
+from test_end_to_end import SMALL_FLAGS, TRAIN, read_metrics
+
+pytestmark = pytest.mark.faults
+
+TEXT = CORPUS.read_bytes()[:200_000]
+
+
+def run_tool(args, **kwargs):
+    return subprocess.run(args, cwd=REPO, capture_output=True, text=True, **kwargs)
+
+
+def checkpoint_steps(workdir):
+    return workdir_lib.checkpoint_steps(str(workdir))
+
+
+# --- 7. Numbers that make no sense are refused before anything is read or compiled. ----------------------------
+
+@pytest.mark.parametrize("overrides,message", [
+    ({"eval.batch_size": -8}, r"'eval.batch_size' is -8; it must be a number in \[0, inf\)"),
+    ({"optimizer.learning_rate": -1e-3}, r"'optimizer.learning_rate' is -0.001"),
+    ({"optimizer.learning_rate": float("nan")}, r"'optimizer.learning_rate' is nan"),
+    ({"optimizer.learning_rate": float("inf")}, r"'optimizer.learning_rate' is inf"),
+    ({"optimizer.warmup_steps": -5}, r"'optimizer.warmup_steps' is -5"),
+    ({"optimizer.b1": 1.0}, r"'optimizer.b1' is 1.0; it must be a number in \[0, 1\)"),
+    ({"optimizer.b2": 1.5}, r"'optimizer.b2' is 1.5"),
+    ({"optimizer.b2": -0.1}, r"'optimizer.b2' is -0.1"),
+    ({"eval.max_batches": -1}, r"'eval.max_batches' is -1"),
+    ({"train.sample_temperature": -0.5}, r"'train.sample_temperature' is -0.5"),
+    ({"tokenizer.vocab_size": 261}, r"tokenizer.vocab_size=261 is too small.*at least 262"),
+    ({"checkpoint.divergence_factor": 1.0}, r"'checkpoint.divergence_factor' is 1.0"),
+], ids=["eval-batch", "lr-negative", "lr-nan", "lr-inf", "warmup", "b1", "b2-above", "b2-below", "max-batches",
+        "temperature", "vocab", "divergence-factor"])
+def test_numbers_out_of_range_are_refused_naming_the_field(overrides, message):
+    started = time.time()
+    with pytest.raises(ConfigError, match=message):
+        small_config(**overrides)
+    assert time.time() - started < 5
+
+
+def test_a_vocabulary_too_small_for_the_corpus_says_how_large_it_must_be(tmp_path):
+    """262 passes the static check (one distinct character), but tinyshakespeare's 65 characters
+    need 320: sentencepiece's refusal becomes 'raise tokenizer.vocab_size' with the number."""
+    config = small_config(**{"tokenizer.vocab_size": 300, "data.cache_dir": str(tmp_path / "cache")})
+    with pytest.raises(ConfigError, match=r"vocab_size=300 is too small for this corpus.*at least 320; raise"):
+        trainer.train(config, str(tmp_path / "w"))
+
+
+# --- 5. A metrics line cut short by a kill. ---------------------------------------------------------------------
+
+def test_a_truncated_last_metrics_line_does_not_block_the_resume(tmp_path):
+    workdir = str(tmp_path / "w")
+    trainer.train(small_config(**{"train.steps": 10}), workdir)
+    path = os.path.join(workdir, "metrics.jsonl")
+    with open(path, "a") as f:
+        f.write('{"step": 11, "train/lo')  # killed in mid-write
+    metrics = trainer.train(small_config(**{"train.steps": 20}), workdir)
+    assert math.isfinite(metrics["eval/loss"])
+    records = read_metrics(workdir)  # every line parses: the partial one was cut before appending
+    assert max(r["step"] for r in records) == 20
+    with open(path) as f:
+        assert all(json.loads(line) for line in f)
+
+
+# --- 1. A full disk: the run stops at once, naming the file and the fix; the lock is released. ---------------
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A tmpfs mount made for the test (its size set by `mount(size)`), unmounted afterwards."""
+    mounted = []
+
+    def mount(size: str) -> str:
+        path = tmp_path / f"disk{len(mounted)}"
+        path.mkdir()
+        result = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)],
+                                capture_output=True, text=True)
+        if result.returncode != 0:
+            pytest.skip(f"cannot mount a small tmpfs for the disk-full case (needs root or CAP_SYS_ADMIN): "
+                        f"{result.stderr.strip()}")
+        mounted.append(path)
+        return str(path)
+
+    yield mount
+    for path in mounted:
+        subprocess.run(["umount", "-l", str(path)], check=False)
+
+
+def _fill(disk: str, leave: int) -> None:
+    """Takes all but `leave` bytes of the filesystem with one file."""
+    free = shutil.disk_usage(disk).free
+    with open(os.path.join(disk, "filler"), "wb") as f:
+        f.write(b"\0" * max(free - leave, 0))
+
+
+def test_a_full_disk_while_logging_stops_the_run_at_once_and_releases_the_lock(small_disk, tmp_path):
+    disk = small_disk("1m")
+    _fill(disk, leave=48 * 1024)  # room for config.json, the tokenizer and a few dozen metric records
+    workdir = os.path.join(disk, "w")
+    config = small_config(**{"train.steps": 400, "train.log_every_steps": 1, "eval.every_steps": 1000,
+                             "checkpoint.every_steps": 1000, "data.cache_dir": str(tmp_path / "cache")})
+    started = time.time()
+    with pytest.raises(workdir_lib.RunError, match=r"writing .*(metrics.jsonl|tensorboard/) failed \(No space left "
+                                                   r"on device\): free space on that filesystem \(df -h"):
+        trainer.train(config, workdir)
+    assert time.time() - started < 120
+    workdir_lib.WorkdirLock(workdir).acquire().release()  # released: a rerun is not told the workdir is in use
+
+
+def test_a_full_disk_while_saving_is_reported_at_once_and_the_previous_checkpoint_kept(small_disk, tmp_path):
+    """One checkpoint (1.7 MB) fits, the second does not: the failed background save is reported
+    as soon as it fails, not at the next save (step 30), and checkpoint 10 still restores."""
+    disk = small_disk("3m")
+    workdir = os.path.join(disk, "w")
+    config = small_config(**{"train.steps": 60, "train.log_every_steps": 1, "eval.every_steps": 1000,
+                             "checkpoint.every_steps": 10, "checkpoint.async_save": True,
+                             "data.cache_dir": str(tmp_path / "cache")})
+    with pytest.raises(workdir_lib.RunError, match=r"No space left on device.*the disk is full.*df -h.*the "
+                                                   r"previous checkpoint, step 10, is intact"):
+        trainer.train(config, workdir)
+    assert checkpoint_steps(workdir) == [10]
+    logged = [r["step"] for r in read_metrics(workdir) if "train/loss" in r]
+    assert max(logged) < 30, f"the failed save was noticed only at step {max(logged)}"
+    workdir_lib.WorkdirLock(workdir).acquire().release()
+    from lm import assembly, checkpoint as checkpoint_lib, config as config_lib
+    checkpointer = checkpoint_lib.Checkpointer(os.path.join(workdir, "checkpoints"), config_lib.CheckpointConfig(),
+                                               lambda m: None, read_only=True)
+    step, _, _ = checkpointer.restore_latest(assembly.build(config).abstract_state)
+    checkpointer.close()
+    assert step == 10

@@ -148,3 +148,69 @@ def test_a_full_disk_while_saving_is_reported_at_once_and_the_previous_checkpoin
     step, _, _ = checkpointer.restore_latest(assembly.build(config).abstract_state)
     checkpointer.close()
     assert step == 10
+
+
+# --- 2. A diverged state is never checkpointed; the run stops naming a real step and resumes when fixed. -------
+
+def test_a_diverging_run_writes_no_diverged_checkpoint_and_resumes_with_a_sane_learning_rate(tmp_path):
+    """The issue's command (learning rate 1e3): the loss reaches millions by step 5. Before, checkpoint
+    5 was saved (eval loss 2.9 million), the stop named "step None", and with more allowed skips the
+    run ended "done"."""
+    workdir = str(tmp_path / "w")
+    diverging = {"optimizer.learning_rate": 1e3, "train.steps": 20, "checkpoint.every_steps": 5,
+                 "eval.every_steps": 5, "train.max_consecutive_nonfinite": 100}
+    with pytest.raises(workdir_lib.RunError) as error:
+        trainer.train(small_config(**diverging), workdir)
+    message = str(error.value)
+    assert "None" not in message and "the run diverged" in message and "Lower optimizer.learning_rate" in message
+    assert "Checkpoint 5 was not written; no checkpoint was written yet" in message
+    assert checkpoint_steps(workdir) == []
+    metrics = trainer.train(small_config(**{"train.steps": 20, "checkpoint.every_steps": 5,
+                                            "eval.every_steps": 5}), workdir)  # the advised fix works
+    assert metrics["eval/loss"] < 6.5 and checkpoint_steps(workdir)[-1] == 20
+
+
+def test_a_nan_stop_before_any_checkpoint_names_no_step_none(tmp_path):
+    config = small_config(**{"train.steps": 20, "checkpoint.every_steps": 10, "eval.every_steps": 1000,
+                             "train.nonfinite": "stop", "train.inject_nan_at_steps": "3"})
+    with pytest.raises(workdir_lib.RunError, match=r"step 3: non-finite loss=nan.*No checkpoint was written yet, "
+                                                   r"so a rerun starts over"):
+        trainer.train(config, str(tmp_path / "w"))
+
+
+# --- 6. Ctrl-C: like SIGTERM, the step finishes, a checkpoint is written, exit 0; a second one exits at once. -
+
+INTERRUPTIBLE = TRAIN + SMALL_FLAGS + ["--config.train.steps=2000", "--config.train.log_every_steps=1",
+                                       "--config.checkpoint.every_steps=1000", "--config.eval.every_steps=1000"]
+
+
+def _interrupt(workdir, times):
+    process = subprocess.Popen(INTERRUPTIBLE + [f"--workdir={workdir}"], cwd=REPO, stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, text=True)
+    lines = []
+    for line in process.stdout:
+        lines.append(line)
+        if line.startswith("first step compiled"):
+            process.send_signal(signal.SIGINT)
+        if line.startswith("SIGINT received") and times == 2:
+            process.send_signal(signal.SIGINT)
+            break
+    started = time.time()
+    lines += process.communicate(timeout=120)[0].splitlines(keepends=True)
+    return process.returncode, "".join(lines), time.time() - started
+
+
+def test_ctrl_c_finishes_the_step_writes_a_checkpoint_and_exits_zero(tmp_path):
+    workdir = tmp_path / "w"
+    returncode, output, _ = _interrupt(workdir, times=1)
+    assert returncode == 0, output[-3000:]
+    assert "Traceback" not in output and "KeyboardInterrupt" not in output
+    saved = checkpoint_steps(workdir)
+    assert len(saved) == 1 and 0 < saved[0] < 2000
+    assert f"preempted: stopped after step {saved[0]} on SIGINT; checkpoint {saved[0]} written" in output
+
+
+def test_a_second_ctrl_c_exits_at_once(tmp_path):
+    returncode, output, waited = _interrupt(tmp_path / "w", times=2)
+    assert returncode == -signal.SIGINT, (returncode, output[-2000:])
+    assert waited < 5 and "Traceback" not in output

@@ -24,6 +24,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
+from etils import epath
 from jax.experimental import multihost_utils
 from orbax.checkpoint import checkpoint_managers
 
@@ -230,6 +231,21 @@ def _chain(error: BaseException):
     while error is not None:
         yield error
         error = error.__cause__ or error.__context__
+
+
+def shape_changes(directory: str, step: int, abstract_params) -> list[str] | None:
+    """["path: saved shape -> now shape"] for each parameter of checkpoint `step` in `directory`
+    whose shape differs from `abstract_params` (or that only one of them has); None when its
+    metadata cannot be read (a damaged checkpoint, for `restore_latest` to report). Reads no arrays."""
+    try:
+        tree = ocp.StandardCheckpointHandler().metadata(epath.Path(directory) / str(step) / "state").tree
+        saved = {jax.tree_util.keystr(p): list(leaf.shape)
+                 for p, leaf in jax.tree_util.tree_flatten_with_path(tree["params"])[0]}
+    except Exception:  # noqa: BLE001 (orbax raises many kinds on a damaged directory)
+        return None
+    now = {jax.tree_util.keystr(p): list(leaf.shape) for p, leaf in jax.tree_util.tree_flatten_with_path(abstract_params)[0]}
+    return [f"params{k}: {saved.get(k, '(absent)')} -> {now.get(k, '(absent)')}"
+            for k in sorted(set(saved) | set(now)) if saved.get(k) != now.get(k)]
 
 
 def abstract_with_shardings(abstract_tree, shardings):

@@ -126,6 +126,7 @@ def _prepare(config: Config, workdir: str, allow_config_change: bool) -> Run:
     resolved = dataclasses.replace(config, model=run.model_config)
     as_saved = json.loads(json.dumps(dataclasses.asdict(resolved)))  # compared with config.json as JSON reads back
     workdir_lib.check_config(workdir, as_saved, run.data.tokenizer.model_proto, allow_config_change, log)
+    _check_shapes(workdir, run.abstract_state.params)  # before config.json is (re)written
     if jax.process_index() == 0:
         workdir_lib.write_run_files(workdir, resolved, run.data.tokenizer)
     num_params = sum(math.prod(x.shape) for x in jax.tree.leaves(run.abstract_state.params))
@@ -146,10 +147,28 @@ def _initial_state(run: Run, config: Config, checkpointer, train_iter):
             train_iter.set_state(data_state)
         log(f"resumed from step {latest} ({checkpointer.directory})")
         return state, latest
+    if os.path.isdir(checkpointer.corrupt_directory):
+        log(f"WARNING: no usable checkpoint in {checkpointer.directory} (earlier ones were set aside in "
+            f"{checkpointer.corrupt_directory}): this run starts from step 1")
     state = run.init_fn()
     if config.init_from:  # an objective may take only a subtree of the pretrained params (BERT's encoder)
         state = init_from.restore(state, config, run.task.objective.init_from_subtree, log)
     return state, None
+
+
+def _check_shapes(workdir: str, abstract_params) -> None:
+    """Refuses, before restoring anything, checkpoints of a model with other shapes: restoring
+    would fail, and the fallback would set good checkpoints aside as corrupt and start over.
+    (A workdir without config.json, or --allow_config_change, lets such a config get this far.)"""
+    steps = workdir_lib.checkpoint_steps(workdir)
+    directory = os.path.join(workdir, workdir_lib.CHECKPOINTS)
+    changes = checkpoint_lib.shape_changes(directory, steps[-1], abstract_params) if steps else None
+    if changes:
+        listed = "\n".join(f"  {line}" for line in changes[:8]) + ("\n  ..." if len(changes) > 8 else "")
+        raise workdir_lib.RunError(
+            f"the checkpoints in {directory} hold a model of other shapes than this config builds (saved -> now):\n"
+            f"{listed}\nThey were left as they are. Run with the config that made them (the original command), or "
+            f"give another --workdir; --allow_config_change accepts changes that keep every shape, not another model.")
 
 
 def _train(config: Config, workdir: str, allow_config_change: bool,

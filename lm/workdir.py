@@ -190,10 +190,18 @@ def check_config(workdir: str, current: dict, tokenizer_proto: bytes, allow_chan
     """Refuses (ConfigError) to resume a workdir's checkpoints with a config that changes the
     model, tokenizer or data, unless `allow_change`; logs every other change."""
     config_path = os.path.join(workdir, "config.json")
-    if not (os.path.exists(config_path) and has_checkpoints(workdir)):
+    if not has_checkpoints(workdir):
         return
-    with open(config_path) as f:
-        saved = json.load(f)
+    if not os.path.exists(config_path):
+        log(f"WARNING: {config_path} is missing, so this config cannot be compared with the one that made the "
+            f"checkpoints; their shapes are checked before restoring, and config.json is written again from this run")
+        return
+    try:
+        with open(config_path) as f:
+            saved = json.load(f)
+    except (OSError, json.JSONDecodeError) as error:
+        raise ConfigError(f"{config_path} cannot be read ({error}): it was edited or damaged. Restore it, or delete "
+                          f"it to resume with this command's config (the checkpoints' shapes are still checked)") from None
     changes = config_changes(saved, current)
     tokenizer_path = os.path.join(workdir, "tokenizer.model")
     if os.path.exists(tokenizer_path):

@@ -214,3 +214,52 @@ def test_a_second_ctrl_c_exits_at_once(tmp_path):
     returncode, output, waited = _interrupt(tmp_path / "w", times=2)
     assert returncode == -signal.SIGINT, (returncode, output[-2000:])
     assert waited < 5 and "Traceback" not in output
+
+
+# --- 3. A workdir without its config.json, or a changed model allowed through: never set aside, never restarted. -
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A 10-step run with checkpoints at 5 and 10, copied by each test that changes it."""
+    workdir = str(tmp_path_factory.mktemp("trained") / "w")
+    trainer.train(small_config(**{"train.steps": 10, "checkpoint.every_steps": 5, "eval.every_steps": 5}), workdir)
+    return workdir
+
+
+def _copy(trained, tmp_path):
+    workdir = str(tmp_path / "w")
+    shutil.copytree(trained, workdir)
+    return workdir
+
+
+def test_a_workdir_without_config_json_resumes_when_the_shapes_match(trained, tmp_path, capsys):
+    workdir = _copy(trained, tmp_path)
+    os.remove(os.path.join(workdir, "config.json"))
+    trainer.train(small_config(**{"train.steps": 15, "checkpoint.every_steps": 5, "eval.every_steps": 5}), workdir)
+    output = capsys.readouterr().out
+    assert "config.json is missing" in output and "resumed from step 10" in output
+    assert os.path.exists(os.path.join(workdir, "config.json"))
+    assert not os.path.exists(os.path.join(workdir, "checkpoints.corrupt"))
+
+
+@pytest.mark.parametrize("how", ["config-json-missing", "allow-config-change"])
+def test_a_model_of_other_shapes_is_refused_before_restoring_and_the_checkpoints_left_alone(how, trained, tmp_path):
+    workdir = _copy(trained, tmp_path)
+    if how == "config-json-missing":
+        os.remove(os.path.join(workdir, "config.json"))
+    config = small_config(**{"train.steps": 15, "model.num_layers": 3})
+    for attempt in range(2):  # the original command run again afterwards must not have started over
+        with pytest.raises(workdir_lib.RunError, match=r"(?s)hold a model of other shapes.*params\['decoder'\]"
+                                                       r"\['layer_2'\].*(absent). -> .*They were left as they are"):
+            trainer.train(config, workdir, allow_config_change=how == "allow-config-change")
+    assert checkpoint_steps(workdir) == [5, 10]
+    assert not os.path.exists(os.path.join(workdir, "checkpoints.corrupt"))
+    assert os.path.exists(os.path.join(workdir, "config.json")) == (how == "allow-config-change")
+
+
+def test_a_damaged_config_json_is_named(trained, tmp_path):
+    workdir = _copy(trained, tmp_path)
+    with open(os.path.join(workdir, "config.json"), "w") as f:
+        f.write('{"model": {"num_layers": 2,')
+    with pytest.raises(ConfigError, match=r"w/config.json cannot be read .*edited or damaged"):
+        trainer.train(small_config(**{"train.steps": 15}), workdir)

@@ -243,7 +243,8 @@ def shape_changes(directory: str, step: int, abstract_params) -> list[str] | Non
                  for p, leaf in jax.tree_util.tree_flatten_with_path(tree["params"])[0]}
     except Exception:  # noqa: BLE001 (orbax raises many kinds on a damaged directory)
         return None
-    now = {jax.tree_util.keystr(p): list(leaf.shape) for p, leaf in jax.tree_util.tree_flatten_with_path(abstract_params)[0]}
+    now = {jax.tree_util.keystr(p): list(leaf.shape)
+           for p, leaf in jax.tree_util.tree_flatten_with_path(abstract_params)[0]}
     return [f"params{k}: {saved.get(k, '(absent)')} -> {now.get(k, '(absent)')}"
             for k in sorted(set(saved) | set(now)) if saved.get(k) != now.get(k)]
 

@@ -23,6 +23,7 @@ from lm import metrics as metrics_lib
 from lm import run_guards
 from lm import workdir as workdir_lib
 from lm.assembly import Run
+from lm.data import corpus
 from lm.config import Config
 
 
@@ -126,9 +127,11 @@ def _prepare(config: Config, workdir: str, allow_config_change: bool) -> Run:
     resolved = dataclasses.replace(config, model=run.model_config)
     as_saved = json.loads(json.dumps(dataclasses.asdict(resolved)))  # compared with config.json as JSON reads back
     workdir_lib.check_config(workdir, as_saved, run.data.tokenizer.model_proto, allow_config_change, log)
+    data_files = corpus.data_files(config.data)  # digests computed once per process, when the data was built
+    workdir_lib.check_data_files(workdir, data_files, allow_config_change, log)
     _check_shapes(workdir, run.abstract_state.params)  # before config.json is (re)written
     if jax.process_index() == 0:
-        workdir_lib.write_run_files(workdir, resolved, run.data.tokenizer)
+        workdir_lib.write_run_files(workdir, resolved, run.data.tokenizer, data_files)
     num_params = sum(math.prod(x.shape) for x in jax.tree.leaves(run.abstract_state.params))
     log(f"model: {num_params:,} parameters | mesh {dict(run.mesh.shape)} on {jax.device_count()} "
         f"{jax.devices()[0].platform} device(s), {jax.process_count()} process(es) | batch {config.train.batch_size} x "

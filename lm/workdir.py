@@ -2,6 +2,7 @@
 
   WORKDIR/config.json        the resolved config (model.vocab_size filled in), replaced atomically
   WORKDIR/tokenizer.model    the tokenizer, so the workdir is self-contained
+  WORKDIR/data_files.json    the local data files trained on, with the sha256 of their contents
   WORKDIR/checkpoints/STEP/  orbax checkpoints (lm/checkpoint.py)
   WORKDIR/metrics.jsonl      one JSON record per log event (lm/metrics.py)
   WORKDIR/tensorboard/       TensorBoard event files
@@ -34,6 +35,7 @@ from lm import config as config_lib
 from lm.config import Config, ConfigError, is_guarded
 
 CONFIG, TOKENIZER, CHECKPOINTS = "config.json", "tokenizer.model", "checkpoints"
+DATA_FILES = "data_files.json"
 
 TOKENIZER_FILE = "tokenizer.model (file contents)"
 
@@ -111,12 +113,44 @@ def write_json(path: str, values: dict) -> None:
     os.replace(path + ".tmp", path)
 
 
-def write_run_files(workdir: str, config: Config, tokenizer=None) -> None:
-    """config.json (the resolved config) and, if given, the tokenizer."""
+def write_run_files(workdir: str, config: Config, tokenizer=None, data_files: dict | None = None) -> None:
+    """config.json (the resolved config) and, if given, the tokenizer and the data files' digests."""
     os.makedirs(workdir, exist_ok=True)
     write_json(os.path.join(workdir, CONFIG), dataclasses.asdict(config))
     if tokenizer is not None:
         tokenizer.save(os.path.join(workdir, TOKENIZER))
+    if data_files:
+        write_json(os.path.join(workdir, DATA_FILES), data_files)
+
+
+def check_data_files(workdir: str, current: dict, allow_change: bool, log: Callable[[str], None] = print) -> None:
+    """Refuses (ConfigError) to resume a workdir's checkpoints on local data files that differ from
+    those it trained on (a glob that lost or gained a file, a file rewritten), naming the files,
+    unless `allow_change`: the run would go on with other data and another validation split."""
+    path = os.path.join(workdir, DATA_FILES)
+    if not (has_checkpoints(workdir) and os.path.exists(path)):
+        return
+    try:
+        with open(path) as f:
+            saved = json.load(f)
+    except (OSError, json.JSONDecodeError) as error:
+        raise ConfigError(f"{path} cannot be read ({error}): it was edited or damaged; delete it to resume "
+                          f"without comparing the data files") from None
+    changes = []
+    for split in sorted(set(saved) | set(current)):
+        before, now = saved.get(split, {}), current.get(split, {})
+        changes += [f"  {split}: {name}: gone" for name in sorted(set(before) - set(now))]
+        changes += [f"  {split}: {name}: new" for name in sorted(set(now) - set(before))]
+        changes += [f"  {split}: {name}: contents changed (sha256 {before[name][:12]} -> {now[name][:12]})"
+                    for name in sorted(set(before) & set(now)) if before[name] != now[name]]
+    if not changes:
+        return
+    listed = "\n".join(changes)
+    if not allow_change:
+        raise ConfigError(f"the data files differ from those the checkpoints in {workdir} were trained on ({path} "
+                          f"-> now):\n{listed}\nResuming would train on other data, with another validation split. "
+                          f"Restore the files, use another --workdir, or pass --allow_config_change to resume anyway.")
+    log(f"WARNING: resuming on changed data files (--allow_config_change):\n{listed}")
 
 
 def read_config(workdir: str, require_tokenizer: bool = True) -> Config:
@@ -201,7 +235,8 @@ def check_config(workdir: str, current: dict, tokenizer_proto: bytes, allow_chan
             saved = json.load(f)
     except (OSError, json.JSONDecodeError) as error:
         raise ConfigError(f"{config_path} cannot be read ({error}): it was edited or damaged. Restore it, or delete "
-                          f"it to resume with this command's config (the checkpoints' shapes are still checked)") from None
+                          f"it to resume with this command's config (the checkpoints' shapes are still "
+                          f"checked)") from None
     changes = config_changes(saved, current)
     tokenizer_path = os.path.join(workdir, "tokenizer.model")
     if os.path.exists(tokenizer_path):

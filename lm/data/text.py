@@ -1,6 +1,7 @@
 """Text cleaning applied to every document before tokenization (and tokenizer training)."""
 
 import re
+import sys
 import unicodedata
 
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")  # keeps \t and \n
@@ -28,3 +29,20 @@ def decode_utf8(data) -> str:
 
 def split_paragraphs(text: str) -> list[str]:
     return [p for p in (q.strip() for q in _PARAGRAPH_BREAK.split(text)) if p]
+
+
+def split_long_line(line: str, limit: int) -> list[str]:
+    """`line` in pieces of at most `limit` characters, each cut after its last space or newline
+    where there is one (text with neither is cut anywhere)."""
+    pieces, start = [], 0
+    while len(line) - start > limit:
+        end = start + limit
+        cut = max(line.rfind(" ", start, end), line.rfind("\n", start, end)) + 1 or end
+        pieces.append(line[start:cut])
+        start = cut
+    return pieces + [line[start:]] if start < len(line) else pieces
+
+
+def warn(message: str) -> None:
+    """A warning about the data, on stderr, where the run's own log lines go too."""
+    print(f"WARNING: {message}", file=sys.stderr, flush=True)

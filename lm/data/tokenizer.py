@@ -13,9 +13,12 @@ import numpy as np
 import sentencepiece as spm
 
 from lm.config import ConfigError, TokenizerConfig
+from lm.data import text as text_lib
 
 PAD_ID, UNK_ID, BOS_ID, EOS_ID = 0, 1, 2, 3
 _MAX_TRAINING_CHARS = 20_000_000  # a sample this large gives a stable vocabulary.
+# sentencepiece silently skips lines over max_sentence_length (65,536 bytes; UTF-8 takes up to 4 a character).
+_MAX_LINE_CHARS = (1 << 16) // 4
 
 
 class Tokenizer:
@@ -88,15 +91,22 @@ class Tokenizer:
 def train(texts: Iterable[str], config: TokenizerConfig) -> Tokenizer:
     """Trains a sentencepiece model on (a prefix of) `texts`, one line a sentence."""
 
+    cut = 0
+
     def lines():
+        nonlocal cut
         budget = _MAX_TRAINING_CHARS
         for text in texts:
             for line in text.split("\n"):
-                if line.strip():
-                    yield line
-                    budget -= len(line)
-            if budget <= 0:
-                return
+                if not line.strip():
+                    continue
+                pieces = text_lib.split_long_line(line, _MAX_LINE_CHARS)
+                cut += len(pieces) > 1
+                for piece in pieces:
+                    yield piece
+                    budget -= len(piece)
+                    if budget <= 0:
+                        return
 
     symbols = ["\n"] + [s.strip() for s in config.special_symbols.split(",") if s.strip()]
     model = io.BytesIO()
@@ -107,6 +117,9 @@ def train(texts: Iterable[str], config: TokenizerConfig) -> Tokenizer:
         add_dummy_prefix=False, remove_extra_whitespaces=False, user_defined_symbols=symbols,
         pad_id=PAD_ID, unk_id=UNK_ID, bos_id=BOS_ID, eos_id=EOS_ID, max_sentence_length=1 << 16,
         num_threads=os.cpu_count() or 1, minloglevel=2)
+    if cut:
+        text_lib.warn(f"{cut} line(s) longer than {_MAX_LINE_CHARS:,} characters were cut at spaces into pieces to "
+                      f"train the tokenizer (sentencepiece skips longer lines); the text itself is tokenized whole")
     return Tokenizer(model.getvalue())
 
 

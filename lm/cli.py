@@ -35,7 +35,12 @@ def define_step_flag():
 
 
 def load(config_flag) -> config_lib.Config:
-    return config_lib.from_config_dict(config_flag.value)
+    try:
+        values = config_flag.value.to_dict()
+    except OSError:  # ml-collections defers a failed load of the --config file to its first use
+        raise config_lib.ConfigError(f"--config={_config_path(sys.argv)} does not exist; the shipped configs are "
+                                     f"{', '.join(_shipped_configs())}") from None
+    return config_lib.from_config_dict(values)
 
 
 def enable_compilation_cache() -> None:
@@ -69,8 +74,28 @@ def run(main) -> None:
     except (AttributeError, KeyError) as error:
         if started:
             raise
-        # ml-collections checks --config.* override names while parsing flags: a typo lands here.
+        path = _config_path(sys.argv)
         message = str(error).encode().decode("unicode_escape").replace("\n", ": ").replace("'", "")
+        if "has no attribute get_config" in message:
+            _config_error(f"--config={path} defines no get_config(): a config file is a Python file whose "
+                          f"get_config() returns the config (see configs/gpt_tiny.py)")
+        # ml-collections checks --config.* override names while parsing flags: a typo lands here.
         _config_error(f"a --config override names no config field: {message}")
+    except KeyboardInterrupt:  # Ctrl-C before training took over the signal (loading, preparing data)
+        sys.exit("interrupted")
+
+
+def _config_path(argv: list[str]) -> str:
+    for i, arg in enumerate(argv):
+        if arg.startswith("--config="):
+            return arg.split("=", 1)[1]
+        if arg == "--config" and i + 1 < len(argv):
+            return argv[i + 1]
+    return str(flags.FLAGS["config"].default) if "config" in flags.FLAGS else "?"
+
+
+def _shipped_configs() -> list[str]:
+    folder = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
+    return sorted(f"configs/{name}" for name in os.listdir(folder) if name.endswith(".py") and name != "__init__.py")
 
 

@@ -34,6 +34,11 @@ def configure(argv: list[str], default: int, fuse_elementwise: bool = False) -> 
     accordingly, unless the environment already fixes the setting. Returns N."""
     count = default
     for arg in argv[1:]:
+        if arg in ("--cpu_devices", "--cpu_fuse_elementwise=") or re.fullmatch(r"--cpu_devices=.*", arg) and \
+                not re.fullmatch(r"--cpu_devices=\d+", arg):
+            # Read here, before jax starts and before absl parses the flags: only the --flag=N form.
+            raise SystemExit(f"error: write --cpu_devices=N, one word with '=' and a whole number (got {arg!r}); "
+                             f"it is read before the other flags, when jax starts")
         if match := re.fullmatch(r"--cpu_devices=(\d+)", arg):
             count = int(match[1])
         elif match := re.fullmatch(r"--(no)?cpu_fuse_elementwise(=(true|false|True|False|1|0))?", arg):

@@ -297,3 +297,58 @@ def test_a_file_rewritten_with_the_same_size_and_time_is_tokenized_again(tmp_pat
     after = pipeline.prepare(config.data, config.tokenizer)
     assert before.tokenizer.decode(before.train_tokens[:20]).startswith("First Citizen")
     assert after.tokenizer.decode(after.train_tokens[:20]).startswith("FIRST CITIZEN")
+
+
+# --- Messages: bad input fails in one line that names the file and the fix. --------------------------------------
+
+@pytest.mark.parametrize("args,message", [
+    (["tools/train.py", "--config=configs/nope.py", "--workdir=W"],
+     "config error: --config=configs/nope.py does not exist; the shipped configs are configs/base.py, "),
+    (["tools/train.py", "--config=NOGET", "--workdir=W"], "defines no get_config()"),
+    (["tools/generate.py", "--prompts_file=missing.txt", "--workdir=W"],
+     "--prompts_file=missing.txt cannot be read (No such file or directory)"),
+    (["tools/train.py", "--cpu_devices", "2", "--workdir=W"], "write --cpu_devices=N"),
+], ids=["missing-config", "no-get-config", "missing-prompts-file", "cpu-devices-space"])
+def test_command_line_mistakes_fail_in_one_line(args, message, tmp_path):
+    no_get_config = tmp_path / "noget.py"
+    no_get_config.write_text("x = 1\n")
+    args = [a.replace("NOGET", str(no_get_config)).replace("=W", f"={tmp_path / 'w'}") for a in args]
+    result = run_tool([sys.executable] + args, timeout=120)
+    assert result.returncode != 0 and message in result.stderr, result.stderr[-2000:]
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr[-2000:]
+
+
+def test_a_truncated_gz_and_an_empty_tokenizer_are_named(tmp_path):
+    import gzip
+    path = tmp_path / "train.txt.gz"
+    path.write_bytes(gzip.compress(TEXT)[:5000])
+    with pytest.raises(ConfigError, match=r"train.txt.gz cannot be read .*damaged or cut short"):
+        trainer.train(small_config(**{"data.train_files": str(path), "data.cache_dir": str(tmp_path / "c")}),
+                      str(tmp_path / "w"))
+    empty = tmp_path / "tokenizer.model"
+    empty.write_bytes(b"")
+    with pytest.raises(ConfigError, match=r"tokenizer file .*tokenizer.model' is empty"):
+        trainer.train(small_config(**{"tokenizer.path": str(empty)}), str(tmp_path / "w2"))
+
+
+def test_latin1_input_warns_with_the_share_of_replaced_bytes_and_the_file(tmp_path, capsys):
+    from lm.data import pipeline
+    (tmp_path / "utf8.txt").write_bytes(TEXT[:150_000])
+    (tmp_path / "latin1.txt").write_bytes("Ça, élève: déjà vu.\n".encode("latin-1") * 2000)
+    config = small_config(**{"data.train_files": str(tmp_path / "*.txt"), "data.cache_dir": str(tmp_path / "c")})
+    pipeline.prepare(config.data, config.tokenizer)
+    err = capsys.readouterr().err
+    assert "1 of 2 file(s) are not valid UTF-8" in err and "latin1.txt (25% of its bytes)" in err
+    assert "utf8.txt" not in err and "iconv -f latin1" in err
+
+
+def test_a_single_line_corpus_is_split_and_its_tokenizer_trained_on_pieces(tmp_path, capsys):
+    """Before: the validation split was empty ('change data.validation_fraction') and sentencepiece
+    silently dropped the line (over 64 KiB), then failed."""
+    from lm.data import pipeline
+    path = tmp_path / "one_line.txt"
+    path.write_bytes(TEXT.replace(b"\n", b" "))
+    config = small_config(**{"data.train_files": str(path), "data.cache_dir": str(tmp_path / "c")})
+    corpus = pipeline.prepare(config.data, config.tokenizer)
+    assert len(corpus.validation_tokens) > 1000 and corpus.tokenizer.vocab_size == 512
+    assert "were cut at spaces into pieces to train the tokenizer" in capsys.readouterr().err

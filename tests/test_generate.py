@@ -120,7 +120,7 @@ def test_generate_tool_prints_the_continuation(trained_tiny_workdir):
          "--prompt=ROMEO:", "--max_new_tokens=20", "--temperature=0", "--top_k=5", "--top_p=0.9"],
         cwd=REPO, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
-    assert expected and result.stdout == expected + "\n"
+    assert expected and result.stdout == "ROMEO:" + expected + "\n"  # the prompt, then its continuation
     too_long = subprocess.run(
         [sys.executable, "tools/generate.py", f"--workdir={trained_tiny_workdir}", "--prompt=ROMEO:",
          "--max_new_tokens=500"], cwd=REPO, capture_output=True, text=True, timeout=300)

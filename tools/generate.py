@@ -3,7 +3,8 @@
   python tools/generate.py --workdir=runs/gpt_tiny --prompt="ROMEO:" --max_new_tokens=200 \
       --temperature=0.8 --top_k=40 --top_p=0.95
 
-The continuation goes to stdout, streamed as it is decoded; progress goes to stderr.
+The prompt and its continuation go to stdout, the continuation streamed as it is decoded;
+progress goes to stderr.
 --prompts_file=FILE (one prompt a line; "\\n" inside a line is a newline) decodes them as one
 batch and prints each continuation after a "### prompt N" line. --temperature=0 is greedy.
 """
@@ -34,8 +35,12 @@ _UNCACHED = flags.DEFINE_bool("uncached", False, "Recompute the whole prefix per
 
 def _prompts() -> list[str]:
     if _PROMPTS_FILE.value:
-        with open(_PROMPTS_FILE.value) as f:
-            prompts = [line.rstrip("\n").replace("\\n", "\n") for line in f if line.strip()]
+        try:
+            with open(_PROMPTS_FILE.value) as f:
+                prompts = [line.rstrip("\n").replace("\\n", "\n") for line in f if line.strip()]
+        except OSError as error:
+            raise ConfigError(f"--prompts_file={_PROMPTS_FILE.value} cannot be read ({error.strerror}): give a text "
+                              f"file with one prompt a line") from None
         if not prompts:
             raise ConfigError(f"--prompts_file={_PROMPTS_FILE.value} has no non-empty line")
         return prompts
@@ -59,15 +64,17 @@ def main(argv):
     stream = len(prompts) == 1 and _STREAM.value
     write = lambda text: (sys.stdout.write(text), sys.stdout.flush())  # noqa: E731
     started = time.time()
+    if stream:
+        write(prompts[0])  # the continuation follows it, as it is decoded
     texts = generate.generate_text(loaded.model, loaded.params, tokenizer, prompts, gen,
                                    stream=write if stream else None, stream_every=_STREAM_EVERY.value)
     elapsed = time.time() - started
     if stream:
         print()
     else:
-        for i, text in enumerate(texts):
+        for i, (prompt, text) in enumerate(zip(prompts, texts)):
             print(f"### prompt {i}" if len(texts) > 1 else "", end="\n" if len(texts) > 1 else "")
-            print(text)
+            print(prompt + text)
     new_tokens = sum(len(tokenizer.encode(t)) for t in texts)
     print(f"{new_tokens} tokens in {elapsed:.1f}s, compile included", file=sys.stderr)
 

@@ -11,6 +11,7 @@ import glob
 import gzip
 import hashlib
 import os
+import zlib
 from pathlib import Path
 from typing import Iterator, Sequence
 
@@ -129,20 +130,42 @@ class LocalText(tfds.core.GeneratorBasedBuilder):
         return {"train": self._generate_examples(train), "validation": self._generate_examples(validation)}
 
     def _documents(self, files: Sequence[str]) -> list[str]:
-        documents = []
+        documents, not_utf8 = [], []
         for path in files:
-            opener = gzip.open if path.endswith(".gz") else open  # e.g. Multi30k's train.de.gz as monolingual text
-            with opener(path, "rb") as f:
-                content = text_lib.clean(text_lib.decode_utf8(f.read()))
+            raw = read_bytes(path)
+            decoded = text_lib.decode_utf8(raw)
+            replaced = decoded.count("\ufffd") - raw.count("\ufffd".encode())
+            if replaced:
+                not_utf8.append(f"{path} ({100 * replaced / max(len(raw), 1):.2g}% of its bytes)")
+            content = text_lib.clean(decoded)
+            del raw, decoded
             if self.builder_config.document_unit == "paragraph":
                 documents.extend(text_lib.split_paragraphs(content))
             elif content:
                 documents.append(content)
+        if not_utf8:
+            text_lib.warn(f"{len(not_utf8)} of {len(files)} file(s) are not valid UTF-8, their invalid bytes replaced "
+                          f"by U+FFFD: {', '.join(not_utf8[:10])}{', ...' if len(not_utf8) > 10 else ''}. Latin-1 "
+                          f"text converts with `iconv -f latin1 -t utf-8`; binary files do not belong in a corpus")
         return documents
 
     def _generate_examples(self, documents: Sequence[str]) -> Iterator:
         for doc_id, document in enumerate(documents):
             yield doc_id, {"text": document, "doc_id": doc_id}
+
+
+def read_bytes(path: str) -> bytes:
+    """A local text file's bytes (a .gz is decompressed: e.g. Multi30k's train.de.gz as
+    monolingual text); a damaged or cut-short file is an error naming it."""
+    try:
+        if path.endswith(".gz"):
+            with gzip.open(path, "rb") as f:
+                return f.read()
+        with open(path, "rb") as f:
+            return f.read()
+    except (EOFError, OSError, zlib.error) as error:
+        raise ConfigError(f"{path} cannot be read ({type(error).__name__}: {error}): the file is damaged or cut "
+                          f"short (a partial download or copy?); fetch it again") from None
 
 
 def _hold_out_tail(documents: list[str], fraction: float, split_documents: bool) -> tuple[list[str], list[str]]:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from lm import hardware, planning, step_time
+from lm import hardware, layout_search, planning, sharding, step_time
 from lm import config as config_lib
 from lm.config import MeshConfig
 
@@ -69,8 +69,7 @@ def test_shipped_config_names_its_target_and_the_planned_speed(name):
     target = module.PLANNED_ON
     config = config_lib.from_config_dict(module.get_config())
     chip = hardware.CHIPS[target["hardware"]]
-    mesh = dict(zip(("data", "fsdp", "tensor"), __import__("lm.sharding", fromlist=["x"]).mesh_shape(
-        config.mesh, target["devices"])))
+    mesh = dict(zip(sharding.MESH_AXES, sharding.mesh_shape(config.mesh, target["devices"])))
     predicted = step_time.estimate(planning.shapes(config), mesh, chip)
     run = planning.shapes(config)
     tokens_per_second = run.tokens / predicted.seconds
@@ -79,7 +78,7 @@ def test_shipped_config_names_its_target_and_the_planned_speed(name):
     stated = re.search(r"([\d,]+) tokens/s", doc)
     assert stated, doc
     assert float(stated.group(1).replace(",", "")) == pytest.approx(tokens_per_second, rel=0.03)
-    assert planning.memory_estimate(run, mesh, chip, config.model.remat) < planning.HEADROOM * chip.hbm_bytes
+    assert layout_search.memory_estimate(run, mesh, chip, config.model.remat) < planning.HEADROOM * chip.hbm_bytes
 
 
 def test_compiled_flops_per_device_agree_with_model_flops_times_recompute():
@@ -104,11 +103,11 @@ def test_search_returns_the_fastest_plans_that_fit():
                                  data=dataclasses.replace(config.data, seq_len=64),
                                  train=dataclasses.replace(config.train, batch_size=8))
     chip = planning.hardware("cpu")
-    ranked = planning.candidates(config, chip, 1)
+    ranked = layout_search.candidates(config, chip, 1)
     assert {c.remat for c in ranked} == {"none", "save_dots", "full"} and {c.microbatches for c in ranked} == {1, 2, 4, 8}
     speeds = [c.tokens_per_second for c in ranked]
     assert speeds == sorted(speeds, reverse=True)
-    best = planning.search(config, chip, confirm=2)
+    best = layout_search.search(config, chip, confirm=2)
     assert len(best) == 2 and all(c.plan.fits for c in best)
     assert best[0].tokens_per_second >= best[1].tokens_per_second
 

@@ -37,7 +37,7 @@ import json  # noqa: E402
 
 from absl import flags  # noqa: E402
 
-from lm import cli, hardware, planning  # noqa: E402
+from lm import cli, hardware, layout_search, planning  # noqa: E402
 from lm.config import ConfigError, MeshConfig  # noqa: E402
 
 _CONFIG = cli.define_config_flag("configs/llama_7b.py")
@@ -72,10 +72,10 @@ def main(argv):
         raise ConfigError(f"--devices={_DEVICES.value} but jax sees {jax.device_count()} devices")
     chip = planning.hardware(_HARDWARE.value)
     if _SEARCH.value:
-        ranked = planning.candidates(config, chip, jax.device_count())
+        ranked = layout_search.candidates(config, chip, jax.device_count())
         print(f"search: {len(ranked)} layouts of {jax.device_count()} x {chip.name}; compiling the fastest that "
               f"should fit:", flush=True)
-        best = planning.search(config, chip, confirm=_TOP.value, log=lambda line: print("  tried " + line, flush=True))
+        best = layout_search.search(config, chip, confirm=_TOP.value, log=lambda line: print("  tried " + line, flush=True))
         print(f"best plans that fit on {jax.device_count()} x {chip.name}, by predicted tokens/s:")
         for rank, candidate in enumerate(best, 1):
             print(f"  {rank}. {candidate.describe()}")

@@ -263,7 +263,8 @@ class Plan:
         ratio = self.compiled_flops_per_device / self.analytic_flops_per_device if self.analytic_flops_per_device else 0
         attention_note = ("the flash-attention stand-in has no score FLOPs; cuDNN's are in the analytic figure"
                           if t.attention_kind == "flash" else
-                          f"the einsum path computes only the causal key blocks (causal_block={c.model.causal_block})")
+                          f"the einsum path computes only the causal key blocks (causal_block={c.model.causal_block})"
+                          if c.model.family == "gpt" else "einsum attention")
         lines = [
             f"plan: {self.num_params / 1e9:.3f}B parameters | mesh ({mesh}) on {self.num_devices} x {hw.name} | "
             f"batch {c.train.batch_size} ({c.train.microbatches} microbatches) = {tokens:,} tokens/step | "
@@ -276,7 +277,8 @@ class Plan:
             f"({HEADROOM:.0%} usable)",
             f"FLOPs: model {self.model_flops_per_step:.3e} per step; per device: analytic {self.analytic_flops_per_device:.3e}"
             f" (model / {self.num_devices} devices x recompute), compiled {self.compiled_flops_per_device:.3e} "
-            f"= {ratio:.2f} x analytic ({self.compiled_how}; {attention_note})",
+            f"= {ratio:.2f} x analytic ({self.compiled_how}; {attention_note}; XLA also counts elementwise work "
+            f"- norms, rotary, softmax, optimizer - as FLOPs, the analytic figure only matmuls and attention)",
             f"time per step on {hw.name} (efficiency model, lm/step_time.py): matmuls {t.matmul:.3f}s, attention "
             f"{t.attention:.3f}s, elementwise {t.elementwise:.3f}s, optimizer {t.optimizer:.3f}s, collectives "
             f"{t.collectives:.3f}s of which exposed {t.exposed_collectives:.3f}s",

@@ -78,7 +78,6 @@ def test_shipped_config_names_its_target_and_the_planned_speed(name):
     stated = re.search(r"([\d,]+) tokens/s", doc)
     assert stated, doc
     assert float(stated.group(1).replace(",", "")) == pytest.approx(tokens_per_second, rel=0.03)
-    assert layout_search.memory_estimate(run, mesh, chip, config.model.remat) < planning.HEADROOM * chip.hbm_bytes
 
 
 def test_compiled_flops_per_device_agree_with_model_flops_times_recompute():

@@ -57,8 +57,8 @@ class Candidate:
 
     def describe(self) -> str:
         mesh = ",".join(f"{k}={v}" for k, v in self.mesh.items())
-        peak = (f"peak {self.plan.peak_bytes / GiB:.1f} GiB compiled, {'FITS' if self.plan.fits else 'DOES NOT FIT'}"
-                if self.plan else f"~{self.estimated_peak_bytes / GiB:.1f} GiB estimated")
+        peak = (f"peak {self.plan.peak_bytes / GiB:.2f} GiB compiled, {'FITS' if self.plan.fits else 'DOES NOT FIT'}"
+                if self.plan else f"~{self.estimated_peak_bytes / GiB:.2f} GiB estimated")
         return (f"--mesh={mesh} --config.train.microbatches={self.microbatches} --config.model.remat={self.remat}: "
                 f"{self.tokens_per_second:,.0f} tokens/s, MFU {self.time.mfu:.1%}, {peak}")
 

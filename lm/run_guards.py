@@ -127,7 +127,8 @@ class LossGuard:
             reason = ("train.nonfinite=stop" if self.config.nonfinite == "stop" else
                       f"{self.consecutive} non-finite steps in a row (train.max_consecutive_nonfinite="
                       f"{self.config.max_consecutive_nonfinite})")
-            raise RunError(f"{what}. Stopping: {reason}. {_newest_good(self.checkpointer).capitalize()}; lower "
+            newest = _newest_good(self.checkpointer)
+            raise RunError(f"{what}. Stopping: {reason}. {newest[0].upper() + newest[1:]}; lower "
                            f"the learning rate or check the data before resuming.")
         self.log(f"WARNING: {what} (skipped; {self.consecutive} in a row, {self.total} in this run; the run stops "
                  f"after {self.config.max_consecutive_nonfinite} in a row)")

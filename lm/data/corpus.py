@@ -41,7 +41,8 @@ def expand_files(spec: str, field: str) -> list[str]:
         matches = sorted(glob.glob(resolve_path(pattern)))
         if not matches:
             raise ConfigError(f"{field}: no file matches {pattern!r} (working directory {os.getcwd()}); "
-                              f"give existing text files or globs, comma separated")
+                              f"give existing text files or globs, comma separated (docs/data.md: where the shipped "
+                              f"configs' datasets come from, and how to point at your copy)")
         files.extend(m for m in matches if os.path.isfile(m))
     if not files:
         raise ConfigError(f"{field}={spec!r} names no files")

@@ -45,7 +45,8 @@ def data_dir(config: FinetuneConfig) -> Path:
 def _read_local(task: str, path: Path) -> LabelledSplit:
     if not path.exists():
         raise ConfigError(f"{path} does not exist: set finetune.data_dir to the folder with {task}'s files "
-                          f"({', '.join(_LOCAL_FILES[task].values())}), or finetune.tfds_name=glue/{task}")
+                          f"({', '.join(_LOCAL_FILES[task].values())}), or finetune.tfds_name=glue/{task} (docs/data.md: "
+                          f"where the datasets come from)")
     if task == "sst2":
         rows = [line.rstrip("\n").split(" ", 1) for line in path.read_text(encoding="utf-8").splitlines() if line]
         return LabelledSplit([r[1] for r in rows], None, np.asarray([int(r[0]) for r in rows], np.int32))

@@ -137,14 +137,15 @@ class LossGuard:
         """Raises RunError if the state at `step` has diverged; else the record to log with its
         checkpoint (what a resumed run replays). Call after `flush`."""
         mean = self.interval_sum / self.interval_steps if self.interval_steps else math.nan
-        limit = max(self.factor * min(self.best, self.untrained), self.untrained)
+        reference = min(self.best, self.untrained)
+        limit = max(self.factor * reference, self.untrained)
         if not math.isfinite(mean) or mean > limit:
             self.checkpointer.wait()
             since = f"steps {self.interval_start + 1}-{step}"
             seen = (f"no finite loss in {since}" if not math.isfinite(mean) else
                     f"the mean training loss over {since} is {mean:.4g}, above {limit:.4g} (checkpoint."
-                    f"divergence_factor={self.factor:g} x the best mean so far, {self.best:.4g}, and above the "
-                    f"untrained model's loss, {self.untrained:.4g})")
+                    f"divergence_factor={self.factor:g} x {reference:.4g}, the lowest of the earlier interval means "
+                    f"and the first step's loss, {self.untrained:.4g})")
             raise RunError(f"the run diverged: {seen}. Checkpoint {step} was not written; "
                            f"{_newest_good(self.checkpointer)}. Lower optimizer.learning_rate (or raise "
                            f"optimizer.warmup_steps) and run the same command again.")

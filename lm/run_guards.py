@@ -46,9 +46,10 @@ class Preemption:
         self._multihost = jax.process_count() > 1
 
     def __enter__(self):
-        if threading.current_thread() is threading.main_thread():
-            # Several processes: SIGTERM is JAX's (it agrees on a step); Ctrl-C still stops this one cleanly.
-            for signum in (signal.SIGINT,) if self._multihost else self.SIGNALS:
+        # Several processes: no handler of ours, as one host stopping alone would leave the others
+        # blocked in the next step's collectives; SIGTERM is JAX's there (it agrees on a step).
+        if not self._multihost and threading.current_thread() is threading.main_thread():
+            for signum in self.SIGNALS:
                 self._previous[signum] = signal.signal(signum, self._handle)
         return self
 

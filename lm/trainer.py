@@ -198,15 +198,17 @@ def _train(config: Config, workdir: str, allow_config_change: bool,
                 pass
         raise
     writer.close()
-    if not preemption.requested:
-        log(f"done: step {result[0]} in {metrics_lib.format_duration(time.time() - started)}; "
-            + ", ".join(f"{k} {v:.4f}" for k, v in result[1].items()))
-    return result[1]
+    step, last_eval, finished = result
+    if finished:  # else the loop said where it stopped (a signal that came after the last step changes nothing)
+        log(f"done: step {step} in {metrics_lib.format_duration(time.time() - started)}; "
+            + ", ".join(f"{k} {v:.4f}" for k, v in last_eval.items()))
+    return last_eval
 
 
 def _loop(run: Run, cfg: Config, workdir: str, checkpointer, writer, train_iter, state, latest,
-          preemption) -> tuple[int, dict]:
-    """Steps from `state` to train.steps (or a stop); returns (last step, last evaluation)."""
+          preemption) -> tuple[int, dict, bool]:
+    """Steps from `state` to train.steps (or a stop); returns (last step, last evaluation, whether
+    the run finished rather than stopped on a signal)."""
     pipeline = run.task.pipeline
     select_name, select_higher = run.task.objective.selection
     step = int(jax.device_get(state.step))
@@ -261,12 +263,12 @@ def _loop(run: Run, cfg: Config, workdir: str, checkpointer, writer, train_iter,
         if preemption.requested:
             log(f"preempted: stopped after step {step} on {preemption.signal_name}; checkpoint {step} written to "
                 f"{checkpointer.directory}. Run the same command again to resume.")
-            return step, last_eval
+            return step, last_eval, False
         if not last_eval:  # resumed a finished run: report where it stands.
             last_eval = assembly.evaluate(run, state.params)
         sample = pipeline.sample(run.model, state.params, run.data)
     _write_sample(workdir, writer, sample, step)
-    return step, last_eval
+    return step, last_eval, True
 
 
 def _write_report(run: Run, workdir: str, checkpointer, fields: dict) -> dict:

@@ -70,6 +70,9 @@ def main() -> int:
         for name, overrides in points.items():
             print(sweep.shell_line(sweep.train_command(experiment_path, os.path.join(args.workdir, name), overrides)))
         return 0
+    if args.report and not any(os.path.isdir(os.path.join(args.workdir, name)) for name in points):
+        sys.exit(f"error: {args.workdir} holds none of this sweep's runs: run the sweep first (the same command "
+                 f"without --report)")
     failures = 0 if args.report else _run(args, experiment_path, points)
     from lm import sweep_report  # noqa: PLC0415 (matplotlib only when a report is written)
 

@@ -69,16 +69,16 @@ def test_a_vocabulary_too_small_for_the_corpus_says_how_large_it_must_be(tmp_pat
 
 # --- 5. A metrics line cut short by a kill. ---------------------------------------------------------------------
 
-def test_a_truncated_last_metrics_line_does_not_block_the_resume(tmp_path):
-    workdir = str(tmp_path / "w")
-    trainer.train(small_config(**{"train.steps": 10}), workdir)
+def test_a_truncated_last_metrics_line_does_not_block_the_resume(trained, tmp_path):
+    workdir = _copy(trained, tmp_path)  # the 10-step run of the `trained` fixture below
     path = os.path.join(workdir, "metrics.jsonl")
     with open(path, "a") as f:
         f.write('{"step": 11, "train/lo')  # killed in mid-write
-    metrics = trainer.train(small_config(**{"train.steps": 20}), workdir)
+    metrics = trainer.train(small_config(**{"train.steps": 15, "checkpoint.every_steps": 5,
+                                            "eval.every_steps": 5}), workdir)
     assert math.isfinite(metrics["eval/loss"])
     records = read_metrics(workdir)  # every line parses: the partial one was cut before appending
-    assert max(r["step"] for r in records) == 20
+    assert max(r["step"] for r in records) == 15
     with open(path) as f:
         assert all(json.loads(line) for line in f)
 

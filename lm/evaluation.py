@@ -61,6 +61,20 @@ def lead(text: str, sentences: int = 2) -> str:
     return " ".join([s.strip() for s in _SENTENCE_END.split(text) if s.strip()][:sentences])
 
 
+def best_or_newest_step(workdir: str, config) -> int:
+    """The workdir's checkpoint with the best validation loss, else its newest."""
+    from lm import checkpoint as checkpoint_lib  # noqa: PLC0415
+
+    checkpointer = checkpoint_lib.Checkpointer(os.path.join(workdir, "checkpoints"), config.checkpoint, lambda m: None,
+                                               read_only=True)
+    available = checkpointer.all_steps()
+    checkpointer.close()
+    if not available:
+        raise ConfigError(f"{workdir} has no checkpoint: train it first with tools/train.py")
+    best = metrics_lib.best_step(workdir, available)  # a best step may be 0: converted weights
+    return available[-1] if best is None else best
+
+
 @dataclasses.dataclass
 class Result:
     metrics: dict
@@ -81,18 +95,7 @@ def evaluate_workdir(workdir: str, split: str = "validation", beam_size: int = 0
     if config.train.objective != "seq2seq":
         raise ConfigError(f"{workdir} was trained for {config.train.objective!r}; tools/evaluate.py decodes "
                           f"seq2seq (text-to-text) runs: fine-tune one first (configs/finetune_multi30k.py)")
-    from lm import checkpoint as checkpoint_lib  # noqa: PLC0415
-
-    checkpointer = checkpoint_lib.Checkpointer(os.path.join(workdir, "checkpoints"), config.checkpoint, lambda m: None,
-                                               read_only=True)
-    available = checkpointer.all_steps()
-    checkpointer.close()
-    if not available:
-        raise ConfigError(f"{workdir} has no checkpoint: train it first with tools/train.py")
-    if not step:  # the best by validation loss, else the newest (a best step may be 0: converted weights)
-        best = metrics_lib.best_step(workdir, available)
-        step = available[-1] if best is None else best
-    run = pretrained_lib.load(workdir, step)
+    run = pretrained_lib.load(workdir, step or best_or_newest_step(workdir, config))
     s2s = config.seq2seq
     decode_config = decoding.DecodeConfig(max_len=s2s.target_len, beam_size=beam_size or s2s.beam_size,
                                           length_penalty=s2s.length_penalty if length_penalty < 0 else length_penalty)

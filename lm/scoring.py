@@ -29,6 +29,7 @@ import numpy as np
 import tqdm
 
 from lm import losses, sharding, steps, tasks
+from lm import workdir as workdir_lib
 from lm.config import ConfigError, MeshConfig
 from lm.data import corpus as corpus_lib
 from lm.data import pipeline
@@ -43,16 +44,16 @@ class Scorer:
     batch_size: int
 
     @classmethod
-    def load(cls, workdir: str, step: int = 0, batch_size: int = 16) -> "Scorer":
-        """Checkpoint `step` of `workdir` (0: the best by validation loss, else the newest)."""
-        from lm import evaluation, pretrained  # noqa: PLC0415 (restoring pulls in the optimizer and checkpoints)
+    def load(cls, path: str, which: str | int = "best", batch_size: int = 16) -> "Scorer":
+        """Checkpoint `which` (best, latest or a step number) of the run at `path`."""
+        from lm import pretrained  # noqa: PLC0415 (restoring pulls in the optimizer and checkpoints)
 
-        config = pretrained.read_config(workdir)
+        config = workdir_lib.read_config(workdir_lib.resolve(path, which)[0])
         if config.train.objective != "causal_lm":
-            raise ConfigError(f"{workdir} was trained for {config.train.objective!r}; scoring text needs a causal "
+            raise ConfigError(f"{path} was trained for {config.train.objective!r}; scoring text needs a causal "
                               f"language model (train.objective=causal_lm, e.g. configs/gpt_tiny.py)")
         mesh = sharding.make_mesh(MeshConfig())
-        run = pretrained.load(workdir, step or evaluation.best_or_newest_step(workdir, config), mesh)
+        run = pretrained.load(path, which, mesh)
         devices = mesh.size
         return cls(run, tasks.get(run.config), mesh, max(devices, batch_size // devices * devices))
 

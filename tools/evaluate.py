@@ -11,17 +11,14 @@ and label) by summed and per-character log-likelihood.
   python tools/evaluate.py --workdir=runs/gpt_tiny --text_files='texts/*.txt' [--json=scores.json]
   python tools/evaluate.py --workdir=runs/gpt_tiny --multiple_choice=questions.jsonl
 
-Uses the workdir's best checkpoint by validation loss (else the newest), or --step.
+--step: best (by the run's selection metric; the newest if none was evaluated), latest or a number.
 """
 import json
 import os
-import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from absl import flags
 
-from absl import flags  # noqa: E402
-
-from lm import cli  # noqa: E402
+from lm import cli
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "A workdir trained with tools/train.py.", required=True)
 _TEXT_FILES = flags.DEFINE_string("text_files", "", "Causal LM: score these text files (globs, comma separated).")
@@ -36,7 +33,7 @@ _BEAM = flags.DEFINE_integer("beam_size", 0, "Seq2seq: beam size; 0: the run's s
 _PENALTY = flags.DEFINE_float("length_penalty", -1.0, "Seq2seq: beam length penalty alpha; < 0: the run's setting.")
 _MAX_EXAMPLES = flags.DEFINE_integer("max_examples", 0, "Seq2seq: decode only the first N examples; 0: all.")
 _BATCH = flags.DEFINE_integer("batch_size", 32, "Examples (seq2seq) or windows and choices (causal LM) at once.")
-_STEP = flags.DEFINE_integer("step", 0, "Checkpoint step; 0: the best by validation loss, else the newest.")
+_STEP = cli.define_step_flag()
 _LEAD = flags.DEFINE_integer("lead_sentences", 0, "Seq2seq: also score the lead baseline: the input's first N sentences.")
 
 

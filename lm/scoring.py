@@ -28,7 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 import tqdm
 
-from lm import losses, sharding, steps, tasks
+from lm import assembly, losses, sharding, tasks
 from lm import workdir as workdir_lib
 from lm.config import ConfigError, MeshConfig
 from lm.data import corpus as corpus_lib
@@ -37,9 +37,9 @@ from lm.data import pipeline
 
 @dataclasses.dataclass
 class Scorer:
-    """A trained causal LM ready to score: the restored run (lm/pretrained.py), its task and mesh."""
+    """A trained causal LM ready to score: the restored run (lm/pretrained.py), its objective and mesh."""
     run: object  # lm.pretrained.Pretrained
-    task: object
+    objective: object
     mesh: jax.sharding.Mesh
     batch_size: int
 
@@ -55,7 +55,7 @@ class Scorer:
         mesh = sharding.make_mesh(MeshConfig())
         run = pretrained.load(path, which, mesh)
         devices = mesh.size
-        return cls(run, tasks.get(run.config), mesh, max(devices, batch_size // devices * devices))
+        return cls(run, tasks.objective(run.config), mesh, max(devices, batch_size // devices * devices))
 
     @property
     def seq_len(self) -> int:
@@ -81,14 +81,14 @@ def score_text(scorer: Scorer, files: Sequence[str], document_unit: str = "file"
     batches = pipeline.stream_batches(tokens, tokenizer, scorer.seq_len, scorer.batch_size,
                                       process_index=jax.process_index(), process_count=jax.process_count())
     num_batches = math.ceil(math.ceil((len(tokens) - 1) / scorer.seq_len) / scorer.batch_size)
-    eval_step = jax.jit(steps.make_eval_step(scorer.run.model, scorer.task))
+    eval_step = assembly.build_steps(scorer.run.config, scorer.run.config.model, scorer.mesh, scorer.objective).eval_step
     totals = None
     with sharding.activation_rules(scorer.mesh):
         for batch in tqdm.tqdm(batches, total=num_batches, desc="scoring", unit="batch", disable=not progress):
             sums = eval_step(scorer.run.params, sharding.to_global(batch, scorer.mesh))
             totals = sums if totals is None else jax.tree.map(jnp.add, totals, sums)
     totals = jax.tree.map(float, jax.device_get(totals))
-    metrics = {name.split("/", 1)[1]: value for name, value in scorer.task.eval_metrics(totals).items()}
+    metrics = {name.split("/", 1)[1]: value for name, value in scorer.objective.eval_metrics(totals).items()}
     metrics["token_accuracy"] = metrics.pop("accuracy")  # next-token; "accuracy" is multiple choice's
     return {**metrics, "tokens": int(totals["weight"]), "bytes": int(totals["bytes"]), "documents": len(documents)}
 
@@ -149,11 +149,11 @@ def continuation_row(tokenizer, context: str, continuation: str, seq_len: int) -
 
 def _log_likelihoods(scorer: Scorer, rows: list[dict], progress: bool) -> np.ndarray:
     """Summed log-likelihood (nats) of each row's weighted targets."""
-    model, task = scorer.run.model, scorer.task
+    model, objective = scorer.run.model, scorer.objective
 
     @jax.jit
     def row_log_likelihood(params, batch):
-        logits, targets, weights = task.predictions(model, params, batch, None, True)
+        logits, targets, weights = objective.predictions(model, params, batch, None, True)
         nll, _, _ = losses.nll_and_correct(logits, targets)
         return -jnp.sum(nll * weights, axis=-1)
 

@@ -36,6 +36,10 @@ def _wandb_records(path):
             yield record
 
 
+def _key(item) -> str:
+    return item.key or "/".join(item.nested_key)  # W&B stores some keys ("step" among them) as nested keys
+
+
 def test_offline_wandb_run_holds_the_scalars_and_the_config(tmp_path, monkeypatch):
     pytest.importorskip("wandb")
     from lm import trainer
@@ -45,17 +49,17 @@ def test_offline_wandb_run_holds_the_scalars_and_the_config(tmp_path, monkeypatc
     workdir = str(tmp_path / "run")
     trainer.train(small_config(**{"train.steps": 10, "eval.every_steps": 10, "logging.wandb": True,
                                   "logging.wandb_project": "lm-test"}), workdir)
-    [path] = glob.glob(f"{workdir}/wandb/wandb/offline-run-*/run-*.wandb")
+    [path] = glob.glob(f"{workdir}/wandb/offline-run-*/run-*.wandb")
     history, config, summary = [], {}, {}
     for record in _wandb_records(path):
         kind = record.WhichOneof("record_type")
         if kind == "history":
-            history.append({item.key: json.loads(item.value_json) for item in record.history.item})
+            history.append({_key(item): json.loads(item.value_json) for item in record.history.item})
         elif kind in ("config", "run"):
             updates = record.config.update if kind == "config" else record.run.config.update
-            config.update({item.key: json.loads(item.value_json) for item in updates})
+            config.update({_key(item): json.loads(item.value_json) for item in updates})
         elif kind == "summary":
-            summary.update({item.key: json.loads(item.value_json) for item in record.summary.update if item.key})
+            summary.update({_key(item): json.loads(item.value_json) for item in record.summary.update})
     # Every scalar of metrics.jsonl is in the W&B history at its step, with the same value.
     logged = metrics_lib.read_records(workdir)
     assert {"train/loss", "eval/bits_per_byte"} <= {key for record in logged for key in record}
@@ -63,6 +67,7 @@ def test_offline_wandb_run_holds_the_scalars_and_the_config(tmp_path, monkeypatc
     for row in history:
         if "step" in row:
             by_step.setdefault(row["step"], {}).update(row)
+    assert {record["step"] for record in logged} <= set(by_step), (sorted(by_step), len(history))
     for record in logged:
         for key, value in record.items():
             if key not in ("step", "wall_time"):

@@ -94,4 +94,7 @@ def peak_flops(dtype: str) -> float:
     for a shared CPU would be meaningless."""
     if jax.default_backend() == "cpu":
         return hardware.matmul_peak(dtype)
-    return hardware.peak_flops(hardware.chip_name(), dtype) * jax.device_count()
+    try:
+        return hardware.peak_flops(hardware.chip_name(), dtype) * jax.device_count()
+    except ValueError:  # a chip lm/hardware.py has no row for: MFU is unknown, training goes on
+        return float("nan")

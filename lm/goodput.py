@@ -93,7 +93,7 @@ def peak_flops(dtype: str) -> float:
     On a CPU, measured now (a large jitted matmul, tools/bench.py's reading): a datasheet figure
     for a shared CPU would be meaningless."""
     if jax.default_backend() == "cpu":
-        return hardware.matmul_peak(dtype)
+        return hardware.matmul_peak(dtype, repeats=3)  # bench's matmul, fewer repeats: every run pays for it
     try:
         return hardware.peak_flops(hardware.chip_name(), dtype) * jax.device_count()
     except ValueError:  # a chip lm/hardware.py has no row for: MFU is unknown, training goes on

@@ -55,7 +55,7 @@ class ModelConfig:
     use_bias: bool = setting(True, "dense layers and norms have biases.")
     tie_embeddings: bool = setting(True, "the output projection is the transposed token embedding.")
     qk_norm: bool = setting(False, "RMS-normalise each head's queries and keys (learned scale per head dim) before "
-                                   "rotary and the dot product: bounded attention logits, higher stable learning rates.")
+                                   "rotary and the dot product: bounded attention logits, stable at higher rates.")
     zero_init_outputs: bool = setting(False, "the projections back into the residual stream (attention out, MLP wo) "
                                              "and an untied output head start at zero: every block starts as the "
                                              "identity.")

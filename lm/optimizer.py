@@ -7,6 +7,7 @@ from typing import Callable
 
 import jax
 import optax
+from flax.core import meta
 
 from lm.config import OptimizerConfig
 
@@ -59,12 +60,16 @@ _MUON_AXES = {
 }
 
 
+def _parameter_name(path) -> str:
+    """The parameter's own name: the last dict key (a boxed leaf's path ends in `.value`)."""
+    return next((str(k.key) for k in reversed(path) if isinstance(k, jax.tree_util.DictKey)), "")
+
+
 def muon_dimension_numbers(params):
     """Per leaf: Muon's dimension numbers for a hidden matrix, None for everything Adam updates
     (embeddings, the output head, position tables, norms, biases, scalars)."""
     def dims(path, leaf):
-        name = str(getattr(path[-1], "key", path[-1]))
-        return _MUON_AXES.get(name) if getattr(leaf, "ndim", 0) >= 2 else None
+        return _MUON_AXES.get(_parameter_name(path)) if getattr(leaf, "ndim", 0) >= 2 else None
     return jax.tree_util.tree_map_with_path(dims, params)
 
 
@@ -73,7 +78,9 @@ def muon(config: OptimizerConfig, lr: optax.Schedule, muon_lr: optax.Schedule) -
     momentum, scaled by sqrt(max(1, fan_out / fan_in))), AdamW for the rest. The two groups get
     their own peak rates (muon_learning_rate, learning_rate) under one schedule shape."""
     def labels(params):
-        return jax.tree.map(lambda dims: "adam" if dims is None else "muon", muon_dimension_numbers(params),
+        # On unboxed params: a prefix of a boxed tree (init under eval_shape), so a group's masked
+        # leaves become bare MaskedNodes, not boxes around them, and the state's shardings line up.
+        return jax.tree.map(lambda dims: "adam" if dims is None else "muon", muon_dimension_numbers(meta.unbox(params)),
                             is_leaf=lambda x: x is None or isinstance(x, optax.contrib.MuonDimensionNumbers))
 
     hidden = optax.chain(

@@ -44,7 +44,7 @@ class ModelConfig:
     mlp_dim: int = setting(1024, "hidden width of each block's MLP.")
     mlp_activation: str = setting("gelu", "the MLP's nonlinearity.", choices={
         "gelu": "tanh approximation", "gelu_exact": "erf, HF BERT's", "swiglu": "gated, with a third matrix",
-        "relu": "T5.1.0's"})
+        "relu": "T5.1.0's", "relu_squared": "relu(x)^2 (Primer; the speedrun recipes')"})
     max_len: int = setting(256, "longest sequence (size of the learned position table).")
     positions: str = setting("learned", "how attention knows token positions.", choices={
         "learned": "an added position table", "rotary": "RoPE on queries and keys",
@@ -55,6 +55,11 @@ class ModelConfig:
     norm_eps: float = setting(1e-5, "epsilon inside every norm.")
     use_bias: bool = setting(True, "dense layers and norms have biases.")
     tie_embeddings: bool = setting(True, "the output projection is the transposed token embedding.")
+    qk_norm: bool = setting(False, "RMS-normalise each head's queries and keys (learned scale per head dim) before "
+                                   "rotary and the dot product: bounded attention logits, stable at higher rates.")
+    zero_init_outputs: bool = setting(False, "the projections back into the residual stream (attention out, MLP wo) "
+                                             "and an untied output head start at zero: every block starts as the "
+                                             "identity.")
     dropout_rate: float = setting(0.0, "dropout on attention probabilities and residual branches, in [0, 1).")
     param_dtype: str = setting("float32", "dtype the parameters are stored in.", choices=("float32", "bfloat16"))
     dtype: str = setting("float32", "compute dtype; matmuls accumulate in float32.", choices=("float32", "bfloat16"))
@@ -71,6 +76,13 @@ class ModelConfig:
                                     "(0: one block, the dense path).")
     num_classes: int = setting(0, "0: the family's pretraining heads; >= 2: a classifier with this many classes "
                                   "(train.objective=classification).")
+
+    # Read by the gpt family only; other families must leave the defaults (checked).
+    logit_softcap: float = setting(0.0, "cap * tanh(logits / cap) on the output logits (Gemma 2's soft-capping); "
+                                        "0: off.", family="gpt")
+    unet_skips: bool = setting(False, "U-net skips across layers: each block of the second half first adds the "
+                                      "output of its mirror block in the first half, times a learned weight "
+                                      "(starting at 1); needs scan_layers=false.", family="gpt")
 
     # Read by the bert family only; other families must leave the defaults (checked).
     type_vocab_size: int = setting(2, "token-type (segment A/B) embeddings.", family="bert")
@@ -141,19 +153,29 @@ class TokenizerConfig:
 class OptimizerConfig:
     guarded_on_resume: ClassVar[bool] = False
 
-    name: str = setting("adamw", "the optax optimizer.", choices=("sgd", "adam", "adamw", "adagrad", "adafactor",
-                                                                  "lion"))
+    name: str = setting("adamw", "the optax optimizer.", choices={
+        "sgd": "", "adam": "", "adamw": "", "adagrad": "", "adafactor": "", "lion": "",
+        "muon": "Muon (optax.contrib: Nesterov momentum orthogonalised by Newton-Schulz) for the hidden matrices "
+                "(attention and MLP kernels) at muon_learning_rate; AdamW at learning_rate for embeddings, output "
+                "head, norms, biases and scalars"})
     learning_rate: float = setting(1e-3, "peak learning rate.")
-    schedule: str = setting("cosine", "learning-rate schedule, each after linear warm-up.",
-                            choices=("constant", "linear", "cosine", "rsqrt"))
+    schedule: str = setting("cosine", "learning-rate schedule, each after linear warm-up.", choices={
+        "constant": "", "linear": "", "cosine": "", "rsqrt": "",
+        "wsd": "warmup-stable-decay: the peak until the last cooldown_fraction of the steps, then linear to "
+               "end_learning_rate_fraction"})
     warmup_steps: int = setting(100, "steps of linear warm-up from 0.")
     decay_steps: int = setting(0, "steps the schedule decays over; 0: train.steps")
-    end_learning_rate_fraction: float = setting(0.1, "linear and cosine end at this share of the peak.")
+    end_learning_rate_fraction: float = setting(0.1, "linear, cosine and wsd end at this share of the peak.")
+    cooldown_fraction: float = setting(0.2, "schedule='wsd': share of the steps (of decay_steps, or train.steps) "
+                                            "over which the rate falls, at the end.")
     weight_decay: float = setting(0.1, "decoupled; never applied to norms and biases.")
     b1: float = setting(0.9, "adam-style first-moment decay.")
     b2: float = setting(0.95, "adam-style second-moment decay.")
     eps: float = setting(1e-8, "adam-style denominator epsilon.")
     momentum: float = setting(0.9, "sgd only")
+    muon_learning_rate: float = setting(0.02, "name='muon': peak learning rate of the hidden matrices (the schedule "
+                                              "scales it as it scales learning_rate).")
+    muon_momentum: float = setting(0.95, "name='muon': momentum of the orthogonalised updates.")
     grad_clip_norm: float = setting(1.0, "clip the global gradient norm to this; 0: off")
 
 

@@ -60,6 +60,13 @@ def validate(config: Config) -> None:
     if m.attention_impl in ("xla", "cudnn") and m.dropout_rate > 0:
         raise ConfigError(f"model.attention_impl={m.attention_impl!r} has no attention dropout, but model.dropout_rate="
                           f"{m.dropout_rate}: use model.attention_impl='einsum' (or 'auto') or set dropout_rate=0")
+    if m.logit_softcap < 0:
+        raise ConfigError(f"model.logit_softcap must be >= 0 (0: off), got {m.logit_softcap}")
+    if m.unet_skips and m.scan_layers:
+        raise ConfigError("model.unet_skips pairs each block of the second half with its mirror in the first, which "
+                          "a scanned stack cannot: set model.scan_layers=false or model.unet_skips=false")
+    if not 0.0 < config.optimizer.cooldown_fraction <= 1.0:
+        raise ConfigError(f"optimizer.cooldown_fraction must be in (0, 1], got {config.optimizer.cooldown_fraction}")
     if m.causal_block < 0:
         raise ConfigError(f"model.causal_block must be >= 0 (0: off), got {m.causal_block}")
     if config.distill.temperature <= 0 or not 0.0 <= config.distill.alpha <= 1.0:

@@ -32,12 +32,14 @@ def shared_data(name: str) -> Path:
     return path
 
 
-def small_config(**overrides):
-    """gpt_tiny shrunk to train in seconds: dotted keys override, e.g. small_config(**{"train.steps": 5})."""
-    from configs import gpt_tiny
+def small_config(base: str = "gpt_tiny", **overrides):
+    """configs/<base>.py (gpt_tiny) shrunk to train in seconds: dotted keys override, e.g.
+    small_config(**{"train.steps": 5})."""
+    import importlib
+
     from lm import config as config_lib
 
-    config = gpt_tiny.get_config()
+    config = importlib.import_module(f"configs.{base}").get_config()
     defaults = {
         "model.num_layers": 2, "model.embed_dim": 64, "model.num_heads": 4, "model.mlp_dim": 256,
         "model.max_len": 64, "data.seq_len": 64, "tokenizer.vocab_size": 512, "train.batch_size": 8,

@@ -91,6 +91,17 @@ class DataConfig:
     seed: int = 0
     prefetch: int = 4  # batches prepared ahead by background threads.
     lowercase: bool = False  # lowercase all text before tokenizing (an uncased model); mlm_nsp and classification.
+    # Streaming input (lm/data/streaming.py, docs/data.md): documents are read, cleaned, tokenized
+    # and packed on the fly, with no pre-pass over the corpus. Off by default: on the small shipped
+    # corpora the pre-pass costs seconds and gives exact epochs (every token a target once).
+    streaming: bool = False
+    num_workers: int = 0  # streaming: grain worker processes that clean and tokenize; 0: in-process.
+    # Weighted sources, "name:spec:weight,..."; spec is a file glob or tfds:<name> (docs/data.md).
+    # A mixture always streams; it replaces train_files / tfds_name.
+    mixture: str = ""
+    # Where relative data paths are looked up after the working directory and the repository;
+    # empty: $LM_DATA_DIR. Fine-tuning tasks read <data_dir>/<task> unless finetune.data_dir is set.
+    data_dir: str = ""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -379,8 +390,10 @@ def validate(config: Config) -> None:
         raise ConfigError(
             f"train.microbatches={t.microbatches} does not divide train.batch_size={t.batch_size}")
     task_text = t.objective == "mlm_nsp" and config.mlm.corpus == "finetune_task"
-    if not d.tfds_name and not d.train_files and not task_text:
+    if not d.tfds_name and not d.train_files and not d.mixture and not task_text:
         raise ConfigError("no training data: set data.train_files (local text) or data.tfds_name (a tfds dataset)")
+    if d.num_workers < 0:
+        raise ConfigError(f"data.num_workers={d.num_workers} must be >= 0 (0: clean and tokenize in-process)")
     if not d.validation_files and not d.tfds_name and not 0.0 < d.validation_fraction < 1.0:
         raise ConfigError(
             f"data.validation_fraction must be in (0, 1) when data.validation_files is empty, got {d.validation_fraction}")

@@ -246,8 +246,10 @@ class _Progress:
     """Train-metric records and the progress line (steps, loss, tokens/s, lr, ETA). A step's
     metrics are read one step late, so the host never stalls the device waiting for them."""
 
-    def __init__(self, writer: metrics_lib.MetricsWriter, total_steps: int, tokens_per_step: int):
+    def __init__(self, writer: metrics_lib.MetricsWriter, total_steps: int, tokens_per_step: int,
+                 tokens_seen=None):
         self.writer, self.total_steps, self.tokens_per_step = writer, total_steps, tokens_per_step
+        self.tokens_seen = tokens_seen  # streaming input: step -> {source: tokens given so far}
         self.pending = None  # (step, metrics on device) to report once the next step is queued
         self.restart_clock()
 
@@ -275,6 +277,8 @@ class _Progress:
         tokens_per_sec = self.interval_steps * self.tokens_per_step / max(elapsed, 1e-9)
         record = {f"train/{k}": v for k, v in values.items() if k != "tokens"}
         record["train/tokens_per_sec"] = tokens_per_sec
+        if self.tokens_seen is not None:
+            record.update({f"train/tokens/{name}": count for name, count in self.tokens_seen(at_step).items()})
         self.writer.write(at_step, record)
         eta = (self.total_steps - at_step) * elapsed / max(self.interval_steps, 1)
         log(f"step {at_step:>6}/{self.total_steps} | loss {float(values['loss']):.4f} | "
@@ -340,7 +344,8 @@ def _train(config: Config, workdir: str, allow_config_change: bool, preemption: 
     early_stopping = _EarlyStopping(cfg.train.early_stopping_patience, select_higher)
     if latest is not None:
         early_stopping.replay(workdir, select_name, latest)
-    progress = _Progress(writer, cfg.train.steps, cfg.train.batch_size * cfg.data.seq_len)
+    progress = _Progress(writer, cfg.train.steps, cfg.train.batch_size * cfg.data.seq_len,
+                         getattr(train_iter, "tokens_seen", None))
     stop_early = False
     guard = _NonFiniteGuard(config, checkpointer)
 

@@ -8,7 +8,7 @@ import jax.numpy as jnp
 
 from lm import losses
 from lm.config import Config
-from lm.data import pipeline
+from lm.data import pipeline, streaming
 
 
 class CausalLM:
@@ -16,11 +16,21 @@ class CausalLM:
         self.config = config
 
     # Data.
-    def prepare(self) -> pipeline.Corpus:
-        return pipeline.prepare(self.config.data, self.config.tokenizer)
+    def prepare(self) -> pipeline.Corpus | streaming.StreamingCorpus:
+        c = self.config
+        if streaming.enabled(c.data):
+            budget = streaming.validation_budget(c.data.seq_len, c.eval.batch_size or c.train.batch_size,
+                                                 c.eval.max_batches)
+            return streaming.prepare(c.data, c.tokenizer, budget)
+        return pipeline.prepare(c.data, c.tokenizer)
 
     def train_iterator(self, corpus, process_index: int = 0, process_count: int = 1):
         c = self.config
+        if isinstance(corpus, streaming.StreamingCorpus):
+            tok = corpus.tokenizer
+            rows = streaming.CausalRows(c.data.seq_len, tok.eos_id, tok.byte_lengths).spec()
+            return streaming.train_iterator(corpus, rows, c.train.batch_size, c.data.seed, process_index,
+                                            process_count, c.data.num_workers)
         return pipeline.train_iterator(corpus, c.data.seq_len, c.train.batch_size, c.data.seed, process_index,
                                        process_count, c.data.prefetch)
 

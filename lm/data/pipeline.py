@@ -27,7 +27,7 @@ import grain
 import numpy as np
 
 from lm.config import ConfigError, DataConfig, TokenizerConfig
-from lm.data import batching
+from lm.data import batching, packing
 from lm.data import corpus as corpus_lib
 from lm.data import text as text_lib
 from lm.data import tokenizer as tokenizer_lib
@@ -142,25 +142,7 @@ class Windows:
             num_targets = len(piece) - 1
         else:
             num_targets = 0
-        return packed_row(window, num_targets, self.eos_id, self.byte_lengths)
-
-
-def packed_row(window: np.ndarray, num_targets: int, eos_id: int, byte_lengths: np.ndarray) -> dict[str, np.ndarray]:
-    """One training row from `window` [L + 1] of a token stream whose first `num_targets`
-    targets are real (the rest padding): inputs/targets [L], segments numbered by EOS,
-    positions restarting at each segment. The streaming pipeline packs through here too."""
-    length = len(window) - 1
-    inputs, targets = window[:-1], window[1:]
-    real = np.arange(length) < num_targets
-    starts = (inputs == eos_id) & real
-    segment_ids = np.where(real, np.cumsum(starts) + (0 if starts[0] else 1), 0).astype(np.int32)
-    index_in_row = np.arange(length)
-    positions = index_in_row - np.maximum.accumulate(np.where(starts, index_in_row, 0))
-    return {
-        "inputs": inputs, "targets": targets, "positions": positions.astype(np.int32),
-        "segment_ids": segment_ids, "weights": real.astype(np.float32),
-        "target_bytes": np.where(real, byte_lengths[targets], 0).astype(np.int32),
-    }
+        return packing.packed_row(window, num_targets, self.eos_id, self.byte_lengths)
 
 
 def train_iterator(corpus: Corpus, seq_len: int, global_batch: int, seed: int, process_index: int = 0,

@@ -22,10 +22,8 @@ import os
 from typing import Sequence
 
 import grain
-import tensorflow_datasets as tfds
 
 from lm.config import ConfigError, DataConfig
-from lm.data import corpus as corpus_lib
 from lm.data import text as text_lib
 
 PIECE_BYTES = 64 * 1024  # a record: small enough to tokenize in a few ms, large enough to be cheap to index.
@@ -92,6 +90,8 @@ def entries(data: DataConfig) -> list[MixtureEntry]:
 def open_splits(data: DataConfig, entry: MixtureEntry) -> tuple[Source, Source]:
     """(train, validation) of one source. Local text without data.validation_files holds out
     its last `validation_fraction` of records (at least one)."""
+    from lm.data import corpus as corpus_lib  # noqa: PLC0415 (imports tfds: not in worker processes)
+
     if entry.spec.startswith("tfds:"):
         name = entry.spec[len("tfds:"):]
         return (_open_tfds(data, entry.name, name, data.train_split),
@@ -115,6 +115,8 @@ def open_splits(data: DataConfig, entry: MixtureEntry) -> tuple[Source, Source]:
 
 
 def _open_tfds(data: DataConfig, source_name: str, name: str, split: str) -> Source:
+    import tensorflow_datasets as tfds  # noqa: PLC0415 (worker processes unpickling local sources skip it)
+
     try:
         records = tfds.data_source(name, split=split, data_dir=data.tfds_data_dir or None, try_gcs=False)
     except Exception as error:  # tfds raises several types for "not prepared here"
@@ -170,6 +172,8 @@ def _write_shard(job: tuple[str, str]) -> int:
 
 def local_records(files: Sequence[str], data: DataConfig, processes: int = 0):
     """(grain ArrayRecordDataSource over the files' records, identity), converting once (cached)."""
+    from lm.data import corpus as corpus_lib  # noqa: PLC0415
+
     digest = hashlib.sha256(f"{_RECORDS_VERSION}|{PIECE_BYTES}".encode())
     for path in files:
         stat = os.stat(path)

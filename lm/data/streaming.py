@@ -36,8 +36,7 @@ import numpy as np
 
 from lm.config import ConfigError, DataConfig, TokenizerConfig
 from lm.data import corpus as corpus_lib
-from lm.data import pipeline, records
-from lm.data import text as text_lib
+from lm.data import packing, records
 from lm.data import tokenizer as tokenizer_lib
 
 TOKENIZER_SAMPLE_CHARS = 4_000_000  # sentencepiece trains on this in a few seconds; the vocabulary is stable.
@@ -60,20 +59,13 @@ class StreamingCorpus:
         return tuple(source.name for source in self.train)
 
 
-def documents_of(text: str, document_unit: str, lowercase: bool = False) -> list[str]:
-    text = text_lib.clean(text.lower() if lowercase else text)
-    if document_unit == "paragraph":
-        return text_lib.split_paragraphs(text)
-    return [text] if text else []
-
-
 def _sample(sources, weights, document_unit: str):
     """Evenly spaced documents of each source, up to its share of TOKENIZER_SAMPLE_CHARS."""
     for source, weight in zip(sources, weights):
         budget = TOKENIZER_SAMPLE_CHARS * weight
         count = max(1, min(len(source), int(budget // records.PIECE_BYTES) + 1))
         for index in np.linspace(0, len(source) - 1, count).astype(int):
-            for document in documents_of(source[int(index)], document_unit):
+            for document in packing.documents_of(source[int(index)], document_unit):
                 yield document[:int(budget)]
                 budget -= len(document)
             if budget <= 0:
@@ -96,7 +88,7 @@ def prepare(data: DataConfig, tokenizer_config: TokenizerConfig,
     for (_, validation), weight in zip(splits, weights):
         budget = max(int(validation_tokens * weight), 2)
         for index in range(len(validation)):
-            documents = documents_of(validation[index], data.document_unit)
+            documents = packing.documents_of(validation[index], data.document_unit)
             for ids, document in zip(tokenizer.encode_batch(documents), documents):
                 stream.append(np.asarray([*ids, tokenizer.eos_id], np.int32))
                 num_bytes += len(document.encode())
@@ -105,148 +97,6 @@ def prepare(data: DataConfig, tokenizer_config: TokenizerConfig,
                 break
     return StreamingCorpus(tokenizer, train, weights, np.concatenate(stream)[:validation_tokens + 1], num_bytes,
                            data.document_unit)
-
-
-class _Packer:
-    """One slot's stream of one source: windows of `size` tokens, each `stride` after the last.
-    State: (position of the record the next window starts in, token offset into that record)."""
-
-    def __init__(self, tokens_of, slot: int, num_slots: int):
-        self.tokens_of, self.slot, self.num_slots = tokens_of, slot, num_slots
-        self.pieces: collections.deque = collections.deque()
-        self.head, self.offset = 0, 0
-
-    def state(self) -> list[int]:
-        return [self.head, self.offset]
-
-    def restore(self, state) -> None:
-        self.head, self.offset = int(state[0]), int(state[1])
-        self.pieces.clear()
-
-    def window(self, size: int, stride: int) -> np.ndarray:
-        available, empty_run = sum(len(p) for p in self.pieces) - self.offset, 0
-        while available < size:
-            piece = self.tokens_of(self.slot + self.num_slots * (self.head + len(self.pieces)))
-            self.pieces.append(piece)
-            available += len(piece)
-            empty_run = empty_run + 1 if len(piece) == 0 else 0
-            if empty_run > 10_000:
-                raise ConfigError("10,000 records in a row have no text after cleaning: check the data source")
-        joined = np.concatenate(list(self.pieces))[self.offset:self.offset + size]
-        self.offset += stride
-        while self.pieces and self.offset >= len(self.pieces[0]):
-            self.offset -= len(self.pieces.popleft())
-            self.head += 1
-        return joined
-
-
-@dataclasses.dataclass(frozen=True)
-class RowSpec:
-    """How a slot turns its streams into rows: `make_row(window, rng) -> dict of arrays` for
-    windows of `size` tokens taken every `stride` (the causal LM: L + 1 every L)."""
-    size: int
-    stride: int
-    make_row: object  # picklable callable
-
-
-class CausalRows:
-    """Windows of L + 1 tokens -> the pre-pass path's packed rows (every target real)."""
-
-    def __init__(self, seq_len: int, eos_id: int, byte_lengths: np.ndarray):
-        self.seq_len, self.eos_id, self.byte_lengths = seq_len, eos_id, byte_lengths
-
-    def spec(self) -> RowSpec:
-        return RowSpec(self.seq_len + 1, self.seq_len, self)
-
-    def __call__(self, window: np.ndarray, rng) -> dict[str, np.ndarray]:
-        del rng
-        return pipeline.packed_row(window.astype(np.int32), self.seq_len, self.eos_id, self.byte_lengths)
-
-
-class _Slots:
-    """Rows of a set of slots, one row per slot per round: the work of one worker (or of the
-    process, with no workers). Picklable until first used (the tokenizer opens lazily)."""
-
-    def __init__(self, corpus: StreamingCorpus, spec: RowSpec, num_slots: int, seed: int, lowercase: bool):
-        self.sources, self.weights = corpus.train, np.asarray(corpus.weights)
-        self.model_proto, self.document_unit = corpus.tokenizer.model_proto, corpus.document_unit
-        self.spec, self.num_slots, self.seed, self.lowercase = spec, num_slots, seed, lowercase
-        self._tokenizer = None
-
-    def tokens_of(self, source_index: int):
-        source = self.sources[source_index]
-        key = (self.seed * 1_000_003 + source_index * 7919) % (1 << 31)
-
-        def tokens(position: int) -> np.ndarray:
-            if self._tokenizer is None:
-                self._tokenizer = tokenizer_lib.Tokenizer(self.model_proto)
-            epoch, index = divmod(position, len(source))
-            if len(source) > 1:
-                index = grain.experimental.index_shuffle(index, max_index=len(source) - 1,
-                                                         seed=(key + epoch * 104_729) % (1 << 31), rounds=4)
-            documents = documents_of(source[index], self.document_unit, self.lowercase)
-            eos = self._tokenizer.eos_id
-            return np.asarray([t for ids in self._tokenizer.encode_batch(documents, 1) for t in (eos, *ids)], np.int32)
-        return tokens
-
-    def packers(self, slot: int) -> list[_Packer]:
-        return [_Packer(self.tokens_of(m), slot, self.num_slots) for m in range(len(self.sources))]
-
-    def __getstate__(self):
-        return {**self.__dict__, "_tokenizer": None}  # sentencepiece does not pickle; workers reopen it
-
-    def row(self, slot: int, round_index: int, packers: list[_Packer]) -> dict[str, np.ndarray]:
-        """The row of `slot` at `round_index`."""
-        rng, source = source_of(self.seed, slot, round_index, self.weights)
-        window = packers[source].window(self.spec.size, self.spec.stride)
-        return self.spec.make_row(window, rng)
-
-
-def source_of(seed: int, slot: int, round_index: int, weights: np.ndarray):
-    """(the row's generator, the source its row comes from): drawn with the mixture weights, so
-    the host can count every slot's tokens per source without reading any data."""
-    rng = np.random.default_rng([seed, slot, round_index])
-    return rng, (int(rng.choice(len(weights), p=weights)) if len(weights) > 1 else 0)
-
-
-class _SlotRowsDataset(grain.IterDataset):
-    """Each element: this worker's slots' rows of one round, stacked, plus `_slot` (their slot ids,
-    which the iterator removes). Its parent, a MapDataset of slot ids, is what grain slices
-    between worker processes."""
-
-    def __init__(self, slot_ids: grain.MapDataset, slots: _Slots):
-        super().__init__(slot_ids)
-        self.slots = slots
-
-    def __iter__(self):
-        return _SlotRowsIterator(self._parent, self.slots)
-
-
-class _SlotRowsIterator(grain.DatasetIterator):
-    def __init__(self, slot_ids: grain.MapDataset, slots: _Slots):
-        super().__init__()
-        self.slot_ids = [int(slot_ids[i]) for i in range(len(slot_ids))]
-        self.slots, self.round = slots, 0
-        self.packers = {slot: slots.packers(slot) for slot in self.slot_ids}
-
-    def __next__(self):
-        rows = [self.slots.row(slot, self.round, self.packers[slot]) for slot in self.slot_ids]
-        self.round += 1
-        if not rows:
-            return {"_slot": np.zeros(0, np.int32)}
-        batch = {key: np.stack([row[key] for row in rows]) for key in rows[0]}
-        batch["_slot"] = np.asarray(self.slot_ids, np.int32)
-        return batch
-
-    def get_state(self) -> dict:
-        return {"round": self.round,
-                "packers": {str(slot): [p.state() for p in packers] for slot, packers in self.packers.items()}}
-
-    def set_state(self, state: dict) -> None:
-        self.round = int(state["round"])
-        for slot, packers in self.packers.items():
-            for packer, saved in zip(packers, state["packers"][str(slot)]):
-                packer.restore(saved)
 
 
 class StreamIterator:
@@ -259,6 +109,10 @@ class StreamIterator:
                  seed: int, weights: np.ndarray, global_batch: int):
         self.parts = max(num_workers, 1)
         if num_workers:
+            from absl import flags  # noqa: PLC0415
+
+            if not flags.FLAGS.is_parsed():  # grain's workers read its absl flags (outside tools/: defaults)
+                flags.FLAGS.mark_as_parsed()
             dataset = dataset.mp_prefetch(grain.MultiprocessingOptions(num_workers=num_workers,
                                                                        per_worker_buffer_size=2))
         self.iterator = iter(dataset)
@@ -275,7 +129,7 @@ class StreamIterator:
         parts = [p for p in parts if len(p["_slot"])]
         order = np.argsort(np.concatenate([p["_slot"] for p in parts]), kind="stable")
         batch = {key: np.concatenate([p[key] for p in parts])[order] for key in parts[0] if key != "_slot"}
-        drawn = [source_of(self.seed, slot, self.batches, self.weights)[1] for slot in range(self.global_batch)]
+        drawn = [packing.source_of(self.seed, slot, self.batches, self.weights)[1] for slot in range(self.global_batch)]
         counts = np.bincount(drawn, minlength=len(self.names)) * self.tokens_per_row
         self.tokens = [int(a + b) for a, b in zip(self.tokens, counts)]
         self.batches += 1
@@ -299,7 +153,7 @@ class StreamIterator:
         self.history.append((self.batches, list(self.tokens)))
 
 
-def train_iterator(corpus: StreamingCorpus, row_spec: RowSpec, global_batch: int, seed: int, process_index: int = 0,
+def train_iterator(corpus: StreamingCorpus, row_spec: packing.RowSpec, global_batch: int, seed: int, process_index: int = 0,
                    process_count: int = 1, num_workers: int = 0, lowercase: bool = False,
                    tokens_per_row: int = 0) -> StreamIterator:
     """Endless batches of this process's slots; `tokens_per_row` (default: the stride) counts
@@ -308,9 +162,9 @@ def train_iterator(corpus: StreamingCorpus, row_spec: RowSpec, global_batch: int
 
     batching.check_batch(global_batch, process_count, "train.batch_size")
     per_process = global_batch // process_count
-    slot_ids = grain.MapDataset.range(process_index * per_process, (process_index + 1) * per_process)
-    slots = _Slots(corpus, row_spec, global_batch, seed, lowercase)
-    return StreamIterator(_SlotRowsDataset(slot_ids, slots), min(num_workers, per_process), corpus.names,
+    slot_ids = list(range(process_index * per_process, (process_index + 1) * per_process))
+    slots = packing.Slots(corpus, row_spec, global_batch, seed, lowercase)
+    return StreamIterator(packing.SlotRowsDataset(slot_ids, slots), min(num_workers, per_process), corpus.names,
                           tokens_per_row or row_spec.stride, seed, slots.weights, global_batch)
 
 

@@ -8,7 +8,7 @@ import jax.numpy as jnp
 
 from lm import losses
 from lm.config import Config
-from lm.data import pipeline, streaming
+from lm.data import packing, pipeline, streaming
 
 
 class CausalLM:
@@ -28,7 +28,7 @@ class CausalLM:
         c = self.config
         if isinstance(corpus, streaming.StreamingCorpus):
             tok = corpus.tokenizer
-            rows = streaming.CausalRows(c.data.seq_len, tok.eos_id, tok.byte_lengths).spec()
+            rows = packing.CausalRows(c.data.seq_len, tok.eos_id, tok.byte_lengths).spec()
             return streaming.train_iterator(corpus, rows, c.train.batch_size, c.data.seed, process_index,
                                             process_count, c.data.num_workers)
         return pipeline.train_iterator(corpus, c.data.seq_len, c.train.batch_size, c.data.seed, process_index,

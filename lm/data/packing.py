@@ -101,10 +101,10 @@ class Slots:
     """Rows of a set of slots, one row per slot per round: the work of one worker (or of the
     process, with no workers). Picklable until first used (the tokenizer opens lazily)."""
 
-    def __init__(self, corpus, spec: RowSpec, num_slots: int, seed: int, lowercase: bool):
+    def __init__(self, corpus, spec: RowSpec, num_slots: int, seed: int):
         self.sources, self.weights = corpus.train, np.asarray(corpus.weights)
         self.model_proto, self.document_unit = corpus.tokenizer.model_proto, corpus.document_unit
-        self.spec, self.num_slots, self.seed, self.lowercase = spec, num_slots, seed, lowercase
+        self.spec, self.num_slots, self.seed, self.lowercase = spec, num_slots, seed, corpus.lowercase
         self._tokenizer = None
 
     def tokens_of(self, source_index: int):

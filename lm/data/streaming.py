@@ -36,7 +36,7 @@ import numpy as np
 
 from lm.config import ConfigError, DataConfig, TokenizerConfig
 from lm.data import corpus as corpus_lib
-from lm.data import packing, records
+from lm.data import batching, packing, records
 from lm.data import tokenizer as tokenizer_lib
 
 TOKENIZER_SAMPLE_CHARS = 4_000_000  # sentencepiece trains on this in a few seconds; the vocabulary is stable.
@@ -53,19 +53,20 @@ class StreamingCorpus:
     validation_tokens: np.ndarray
     validation_bytes: int
     document_unit: str
+    lowercase: bool
 
     @property
     def names(self) -> tuple[str, ...]:
         return tuple(source.name for source in self.train)
 
 
-def _sample(sources, weights, document_unit: str):
+def _sample(sources, weights, document_unit: str, lowercase: bool):
     """Evenly spaced documents of each source, up to its share of TOKENIZER_SAMPLE_CHARS."""
     for source, weight in zip(sources, weights):
         budget = TOKENIZER_SAMPLE_CHARS * weight
         count = max(1, min(len(source), int(budget // records.PIECE_BYTES) + 1))
         for index in np.linspace(0, len(source) - 1, count).astype(int):
-            for document in packing.documents_of(source[int(index)], document_unit):
+            for document in packing.documents_of(source[int(index)], document_unit, lowercase):
                 yield document[:int(budget)]
                 budget -= len(document)
             if budget <= 0:
@@ -80,15 +81,15 @@ def prepare(data: DataConfig, tokenizer_config: TokenizerConfig,
     splits = [records.open_splits(data, entry) for entry in entries]
     train = tuple(s[0] for s in splits)
     weights = tuple(entry.weight for entry in entries)
-    identity = "stream:" + hashlib.sha256(
-        f"{[s.identity for s in train]}|{weights}|{TOKENIZER_SAMPLE_CHARS}|{data.document_unit}".encode()).hexdigest()
-    tokenizer = tokenizer_lib.load_or_train(tokenizer_config, _sample(train, weights, data.document_unit), identity,
-                                            corpus_lib.cache_root(data))
+    identity = "stream:" + hashlib.sha256(f"{[s.identity for s in train]}|{weights}|{TOKENIZER_SAMPLE_CHARS}|"
+                                          f"{data.document_unit}|{data.lowercase}".encode()).hexdigest()
+    sample = _sample(train, weights, data.document_unit, data.lowercase)
+    tokenizer = tokenizer_lib.load_or_train(tokenizer_config, sample, identity, corpus_lib.cache_root(data))
     stream, num_bytes = [np.asarray([tokenizer.eos_id], np.int32)], 0
     for (_, validation), weight in zip(splits, weights):
         budget = max(int(validation_tokens * weight), 2)
         for index in range(len(validation)):
-            documents = packing.documents_of(validation[index], data.document_unit)
+            documents = packing.documents_of(validation[index], data.document_unit, data.lowercase)
             for ids, document in zip(tokenizer.encode_batch(documents), documents):
                 stream.append(np.asarray([*ids, tokenizer.eos_id], np.int32))
                 num_bytes += len(document.encode())
@@ -96,7 +97,7 @@ def prepare(data: DataConfig, tokenizer_config: TokenizerConfig,
             if budget <= 0:
                 break
     return StreamingCorpus(tokenizer, train, weights, np.concatenate(stream)[:validation_tokens + 1], num_bytes,
-                           data.document_unit)
+                           data.document_unit, data.lowercase)
 
 
 class StreamIterator:
@@ -129,7 +130,8 @@ class StreamIterator:
         parts = [p for p in parts if len(p["_slot"])]
         order = np.argsort(np.concatenate([p["_slot"] for p in parts]), kind="stable")
         batch = {key: np.concatenate([p[key] for p in parts])[order] for key in parts[0] if key != "_slot"}
-        drawn = [packing.source_of(self.seed, slot, self.batches, self.weights)[1] for slot in range(self.global_batch)]
+        drawn = [packing.source_of(self.seed, slot, self.batches, self.weights)[1]
+                 for slot in range(self.global_batch)]
         counts = np.bincount(drawn, minlength=len(self.names)) * self.tokens_per_row
         self.tokens = [int(a + b) for a, b in zip(self.tokens, counts)]
         self.batches += 1
@@ -153,17 +155,15 @@ class StreamIterator:
         self.history.append((self.batches, list(self.tokens)))
 
 
-def train_iterator(corpus: StreamingCorpus, row_spec: packing.RowSpec, global_batch: int, seed: int, process_index: int = 0,
-                   process_count: int = 1, num_workers: int = 0, lowercase: bool = False,
+def train_iterator(corpus: StreamingCorpus, row_spec: packing.RowSpec, global_batch: int, seed: int,
+                   process_index: int = 0, process_count: int = 1, num_workers: int = 0,
                    tokens_per_row: int = 0) -> StreamIterator:
     """Endless batches of this process's slots; `tokens_per_row` (default: the stride) counts
     toward each source's `tokens_seen`."""
-    from lm.data import batching  # noqa: PLC0415
-
     batching.check_batch(global_batch, process_count, "train.batch_size")
     per_process = global_batch // process_count
     slot_ids = list(range(process_index * per_process, (process_index + 1) * per_process))
-    slots = packing.Slots(corpus, row_spec, global_batch, seed, lowercase)
+    slots = packing.Slots(corpus, row_spec, global_batch, seed)
     return StreamIterator(packing.SlotRowsDataset(slot_ids, slots), min(num_workers, per_process), corpus.names,
                           tokens_per_row or row_spec.stride, seed, slots.weights, global_batch)
 

@@ -21,11 +21,11 @@ def streaming_config(**overrides):
 
 @pytest.fixture(scope="module")
 def corpus():
-    return causal_lm.CausalLM(streaming_config()).prepare()
+    return causal_lm.CausalLMPipeline(streaming_config()).prepare()
 
 
 def batches(config, corpus, count, state=None, process_index=0, process_count=1):
-    iterator = causal_lm.CausalLM(config).train_iterator(corpus, process_index, process_count)
+    iterator = causal_lm.CausalLMPipeline(config).train_iterator(corpus, process_index, process_count)
     if state is not None:
         iterator.set_state(state)
     return iterator, [next(iterator) for _ in range(count)]
@@ -89,7 +89,7 @@ def test_mixture_rows_follow_the_weights_and_tokens_are_counted_per_source(tmp_p
     mixture = f"upper:{tmp_path}/upper.txt:0.7,digits:{tmp_path}/digits.txt:0.3"
     config = streaming_config(**{"data.mixture": mixture, "data.seq_len": 16, "train.batch_size": 10,
                                  "tokenizer.vocab_size": 300})
-    corpus = causal_lm.CausalLM(config).prepare()
+    corpus = causal_lm.CausalLMPipeline(config).prepare()
     iterator, rows = batches(config, corpus, 1000)
     tok = corpus.tokenizer
     kinds = []
@@ -125,7 +125,7 @@ def test_t5_span_corruption_rows_from_a_stream_reconstruct_its_windows():
     from lm.data import span_corruption as spans
     from lm.tasks.span_corruption import sentinel_ids
 
-    task = tasks.get(t5_streaming_config())
+    task = tasks.get(t5_streaming_config()).pipeline
     corpus = task.prepare()
     batch = next(task.train_iterator(corpus))
     assert batch["encoder_inputs"].shape == (8, task.lengths.inputs)

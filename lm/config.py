@@ -280,7 +280,7 @@ class FinetuneConfig:
     guarded_on_resume: ClassVar[bool] = False
 
     task: str = setting("sst2", "the GLUE task.", choices=("sst2", "mrpc", "rte"), guarded=True)
-    data_dir: str = setting("", "folder with the task's files; empty: ../shared/data/<task> beside the repository.",
+    data_dir: str = setting("", "folder with the task's files; empty: <data.data_dir or $LM_DATA_DIR>/<task>.",
                             guarded=True)
     tfds_name: str = setting("", "e.g. \"glue/sst2\": read from tfds instead (needs the dataset prepared or "
                                  "allow_download).", guarded=True)

@@ -61,7 +61,7 @@ def task_text(config: Config) -> str:
     """finetune.task's training inputs as blank-line separated documents, labels dropped: a
     sentence pair is one document of its two sentences; single sentences are grouped in file
     order. Only the train split is read: the validation split stays unseen."""
-    split = glue.load(config.finetune, "train", config.data.allow_download)
+    split = glue.load(config.finetune, "train", config.data.allow_download, corpus_lib.data_dir(config.data))
     if split.second is not None:
         documents = [[a, b] for a, b in zip(split.first, split.second)]
     else:
@@ -140,12 +140,13 @@ class MlmNspPipeline(base.Pipeline):
             text = text.lower() if data.lowercase else text
             identity = tokenizer_lib.text_identity("pairs:task", [text])
         else:
-            train_files = corpus_lib.expand_files(data.train_files, "data.train_files")
+            train_files = corpus_lib.expand_files(data.train_files, "data.train_files", corpus_lib.data_dir(data))
             text, identity = self._text(train_files), _identity(train_files, boundary, data.lowercase)
         train_docs = pairs.split_documents(text, boundary)
         if data.validation_files:
             validation_docs = pairs.split_documents(
-                self._text(corpus_lib.expand_files(data.validation_files, "data.validation_files")), boundary)
+                self._text(corpus_lib.expand_files(data.validation_files, "data.validation_files",
+                                                   corpus_lib.data_dir(data))), boundary)
         else:  # hold out whole documents at the end
             cut = max(1, int(round(len(train_docs) * (1 - data.validation_fraction))))
             train_docs, validation_docs = train_docs[:cut], train_docs[cut:]

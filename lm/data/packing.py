@@ -118,8 +118,10 @@ class Slots:
             if len(source) > 1:
                 index = grain.experimental.index_shuffle(index, max_index=len(source) - 1,
                                                          seed=(key + epoch * 104_729) % (1 << 31), rounds=4)
-            documents = documents_of(source[index], self.document_unit, self.lowercase)
             eos = self._tokenizer.eos_id
+            if source.token_dtype:  # tokenized once by tools/prepare_data.py: one document a record
+                return np.concatenate([[eos], source.tokens(index)]).astype(np.int32)
+            documents = documents_of(source[index], self.document_unit, self.lowercase)
             return np.asarray([t for ids in self._tokenizer.encode_batch(documents, 1) for t in (eos, *ids)], np.int32)
         return tokens
 

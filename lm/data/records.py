@@ -22,6 +22,7 @@ import os
 from typing import Sequence
 
 import grain
+import numpy as np
 
 from lm.config import ConfigError, DataConfig
 from lm.data import text as text_lib
@@ -41,6 +42,8 @@ class Source:
     stop: int
     text_key: str  # tfds: the feature holding the text; "": records are raw UTF-8 bytes
     identity: str
+    token_dtype: str = ""  # a tokenized folder (tools/prepare_data.py): records are token ids of this dtype
+    tokenizer_fingerprint: str = ""  # ... made by this tokenizer
 
     def __len__(self) -> int:
         return self.stop - self.start
@@ -48,6 +51,10 @@ class Source:
     def __getitem__(self, index: int) -> str:
         record = self.records[self.start + index]
         return text_lib.decode_utf8(record[self.text_key] if self.text_key else record)
+
+    def tokens(self, index: int) -> np.ndarray:
+        """A tokenized source's document `index` (no EOS)."""
+        return np.frombuffer(self.records[self.start + index], self.token_dtype).astype(np.int32)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -96,6 +103,9 @@ def open_splits(data: DataConfig, entry: MixtureEntry) -> tuple[Source, Source]:
         name = entry.spec[len("tfds:"):]
         return (_open_tfds(data, entry.name, name, data.train_split),
                 _open_tfds(data, entry.name, name, data.eval_split))
+    folder = corpus_lib.resolve_path(entry.spec, corpus_lib.data_dir(data))
+    if os.path.isdir(folder):
+        return _prepared_folder(data, entry.name, folder)
     files = corpus_lib.expand_files(entry.spec.replace("+", ","), f"data source {entry.name!r}",
                                     corpus_lib.data_dir(data))
     records, identity = local_records(files, data)
@@ -112,6 +122,26 @@ def open_splits(data: DataConfig, entry: MixtureEntry) -> tuple[Source, Source]:
     cut = len(records) - held_out
     return (Source(entry.name, records, 0, cut, "", identity + ":train"),
             Source(entry.name, records, cut, len(records), "", identity + ":validation"))
+
+
+def _prepared_folder(data: DataConfig, name: str, folder: str) -> tuple[Source, Source]:
+    """A folder tools/prepare_data.py wrote: its last validation_fraction of records validate."""
+    from lm.data import prepare  # noqa: PLC0415
+
+    manifest = prepare.read_manifest(folder)
+    if manifest is None:
+        raise ConfigError(f"data source {name!r}: {folder} is a folder without {prepare.MANIFEST}: give text files "
+                          f"or globs, or a folder that tools/prepare_data.py finished writing")
+    shards = [os.path.join(folder, shard) for shard in manifest["shards"]]
+    records = grain.sources.ArrayRecordDataSource(shards)
+    held_out = max(1, round(len(records) * data.validation_fraction))
+    if len(records) <= held_out:
+        raise ConfigError(f"data source {name!r} ({folder}) has {len(records)} record(s): too few to hold out a "
+                          f"validation split")
+    identity = f"prepared:{os.path.abspath(folder)}:{len(records)}"
+    extra = {"token_dtype": manifest["dtype"], "tokenizer_fingerprint": manifest["tokenizer_fingerprint"]}
+    return (Source(name, records, 0, len(records) - held_out, "", identity + ":train", **extra),
+            Source(name, records, len(records) - held_out, len(records), "", identity + ":validation", **extra))
 
 
 def _open_tfds(data: DataConfig, source_name: str, name: str, split: str) -> Source:

@@ -63,6 +63,8 @@ class StreamingCorpus:
 def _sample(sources, weights, document_unit: str, lowercase: bool):
     """Evenly spaced documents of each source, up to its share of TOKENIZER_SAMPLE_CHARS."""
     for source, weight in zip(sources, weights):
+        if source.token_dtype:
+            continue  # tokenized already: the run gives that tokenizer (checked in prepare)
         budget = TOKENIZER_SAMPLE_CHARS * weight
         count = max(1, min(len(source), int(budget // records.PIECE_BYTES) + 1))
         for index in np.linspace(0, len(source) - 1, count).astype(int):
@@ -85,10 +87,22 @@ def prepare(data: DataConfig, tokenizer_config: TokenizerConfig,
                                           f"{data.document_unit}|{data.lowercase}".encode()).hexdigest()
     sample = _sample(train, weights, data.document_unit, data.lowercase)
     tokenizer = tokenizer_lib.load_or_train(tokenizer_config, sample, identity, corpus_lib.cache_root(data))
+    for source in train:
+        if source.token_dtype and source.tokenizer_fingerprint != tokenizer.fingerprint:
+            raise ConfigError(f"data source {source.name!r} was tokenized by tools/prepare_data.py with another "
+                              f"tokenizer: set tokenizer.path to the .model file given to prepare_data")
     stream, num_bytes = [np.asarray([tokenizer.eos_id], np.int32)], 0
     for (_, validation), weight in zip(splits, weights):
         budget = max(int(validation_tokens * weight), 2)
         for index in range(len(validation)):
+            if validation.token_dtype:
+                ids = validation.tokens(index)
+                stream.append(np.append(ids, tokenizer.eos_id).astype(np.int32))
+                num_bytes += int(tokenizer.byte_lengths[ids].sum())
+                budget -= len(ids) + 1
+                if budget <= 0:
+                    break
+                continue
             documents = packing.documents_of(validation[index], data.document_unit, data.lowercase)
             for ids, document in zip(tokenizer.encode_batch(documents), documents):
                 stream.append(np.asarray([*ids, tokenizer.eos_id], np.int32))

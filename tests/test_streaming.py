@@ -174,3 +174,35 @@ def test_prepared_folders_raw_and_tokenized_stream_the_same_rows(tmp_path, corpu
         pipeline_ = causal_lm.CausalLMPipeline(config)
         got[kind] = next(pipeline_.train_iterator(pipeline_.prepare()))
     assert all(np.array_equal(got["raw"][k], got["tokens"][k]) for k in got["raw"])
+
+
+@pytest.mark.bert
+def test_bert_mlm_nsp_rows_from_a_stream_are_masked_sentence_pairs():
+    from lm import tasks
+    from test_bert import bert_config
+
+    config = bert_config(**{"data.streaming": True})
+    pipeline_ = tasks.get(config).pipeline
+    data = pipeline_.prepare()
+    iterator = pipeline_.train_iterator(data)
+    batch = next(iterator)
+    state = json.loads(json.dumps(iterator.get_state()))
+    after = next(iterator)
+    resumed = pipeline_.train_iterator(data)
+    resumed.set_state(state)
+    assert all(np.array_equal(after[k], v) for k, v in next(resumed).items())
+    ids = data.ids
+    assert np.all(batch["inputs"][:, 0] == ids.cls) and np.all(batch["nsp_weights"] == 1.0)
+    assert 0 < batch["nsp_labels"].mean() < 1 and batch["mlm_weights"].sum() > 0
+    assert np.all((batch["inputs"] == ids.sep).sum(axis=1) == 2)  # [CLS] A [SEP] B [SEP]
+
+
+@pytest.mark.bert
+@pytest.mark.slow  # a minute on a loaded 2-core machine (compile and evaluation)
+def test_bert_pretrains_from_a_streamed_source(tmp_path):
+    from test_bert import bert_config
+
+    config = bert_config(**{"data.streaming": True, "train.steps": 4, "eval.every_steps": 4,
+                            "checkpoint.every_steps": 4, "eval.max_batches": 1})
+    metrics = trainer.train(config, str(tmp_path / "bert"))
+    assert np.isfinite(metrics["eval/loss"]) and "eval/nsp_accuracy" in metrics

@@ -77,7 +77,9 @@ class Packer:
 @dataclasses.dataclass(frozen=True)
 class RowSpec:
     """How a slot turns its streams into rows: `make_row(window, rng) -> dict of arrays` for
-    windows of `size` tokens taken every `stride` (the causal LM: L + 1 every L)."""
+    windows of `size` tokens taken every `stride` (the causal LM: L + 1 every L). Size 0: rows
+    of whole records, `make_row(text_at, position, rng, tokenizer)` (text_at(k): the slot's
+    record k, raw)."""
     size: int
     stride: int
     make_row: object  # picklable callable
@@ -107,22 +109,32 @@ class Slots:
         self.spec, self.num_slots, self.seed, self.lowercase = spec, num_slots, seed, corpus.lowercase
         self._tokenizer = None
 
+    @property
+    def tokenizer(self) -> tokenizer_lib.Tokenizer:
+        if self._tokenizer is None:
+            self._tokenizer = tokenizer_lib.Tokenizer(self.model_proto)
+        return self._tokenizer
+
+    def record_index(self, source_index: int, position: int) -> int:
+        """The record at `position` of source `source_index`'s endless order (a fresh permutation
+        per epoch, computed per index)."""
+        size = len(self.sources[source_index])
+        epoch, index = divmod(position, size)
+        if size == 1:
+            return index
+        key = (self.seed * 1_000_003 + source_index * 7919 + epoch * 104_729) % (1 << 31)
+        return grain.experimental.index_shuffle(index, max_index=size - 1, seed=key, rounds=4)
+
     def tokens_of(self, source_index: int):
         source = self.sources[source_index]
-        key = (self.seed * 1_000_003 + source_index * 7919) % (1 << 31)
 
         def tokens(position: int) -> np.ndarray:
-            if self._tokenizer is None:
-                self._tokenizer = tokenizer_lib.Tokenizer(self.model_proto)
-            epoch, index = divmod(position, len(source))
-            if len(source) > 1:
-                index = grain.experimental.index_shuffle(index, max_index=len(source) - 1,
-                                                         seed=(key + epoch * 104_729) % (1 << 31), rounds=4)
-            eos = self._tokenizer.eos_id
+            index = self.record_index(source_index, position)
+            eos = self.tokenizer.eos_id
             if source.token_dtype:  # tokenized once by tools/prepare_data.py: one document a record
                 return np.concatenate([[eos], source.tokens(index)]).astype(np.int32)
             documents = documents_of(source[index], self.document_unit, self.lowercase)
-            return np.asarray([t for ids in self._tokenizer.encode_batch(documents, 1) for t in (eos, *ids)], np.int32)
+            return np.asarray([t for ids in self.tokenizer.encode_batch(documents, 1) for t in (eos, *ids)], np.int32)
         return tokens
 
     def packers(self, slot: int) -> list[Packer]:
@@ -134,6 +146,10 @@ class Slots:
     def row(self, slot: int, round_index: int, packers: list[Packer]) -> dict[str, np.ndarray]:
         """The row of `slot` at `round_index`."""
         rng, source = source_of(self.seed, slot, round_index, self.weights)
+        if self.spec.size == 0:  # rows of whole records (BERT's sentence pairs): row t reads the slot's record t
+            def text_at(position: int) -> str:
+                return self.sources[source][self.record_index(source, slot + self.num_slots * position)]
+            return self.spec.make_row(text_at, round_index, rng, self.tokenizer)
         window = packers[source].window(self.spec.size, self.spec.stride)
         return self.spec.make_row(window, rng)
 

@@ -49,6 +49,7 @@ class StreamingCorpus:
     so the pre-pass path's evaluation code reads it unchanged."""
     tokenizer: tokenizer_lib.Tokenizer
     train: tuple[records.Source, ...]
+    validation: tuple[records.Source, ...]
     weights: tuple[float, ...]
     validation_tokens: np.ndarray
     validation_bytes: int
@@ -110,7 +111,7 @@ def prepare(data: DataConfig, tokenizer_config: TokenizerConfig,
                 budget -= len(ids) + 1
             if budget <= 0:
                 break
-    return StreamingCorpus(tokenizer, train, weights, np.concatenate(stream)[:validation_tokens + 1], num_bytes,
+    return StreamingCorpus(tokenizer, train, tuple(s[1] for s in splits), weights, np.concatenate(stream)[:validation_tokens + 1], num_bytes,
                            data.document_unit, data.lowercase)
 
 

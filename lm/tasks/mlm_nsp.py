@@ -23,15 +23,18 @@ from lm import losses
 from lm.config import Config, ConfigError
 from lm.data import batching
 from lm.data import corpus as corpus_lib
-from lm.data import glue, pairs
+from lm.data import glue, packing, pairs, streaming
 from lm.data import tokenizer as tokenizer_lib
 from lm.tasks import base
+
+
+VALIDATION_CHARS = 1_000_000  # streaming: validation pairs come from this much of the validation records
 
 
 @dataclasses.dataclass(frozen=True)
 class PretrainingData:
     tokenizer: tokenizer_lib.Tokenizer
-    train: pairs.Documents
+    train: pairs.Documents | streaming.StreamingCorpus  # the latter with data.streaming
     validation: pairs.Documents
     ids: pairs.SpecialIds
 
@@ -131,6 +134,8 @@ class MlmNspPipeline(base.Pipeline):
 
     def prepare(self) -> PretrainingData:
         data, boundary = self.config.data, self.config.mlm.document_boundary
+        if streaming.enabled(data) and self.config.mlm.corpus != "finetune_task":
+            return self._prepare_streaming()
         if data.tfds_name:
             raise ConfigError("train.objective=mlm_nsp reads local text files with document structure: set "
                               "data.train_files (and data.validation_files) instead of data.tfds_name")
@@ -160,11 +165,32 @@ class MlmNspPipeline(base.Pipeline):
         return PretrainingData(tokenizer, pairs.Documents.tokenize(train_docs, tokenizer),
                                pairs.Documents.tokenize(validation_docs, tokenizer), ids)
 
+    def _prepare_streaming(self) -> PretrainingData:
+        """Training pairs streamed from records (data.train: the StreamingCorpus); validation
+        pairs from the first VALIDATION_CHARS of the validation records, as the pre-pass path's."""
+        data = self.config.data
+        corpus = streaming.prepare(data, self.config.tokenizer, validation_tokens=2)
+        text, budget = [], VALIDATION_CHARS
+        for source in corpus.validation:
+            for index in range(len(source)):
+                text.append(source[index])
+                budget -= len(text[-1])
+                if budget <= 0:
+                    break
+        text = "\n\n".join(text)
+        validation = pairs.split_documents(text.lower() if data.lowercase else text, self.config.mlm.document_boundary)
+        return PretrainingData(corpus.tokenizer, corpus, pairs.Documents.tokenize(validation, corpus.tokenizer),
+                               pairs.SpecialIds.from_tokenizer(corpus.tokenizer))
+
     def _examples(self, data: PretrainingData, docs: pairs.Documents):
         return pairs.PretrainingExamples(docs, self.config.data.seq_len, data.ids, self.config.mlm)
 
     def train_iterator(self, data: PretrainingData, process_index: int = 0, process_count: int = 1):
         c = self.config
+        if isinstance(data.train, streaming.StreamingCorpus):
+            rows = pairs.StreamedPairs(c.data.seq_len, data.ids, c.mlm, c.mlm.document_boundary, c.data.lowercase)
+            return streaming.train_iterator(data.train, packing.RowSpec(0, 0, rows), c.train.batch_size, c.data.seed,
+                                            process_index, process_count, c.data.num_workers, c.data.seq_len)
         return iter(batching.batched(data.train.anchors(), c.train.batch_size, process_index, process_count,
                                      seed=c.data.seed, prefetch=c.data.prefetch,
                                      random_map=self._examples(data, data.train)))

@@ -9,6 +9,8 @@ Train from the folder with --config.data.train_files=/data/wiki_records --config
 (or as a mixture entry, name:/data/wiki_records:0.5). A tokenized folder needs the same
 --config.tokenizer.path. docs/data.md has the details.
 """
+import os
+
 from absl import app, flags
 
 from lm.data import corpus, prepare
@@ -18,7 +20,7 @@ _FILES = flags.DEFINE_string("files", "", "Local text files or globs, comma sepa
 _TFDS_NAME = flags.DEFINE_string("tfds_name", "", "A tfds dataset, e.g. wikipedia/20230601.en.")
 _SPLIT = flags.DEFINE_string("split", "train", "The tfds split.")
 _TEXT_KEY = flags.DEFINE_string("text_key", "text", "The tfds feature holding the text.")
-_TFDS_DATA_DIR = flags.DEFINE_string("tfds_data_dir", "", "tfds data dir; empty: $TFDS_DATA_DIR or ~/tensorflow_datasets.")
+_TFDS_DATA_DIR = flags.DEFINE_string("tfds_data_dir", "", "Empty: $TFDS_DATA_DIR or ~/tensorflow_datasets.")
 _ALLOW_DOWNLOAD = flags.DEFINE_bool("allow_download", False, "Download and prepare the tfds dataset if needed.")
 _OUTPUT = flags.DEFINE_string("output", None, "Folder for the shards and prepare_data.json.", required=True)
 _TOKENIZER = flags.DEFINE_string("tokenizer", "", "A sentencepiece .model: write token ids instead of raw text.")
@@ -46,7 +48,7 @@ def main(argv):
         jobs = prepare.plan(_OUTPUT.value, tfds=tfds_args, num_examples=count, num_shards=_NUM_SHARDS.value,
                             tokenizer=tokenizer)
     with tqdm.tqdm(total=len(jobs), unit="shard", desc="prepare_data") as bar:
-        bar.update(sum(1 for job in jobs if prepare.os.path.exists(job.output)))
+        bar.update(sum(1 for job in jobs if os.path.exists(job.output)))
         manifest = prepare.run(jobs, _OUTPUT.value, _PROCESSES.value, tokenizer, progress=bar.update)
     print(f"wrote {len(manifest['shards'])} {manifest['kind']} shards to {_OUTPUT.value}")
 

@@ -6,7 +6,7 @@ stream per source: the documents at positions b, b + B, b + 2B, ... of that sour
 record order (a fresh pseudo-random permutation per epoch, computed per index with
 `grain.experimental.index_shuffle`, so no table of N indices is ever built). A stream is
 `[EOS] doc [EOS] doc ...` and row k of it is `stream[k L : k L + L + 1]` with segments and
-positions exactly as the pre-pass path's rows (pipeline.packed_row). With a mixture, row t of
+positions exactly as the pre-pass path's rows (packing.packed_row). With a mixture, row t of
 slot b is taken from the source drawn with the mixture weights by a generator seeded with
 (data.seed, b, t). Process p of P owns slots [p B / P, (p + 1) B / P) and reads only their
 records, so processes read disjoint records and their rows together are exactly the
@@ -17,7 +17,8 @@ Workers. Cleaning and tokenizing run in `data.num_workers` grain worker processe
 Each slot's state is two integers per source (the record its next row starts in, and the token
 offset there), so the iterator's state (grain's, with every worker's slot states) is small, goes
 into every checkpoint, and a resumed run re-tokenizes at most a few records to continue bitwise
-where it stopped, whatever the number of workers.
+where it stopped, whatever the number of workers. BERT's sentence pairs are built from whole
+records instead (row t of a slot reads the slot's record t: lm/data/pairs.py, StreamedPairs).
 
 The tokenizer of a streaming run without tokenizer.path is trained on a bounded sample
 (`TOKENIZER_SAMPLE_CHARS`, evenly spaced records of each source in proportion to its weight).
@@ -96,23 +97,25 @@ def prepare(data: DataConfig, tokenizer_config: TokenizerConfig,
     for (_, validation), weight in zip(splits, weights):
         budget = max(int(validation_tokens * weight), 2)
         for index in range(len(validation)):
-            if validation.token_dtype:
-                ids = validation.tokens(index)
-                stream.append(np.append(ids, tokenizer.eos_id).astype(np.int32))
-                num_bytes += int(tokenizer.byte_lengths[ids].sum())
-                budget -= len(ids) + 1
-                if budget <= 0:
-                    break
-                continue
-            documents = packing.documents_of(validation[index], data.document_unit, data.lowercase)
-            for ids, document in zip(tokenizer.encode_batch(documents), documents):
-                stream.append(np.asarray([*ids, tokenizer.eos_id], np.int32))
-                num_bytes += len(document.encode())
-                budget -= len(ids) + 1
+            tokens, size = _record_tokens(validation, index, tokenizer, data)
+            stream.append(tokens)
+            num_bytes += size
+            budget -= len(tokens)
             if budget <= 0:
                 break
-    return StreamingCorpus(tokenizer, train, tuple(s[1] for s in splits), weights, np.concatenate(stream)[:validation_tokens + 1], num_bytes,
-                           data.document_unit, data.lowercase)
+    return StreamingCorpus(tokenizer, train, tuple(s[1] for s in splits), weights,
+                           np.concatenate(stream)[:validation_tokens + 1], num_bytes, data.document_unit,
+                           data.lowercase)
+
+
+def _record_tokens(source: records.Source, index: int, tokenizer, data: DataConfig) -> tuple[np.ndarray, int]:
+    """A validation record as `doc EOS doc EOS ...`, and the UTF-8 bytes of its text."""
+    if source.token_dtype:
+        ids = source.tokens(index)
+        return np.append(ids, tokenizer.eos_id).astype(np.int32), int(tokenizer.byte_lengths[ids].sum())
+    documents = packing.documents_of(source[index], data.document_unit, data.lowercase)
+    ids = [t for doc_ids in tokenizer.encode_batch(documents) for t in (*doc_ids, tokenizer.eos_id)]
+    return np.asarray(ids, np.int32), sum(len(document.encode()) for document in documents)
 
 
 class StreamIterator:

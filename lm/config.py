@@ -173,7 +173,7 @@ class TrainConfig:
         "causal_lm": "next-token prediction (gpt)", "mlm_nsp": "masked LM + next sentence (bert)",
         "classification": "sentence classification (bert, finetune.*)", "span_corruption": "T5 pretraining (t5)",
         "seq2seq": "input -> target pairs (t5, seq2seq.*)", "prefix_lm": "continue a text's prefix (t5)",
-        "denoise": "span corruption of the task's own text (t5)"})
+        "denoise": "span corruption's inputs, the whole window as target (t5)"})
     steps: int = setting(1000, "optimizer steps of the whole run.")
     batch_size: int = setting(32, "global, across all devices and hosts.", guarded=True)
     microbatches: int = setting(1, "gradient accumulation: batch_size is split into this many.")

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from lm import trainer
-from lm.data import packing, pipeline, records, streaming
+from lm.data import packing, pipeline, records
 from lm.tasks import causal_lm
 
 from conftest import CORPUS, small_config

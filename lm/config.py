@@ -136,6 +136,15 @@ class DataConfig:
     prefetch: int = setting(4, "batches prepared ahead by background threads.", guarded=False)
     lowercase: bool = setting(False, "lowercase all text before tokenizing (an uncased model); mlm_nsp and "
                                      "classification.")
+    streaming: bool = setting(False, "read, clean, tokenize and pack documents while training runs, with no "
+                                     "pre-pass over the corpus (docs/data.md). Off by default: on the small shipped "
+                                     "corpora the pre-pass takes seconds and gives exact epochs.")
+    num_workers: int = setting(0, "streaming: grain worker processes that clean and tokenize; 0: in-process.",
+                               guarded=False)
+    mixture: str = setting("", "weighted sources \"name:spec:weight,...\", spec a file glob or tfds:<name> "
+                               "(docs/data.md); a mixture always streams and replaces train_files / tfds_name.")
+    data_dir: str = setting("", "the folder relative data paths are also looked up in (after the working directory "
+                                "and the repository); empty: $LM_DATA_DIR.", guarded=False)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -294,7 +303,7 @@ class FinetuneConfig:
     guarded_on_resume: ClassVar[bool] = False
 
     task: str = setting("sst2", "the GLUE task.", choices=("sst2", "mrpc", "rte"), guarded=True)
-    data_dir: str = setting("", "folder with the task's files; empty: ../shared/data/<task> beside the repository.",
+    data_dir: str = setting("", "folder with the task's files; empty: <data.data_dir or $LM_DATA_DIR>/<task>.",
                             guarded=True)
     tfds_name: str = setting("", "e.g. \"glue/sst2\": read from tfds instead (needs the dataset prepared or "
                                  "allow_download).", guarded=True)

@@ -84,8 +84,10 @@ def validate(config: Config) -> None:
         raise ConfigError(
             f"train.microbatches={t.microbatches} does not divide train.batch_size={t.batch_size}")
     task_text = t.objective == "mlm_nsp" and config.mlm.corpus == "finetune_task"
-    if not d.tfds_name and not d.train_files and not task_text:
+    if not d.tfds_name and not d.train_files and not d.mixture and not task_text:
         raise ConfigError("no training data: set data.train_files (local text) or data.tfds_name (a tfds dataset)")
+    if d.num_workers < 0:
+        raise ConfigError(f"data.num_workers={d.num_workers} must be >= 0 (0: clean and tokenize in-process)")
     if not d.validation_files and not d.tfds_name and not 0.0 < d.validation_fraction < 1.0:
         raise ConfigError(
             f"data.validation_fraction must be in (0, 1) when data.validation_files is empty, got {d.validation_fraction}")

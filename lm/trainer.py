@@ -151,9 +151,10 @@ class _Progress:
     metrics are read one step late, so the host never stalls the device waiting for them."""
 
     def __init__(self, writer: metrics_lib.MetricsWriter, total_steps: int, tokens_per_step: int,
-                 flops_per_token: float, peak_flops: float, timeline: goodput.Timeline):
+                 flops_per_token: float, peak_flops: float, timeline: goodput.Timeline, tokens_seen=None):
         self.writer, self.total_steps, self.tokens_per_step = writer, total_steps, tokens_per_step
         self.flops_per_token, self.peak_flops, self.timeline = flops_per_token, peak_flops, timeline
+        self.tokens_seen = tokens_seen  # streaming input: step -> {source: tokens given so far}
         self.pending = None  # (step, metrics on device) to report once the next step is queued
         self.restart_clock()
 
@@ -183,6 +184,8 @@ class _Progress:
         record["train/tokens_per_sec"] = tokens_per_sec
         record["train/mfu"] = tokens_per_sec * self.flops_per_token / self.peak_flops
         record.update(self.timeline.record())
+        if self.tokens_seen is not None:
+            record.update({f"train/tokens/{name}": count for name, count in self.tokens_seen(at_step).items()})
         self.writer.write(at_step, record)
         eta = (self.total_steps - at_step) * elapsed / max(self.interval_steps, 1)
         log(f"step {at_step:>6}/{self.total_steps} | loss {float(values['loss']):.4f} | "
@@ -257,7 +260,8 @@ def _train(config: Config, workdir: str, allow_config_change: bool, preemption: 
             early_stopping.replay(workdir, select_name, latest)
         progress = _Progress(writer, cfg.train.steps, cfg.train.batch_size * cfg.data.seq_len,
                              planning.flops_per_token(run.model_config, cfg.data.seq_len),
-                             goodput.peak_flops(run.model_config.dtype), timeline)
+                             goodput.peak_flops(run.model_config.dtype), timeline,
+                             getattr(train_iter, "tokens_seen", None))
         stop_early = False
         guard = _NonFiniteGuard(config, checkpointer)
         trace = profiling.TraceWindow(cfg.profile, workdir, log)

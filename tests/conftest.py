@@ -8,6 +8,10 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
+# CI's copy of the datasets fills the data directory the shipped configs read (docs/data.md); a
+# user's own LM_DATA_DIR wins. Set at import, so the subprocesses tests start inherit it.
+if SHARED_DATA.exists():
+    os.environ.setdefault("LM_DATA_DIR", str(SHARED_DATA))
 CORPUS = REPO / "data" / "tinyshakespeare" / "input.txt"
 # pytest.ini's `pythonpath = .` puts this checkout first for the test process; the same for the
 # tools and runners tests start as subprocesses, whichever checkout the environment installed.

@@ -77,7 +77,8 @@ def test_a_family_field_set_on_another_family_is_refused_naming_field_and_family
 LEGACY_GUARDED = ("model.", "tokenizer.", "data.", "train.batch_size", "train.seed", "train.objective",
                   "seq2seq.input_", "seq2seq.target_", "seq2seq.noise_density", "seq2seq.mean_noise_span_length",
                   "mlm.", "finetune.task", "finetune.data_dir", "finetune.tfds_name", "distill.teacher_")
-LEGACY_UNGUARDED = ("data.prefetch", "data.cache_dir", "data.tfds_data_dir", "data.allow_download")
+LEGACY_UNGUARDED = ("data.prefetch", "data.cache_dir", "data.tfds_data_dir", "data.allow_download",
+                    "data.num_workers", "data.data_dir")  # where or how fast, not what
 
 
 def test_guarded_keys_are_those_of_the_legacy_prefix_rule():

@@ -26,7 +26,7 @@ import os
 import numpy as np
 
 from lm.config import ConfigError, DataConfig, TokenizerConfig
-from lm.data import batching
+from lm.data import batching, packing
 from lm.data import corpus as corpus_lib
 from lm.data import text as text_lib
 from lm.data import tokenizer as tokenizer_lib
@@ -100,7 +100,7 @@ def token_stream(documents, tokenizer: tokenizer_lib.Tokenizer) -> tuple[np.ndar
 
 
 @contextlib.contextmanager
-def _cache_lock(cache_dir: str):
+def cache_lock(cache_dir: str):
     """Serialises preparation across processes sharing a cache (several local processes, or
     hosts on one filesystem): the first builds, the others then find the finished cache."""
     os.makedirs(cache_dir, exist_ok=True)
@@ -115,7 +115,7 @@ def _cache_lock(cache_dir: str):
 def prepare(data: DataConfig, tokenizer_config: TokenizerConfig) -> Corpus:
     """Opens both splits, loads or trains the tokenizer, and tokenizes (cached)."""
     cache_dir = corpus_lib.cache_root(data)
-    with _cache_lock(cache_dir):
+    with cache_lock(cache_dir):
         return _prepare(data, tokenizer_config, cache_dir)
 
 
@@ -146,25 +146,14 @@ class Windows:
         return self.length
 
     def __getitem__(self, index: int) -> dict[str, np.ndarray]:
-        length = self.seq_len
-        window = np.full(length + 1, self.pad_id, np.int32)
+        window = np.full(self.seq_len + 1, self.pad_id, np.int32)
         if index < self.num_real:
-            piece = self.tokens[index * length: index * length + length + 1]
+            piece = self.tokens[index * self.seq_len: index * self.seq_len + self.seq_len + 1]
             window[:len(piece)] = piece
             num_targets = len(piece) - 1
         else:
             num_targets = 0
-        inputs, targets = window[:-1], window[1:]
-        real = np.arange(length) < num_targets
-        starts = (inputs == self.eos_id) & real
-        segment_ids = np.where(real, np.cumsum(starts) + (0 if starts[0] else 1), 0).astype(np.int32)
-        index_in_row = np.arange(length)
-        positions = index_in_row - np.maximum.accumulate(np.where(starts, index_in_row, 0))
-        return {
-            "inputs": inputs, "targets": targets, "positions": positions.astype(np.int32),
-            "segment_ids": segment_ids, "weights": real.astype(np.float32),
-            "target_bytes": np.where(real, self.byte_lengths[targets], 0).astype(np.int32),
-        }
+        return packing.packed_row(window, num_targets, self.eos_id, self.byte_lengths)
 
 
 def train_iterator(corpus: Corpus, seq_len: int, global_batch: int, seed: int, process_index: int = 0,

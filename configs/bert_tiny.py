@@ -2,13 +2,13 @@
 
 python tools/train.py --config=configs/bert_tiny.py --workdir=runs/bert_tiny
 
-WikiText-2's train split is not in ../shared/data, so this trains on its test split and
+WikiText-2's train split is not in the CI data folder, so this trains on its test split and
 validates on its validation split; article titles (` = Title = ` lines) bound the documents.
 Fine-tune the result with configs/finetune_sst2.py --config.init_from=runs/bert_tiny.
 """
 from configs import base
 
-WIKITEXT = "../shared/data/wikitext-2"
+WIKITEXT = "wikitext-2"  # in the data directory: $LM_DATA_DIR or --config.data.data_dir (docs/data.md)
 
 
 def get_config():

@@ -4,14 +4,15 @@ python tools/train.py --config=configs/finetune_dialogsum.py --workdir=runs/dial
     --config.init_from=runs/t5_wikitext
 python tools/evaluate.py --workdir=runs/dialogsum --json=runs/dialogsum/scores.json --lead_sentences=2
 
-Reads ../shared/data/dialogsum (12,460 training dialogues, 500 dev as validation, 500 test with
+Reads dialogsum/ from the data directory ($LM_DATA_DIR or --config.data.data_dir; docs/data.md)
+(12,460 training dialogues, 500 dev as validation, 500 test with
 three reference summaries each: `tools/evaluate.py --split=test` scores against all three).
 Dialogues longer than seq2seq.input_len tokens are truncated; the lead baseline reads the
 whole dialogue.
 """
 from configs import t5_tiny
 
-DIALOGSUM = "../shared/data/dialogsum"
+DIALOGSUM = "dialogsum"  # in the data directory: $LM_DATA_DIR or --config.data.data_dir (docs/data.md)
 
 
 def get_config():

@@ -5,7 +5,8 @@ python tools/train.py --config=configs/finetune_multi30k.py --workdir=runs/multi
     --config.init_from=runs/t5_wiki_multi30k     # a pretrained t5_tiny workdir; empty: from scratch
 python tools/evaluate.py --workdir=runs/multi30k --json=runs/multi30k/scores.json
 
-Reads ../shared/data/multi30k (29,000 training pairs, 1,014 validation, test_2016_flickr as
+Reads multi30k/ from the data directory ($LM_DATA_DIR or --config.data.data_dir; docs/data.md)
+(29,000 training pairs, 1,014 validation, test_2016_flickr as
 test). With init_from the tokenizer is the pretrained run's; from scratch, give the same
 one with --config.tokenizer.path=<pretrained workdir>/tokenizer.model for a fair comparison.
 With init_from, each pretrained matrix starts as 0.1 x pretrained + 1.0 x a fresh init
@@ -19,7 +20,7 @@ params as they are.
 """
 from configs import t5_tiny
 
-MULTI30K = "../shared/data/multi30k"
+MULTI30K = "multi30k"  # in the data directory (docs/data.md)
 
 
 def get_config():

@@ -3,11 +3,11 @@
 python tools/train.py --config=configs/t5_tiny.py --workdir=runs/t5_tiny
 
 On the shipped tiny-shakespeare by default; WikiText-2 as in the README (its train file is
-not in ../shared, so test.txt trains and valid.txt validates):
+not in the CI data folder, so test.txt trains and valid.txt validates):
 
 python tools/train.py --config=configs/t5_tiny.py --workdir=runs/t5_wikitext \
-    --config.data.train_files=../shared/data/wikitext-2/test.txt \
-    --config.data.validation_files=../shared/data/wikitext-2/valid.txt
+    --config.data.train_files=wikitext-2/test.txt \
+    --config.data.validation_files=wikitext-2/valid.txt
 
 T5.1.0's recipe in miniature: ReLU MLP, RMSNorm, no biases, bucketed relative position bias,
 tied embeddings, 15% noise in spans of mean length 3, sentinels <extra_id_0..99> in a

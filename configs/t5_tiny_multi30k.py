@@ -5,7 +5,7 @@ python tools/train.py --config=configs/finetune_multi30k.py --workdir=runs/multi
     --config.init_from=runs/t5_wiki_multi30k
 
 The pretraining half of the Multi30k experiment (docs/t5.md, "Measured"). The corpus is
-WikiText-2 (../shared has no train.txt, so test.txt) and both sides of Multi30k's 29,000
+WikiText-2 (the CI data folder has no train.txt, so test.txt) and both sides of Multi30k's 29,000
 training pairs read as unpaired text, one file per language: in-domain monolingual
 pretraining, a standard recipe for low-resource translation. Only training files are read;
 validation and test pairs never are. Validation is WikiText-2 valid.txt.
@@ -16,8 +16,8 @@ no German. The tokenizer (4,096 pieces, trained on this same corpus) covers both
 """
 from configs import t5_tiny
 
-WIKITEXT = "../shared/data/wikitext-2"
-MULTI30K = "../shared/data/multi30k"
+WIKITEXT = "wikitext-2"  # in the data directory: $LM_DATA_DIR or --config.data.data_dir (docs/data.md)
+MULTI30K = "multi30k"  # in the data directory (docs/data.md)
 
 
 def get_config():

@@ -143,18 +143,30 @@ def train_steps(config: Config, num_steps: int, warmup: int = 2) -> StepBenchmar
 
 
 def input_pipeline(config: Config, seconds: float = 5.0) -> dict:
-    """Tokens/s the data pipeline delivers on its own (tokenized, packed, shuffled batches)."""
+    """Tokens/s the data pipelines deliver on their own: the pre-pass path's (tokenized once, then
+    packed, shuffled batches) and the streaming path's (cleaning, tokenizing and packing as it
+    goes), in-process and with 2 grain worker processes. The first batch (start-up) is excluded."""
     from lm.data import pipeline
+    from lm.tasks import causal_lm
 
     corpus = pipeline.prepare(config.data, config.tokenizer)
     batches = pipeline.train_iterator(corpus, config.data.seq_len, config.train.batch_size, config.data.seed,
                                       prefetch=config.data.prefetch)
-    next(batches)  # thread start-up is not throughput
+    tokens_per_sec, count = _input_throughput(batches, config, seconds)
+    figures = {"input_tokens_per_sec": tokens_per_sec, "input_batches": count}
+    for workers in (0, 2):
+        data = dataclasses.replace(config.data, streaming=True, num_workers=workers)
+        streamed = causal_lm.CausalLMPipeline(dataclasses.replace(config, data=data))
+        figures[f"streaming_tokens_per_sec_workers_{workers}"] = _input_throughput(
+            streamed.train_iterator(streamed.prepare()), config, seconds)[0]
+    return figures
+
+
+def _input_throughput(batches, config: Config, seconds: float) -> tuple[float, int]:
+    next(batches)  # thread or worker start-up is not throughput
     count, started = 0, time.perf_counter()
     for _ in batches:
         count += 1
         if time.perf_counter() - started > seconds:
             break
-    elapsed = time.perf_counter() - started
-    tokens = count * config.train.batch_size * config.data.seq_len
-    return {"input_tokens_per_sec": tokens / elapsed, "input_batches": count}
+    return count * config.train.batch_size * config.data.seq_len / (time.perf_counter() - started), count

@@ -23,7 +23,8 @@ from lm.config_fields import ConfigError, build, schema_fields, setting
 
 __all__ = [
     "CheckpointConfig", "Config", "ConfigError", "DataConfig", "DistillConfig", "EvalConfig", "FinetuneConfig",
-    "MeshConfig", "MlmConfig", "ModelConfig", "OptimizerConfig", "Seq2SeqConfig", "TokenizerConfig", "TrainConfig",
+    "LoggingConfig", "MeshConfig", "MlmConfig", "ModelConfig", "OptimizerConfig", "ProfileConfig", "Seq2SeqConfig",
+    "TokenizerConfig", "TrainConfig",
     "from_config_dict", "guarded_keys", "is_guarded", "nan_steps", "to_dict", "validate",
 ]
 
@@ -43,7 +44,7 @@ class ModelConfig:
     mlp_dim: int = setting(1024, "hidden width of each block's MLP.")
     mlp_activation: str = setting("gelu", "the MLP's nonlinearity.", choices={
         "gelu": "tanh approximation", "gelu_exact": "erf, HF BERT's", "swiglu": "gated, with a third matrix",
-        "relu": "T5.1.0's"})
+        "relu": "T5.1.0's", "relu_squared": "relu(x)^2 (Primer; the speedrun recipes')"})
     max_len: int = setting(256, "longest sequence (size of the learned position table).")
     positions: str = setting("learned", "how attention knows token positions.", choices={
         "learned": "an added position table", "rotary": "RoPE on queries and keys",
@@ -54,6 +55,11 @@ class ModelConfig:
     norm_eps: float = setting(1e-5, "epsilon inside every norm.", within="(0, inf)")
     use_bias: bool = setting(True, "dense layers and norms have biases.")
     tie_embeddings: bool = setting(True, "the output projection is the transposed token embedding.")
+    qk_norm: bool = setting(False, "RMS-normalise each head's queries and keys (learned scale per head dim) before "
+                                   "rotary and the dot product: bounded attention logits, stable at higher rates.")
+    zero_init_outputs: bool = setting(False, "the projections back into the residual stream (attention out, MLP wo) "
+                                             "and an untied output head start at zero: every block starts as the "
+                                             "identity.")
     dropout_rate: float = setting(0.0, "dropout on attention probabilities and residual branches, in [0, 1).")
     param_dtype: str = setting("float32", "dtype the parameters are stored in.", choices=("float32", "bfloat16"))
     dtype: str = setting("float32", "compute dtype; matmuls accumulate in float32.", choices=("float32", "bfloat16"))
@@ -70,6 +76,13 @@ class ModelConfig:
                                     "(0: one block, the dense path).")
     num_classes: int = setting(0, "0: the family's pretraining heads; >= 2: a classifier with this many classes "
                                   "(train.objective=classification).")
+
+    # Read by the gpt family only; other families must leave the defaults (checked).
+    logit_softcap: float = setting(0.0, "cap * tanh(logits / cap) on the output logits (Gemma 2's soft-capping); "
+                                        "0: off.", family="gpt")
+    unet_skips: bool = setting(False, "U-net skips across layers: each block of the second half first adds the "
+                                      "output of its mirror block in the first half, times a learned weight "
+                                      "(starting at 1); needs scan_layers=false.", family="gpt")
 
     # Read by the bert family only; other families must leave the defaults (checked).
     type_vocab_size: int = setting(2, "token-type (segment A/B) embeddings.", family="bert")
@@ -123,6 +136,15 @@ class DataConfig:
     prefetch: int = setting(4, "batches prepared ahead by background threads.", guarded=False, within="[0, inf)")
     lowercase: bool = setting(False, "lowercase all text before tokenizing (an uncased model); mlm_nsp and "
                                      "classification.")
+    streaming: bool = setting(False, "read, clean, tokenize and pack documents while training runs, with no "
+                                     "pre-pass over the corpus (docs/data.md). Off by default: on the small shipped "
+                                     "corpora the pre-pass takes seconds and gives exact epochs.")
+    num_workers: int = setting(0, "streaming: grain worker processes that clean and tokenize; 0: in-process.",
+                               guarded=False)
+    mixture: str = setting("", "weighted sources \"name:spec:weight,...\", spec a file glob or tfds:<name> "
+                               "(docs/data.md); a mixture always streams and replaces train_files / tfds_name.")
+    data_dir: str = setting("", "the folder relative data paths are also looked up in (after the working directory "
+                                "and the repository); empty: $LM_DATA_DIR.", guarded=False)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -140,20 +162,30 @@ class TokenizerConfig:
 class OptimizerConfig:
     guarded_on_resume: ClassVar[bool] = False
 
-    name: str = setting("adamw", "the optax optimizer.", choices=("sgd", "adam", "adamw", "adagrad", "adafactor",
-                                                                  "lion"))
+    name: str = setting("adamw", "the optax optimizer.", choices={
+        "sgd": "", "adam": "", "adamw": "", "adagrad": "", "adafactor": "", "lion": "",
+        "muon": "Muon (optax.contrib: Nesterov momentum orthogonalised by Newton-Schulz) for the hidden matrices "
+                "(attention and MLP kernels) at muon_learning_rate; AdamW at learning_rate for embeddings, output "
+                "head, norms, biases and scalars"})
     learning_rate: float = setting(1e-3, "peak learning rate.", within="[0, inf)")
-    schedule: str = setting("cosine", "learning-rate schedule, each after linear warm-up.",
-                            choices=("constant", "linear", "cosine", "rsqrt"))
+    schedule: str = setting("cosine", "learning-rate schedule, each after linear warm-up.", choices={
+        "constant": "", "linear": "", "cosine": "", "rsqrt": "",
+        "wsd": "warmup-stable-decay: the peak until the last cooldown_fraction of the steps, then linear to "
+               "end_learning_rate_fraction"})
     warmup_steps: int = setting(100, "steps of linear warm-up from 0.", within="[0, inf)")
     decay_steps: int = setting(0, "steps the schedule decays over; 0: train.steps", within="[0, inf)")
-    end_learning_rate_fraction: float = setting(0.1, "linear and cosine end at this share of the peak.",
+    end_learning_rate_fraction: float = setting(0.1, "linear, cosine and wsd end at this share of the peak.",
                                                 within="[0, 1]")
+    cooldown_fraction: float = setting(0.2, "schedule='wsd': share of the steps (of decay_steps, or train.steps) "
+                                            "over which the rate falls, at the end.")
     weight_decay: float = setting(0.1, "decoupled; never applied to norms and biases.", within="[0, inf)")
     b1: float = setting(0.9, "adam-style first-moment decay.", within="[0, 1)")
     b2: float = setting(0.95, "adam-style second-moment decay.", within="[0, 1)")
     eps: float = setting(1e-8, "adam-style denominator epsilon.", within="[0, inf)")
     momentum: float = setting(0.9, "sgd only", within="[0, 1)")
+    muon_learning_rate: float = setting(0.02, "name='muon': peak learning rate of the hidden matrices (the schedule "
+                                              "scales it as it scales learning_rate).")
+    muon_momentum: float = setting(0.95, "name='muon': momentum of the orthogonalised updates.")
     grad_clip_norm: float = setting(1.0, "clip the global gradient norm to this; 0: off", within="[0, inf)")
 
 
@@ -277,7 +309,7 @@ class FinetuneConfig:
     guarded_on_resume: ClassVar[bool] = False
 
     task: str = setting("sst2", "the GLUE task.", choices=("sst2", "mrpc", "rte"), guarded=True)
-    data_dir: str = setting("", "folder with the task's files; empty: ../shared/data/<task> beside the repository.",
+    data_dir: str = setting("", "folder with the task's files; empty: <data.data_dir or $LM_DATA_DIR>/<task>.",
                             guarded=True)
     tfds_name: str = setting("", "e.g. \"glue/sst2\": read from tfds instead (needs the dataset prepared or "
                                  "allow_download).", guarded=True)
@@ -292,6 +324,29 @@ class FinetuneConfig:
                                       "pretrained + init_perturb * a fresh init (norm scales and biases stay as "
                                       "trained). 1.0 and 0.0: the pretrained params unchanged.")
     init_perturb: float = setting(0.0, "see init_shrink.")
+
+
+@dataclasses.dataclass(frozen=True)
+class LoggingConfig:
+    """Where metrics go besides metrics.jsonl and TensorBoard (lm/metrics.py)."""
+    guarded_on_resume: ClassVar[bool] = False
+
+    wandb: bool = setting(False, "also log the same scalars and the config to Weights & Biases (pip install "
+                                 "'.[tracking]'); the run resumes with its workdir.")
+    wandb_project: str = setting("lm", "the W&B project.")
+    wandb_entity: str = setting("", "the W&B team or user; empty: the account's default.")
+    wandb_mode: str = setting("", "how W&B syncs.", choices={
+        "": "the WANDB_MODE environment variable, else online", "online": "uploads as the run goes",
+        "offline": "writes <workdir>/wandb only (upload later with `wandb sync`)"})
+
+
+@dataclasses.dataclass(frozen=True)
+class ProfileConfig:
+    """A jax.profiler trace of a few steps of the run, in <workdir>/profile (Perfetto, TensorBoard's profile plugin)."""
+    guarded_on_resume: ClassVar[bool] = False
+
+    start_step: int = setting(0, "the first traced step (1-based, as logged); 0: no trace.")
+    num_steps: int = setting(3, "steps traced from start_step.")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -310,6 +365,8 @@ class Config:
     seq2seq: Seq2SeqConfig = Seq2SeqConfig()
     mlm: MlmConfig = MlmConfig()
     finetune: FinetuneConfig = FinetuneConfig()
+    logging: LoggingConfig = LoggingConfig()
+    profile: ProfileConfig = ProfileConfig()
     init_from: str = setting("", "start from the params of a trained run (lm/init_from.py): a workdir (its best or "
                                  "latest checkpoint, finetune.init_checkpoint) or one of its checkpoints "
                                  "(<workdir>/checkpoints/<step>); empty: from scratch. Ignored on resume. A classifier "

@@ -42,11 +42,14 @@ def validate(config: Config) -> None:
         "train.steps": t.steps, "train.batch_size": t.batch_size, "train.microbatches": t.microbatches,
         "train.log_every_steps": t.log_every_steps, "eval.every_steps": config.eval.every_steps,
         "checkpoint.every_steps": config.checkpoint.every_steps, "checkpoint.keep": config.checkpoint.keep,
-        "train.max_consecutive_nonfinite": t.max_consecutive_nonfinite,
+        "train.max_consecutive_nonfinite": t.max_consecutive_nonfinite, "profile.num_steps": config.profile.num_steps,
     }
     for name, value in positive.items():
         if value <= 0:
             raise ConfigError(f"config '{name}' must be positive, got {value}")
+    if config.profile.start_step < 0:
+        raise ConfigError(f"config 'profile.start_step' is {config.profile.start_step}: give the first step to "
+                          f"trace (1-based), or 0 for no trace")
     if m.head_dim == 0 and m.embed_dim % m.num_heads:
         raise ConfigError(
             f"model.num_heads={m.num_heads} does not divide model.embed_dim={m.embed_dim}: "
@@ -66,6 +69,13 @@ def validate(config: Config) -> None:
     if m.attention_impl in ("xla", "cudnn") and m.dropout_rate > 0:
         raise ConfigError(f"model.attention_impl={m.attention_impl!r} has no attention dropout, but model.dropout_rate="
                           f"{m.dropout_rate}: use model.attention_impl='einsum' (or 'auto') or set dropout_rate=0")
+    if m.logit_softcap < 0:
+        raise ConfigError(f"model.logit_softcap must be >= 0 (0: off), got {m.logit_softcap}")
+    if m.unet_skips and m.scan_layers:
+        raise ConfigError("model.unet_skips pairs each block of the second half with its mirror in the first, which "
+                          "a scanned stack cannot: set model.scan_layers=false or model.unet_skips=false")
+    if not 0.0 < config.optimizer.cooldown_fraction <= 1.0:
+        raise ConfigError(f"optimizer.cooldown_fraction must be in (0, 1], got {config.optimizer.cooldown_fraction}")
     if m.causal_block < 0:
         raise ConfigError(f"model.causal_block must be >= 0 (0: off), got {m.causal_block}")
     if config.distill.temperature <= 0 or not 0.0 <= config.distill.alpha <= 1.0:
@@ -83,8 +93,10 @@ def validate(config: Config) -> None:
         raise ConfigError(
             f"train.microbatches={t.microbatches} does not divide train.batch_size={t.batch_size}")
     task_text = t.objective == "mlm_nsp" and config.mlm.corpus == "finetune_task"
-    if not d.tfds_name and not d.train_files and not task_text:
+    if not d.tfds_name and not d.train_files and not d.mixture and not task_text:
         raise ConfigError("no training data: set data.train_files (local text) or data.tfds_name (a tfds dataset)")
+    if d.num_workers < 0:
+        raise ConfigError(f"data.num_workers={d.num_workers} must be >= 0 (0: clean and tokenize in-process)")
     if not d.validation_files and not d.tfds_name and not 0.0 < d.validation_fraction < 1.0:
         raise ConfigError(
             f"data.validation_fraction must be in (0, 1) when data.validation_files is empty, got {d.validation_fraction}")

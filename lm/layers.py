@@ -36,7 +36,9 @@ def kernel_stddev(config: ModelConfig, fan_in: int, residual: bool = False) -> f
     """The init scale of a kernel reading `fan_in` features (1 for an embedding table).
     model.init="normal": 0.02, and GPT-2's depth-scaled 0.02 / sqrt(2 layers) for projections
     back into the residual stream; "fan_in": T5's 1/sqrt(fan_in), which keeps activations at
-    unit scale from the embedding on."""
+    unit scale from the embedding on. model.zero_init_outputs: residual projections start at 0."""
+    if residual and config.zero_init_outputs:
+        return 0.0  # normal(0) is exactly zero: the block starts as the identity
     if config.init == "fan_in":
         return fan_in ** -0.5
     return 0.02 / (2 * config.num_layers) ** 0.5 if residual else 0.02
@@ -209,6 +211,9 @@ class Attention(nn.Module):
             q_BHLE += bias("query_bias", num_heads)[:, None]
             k_BKSE += bias("key_bias", num_kv)[:, None]
             v_BKSE += bias("value_bias", num_kv)[:, None]
+        if cfg.qk_norm:
+            q_BHLE = self._head_norm("query_norm", q_BHLE)
+            k_BKSE = self._head_norm("key_norm", k_BKSE)
         if self.use_rotary:
             q_BHLE = rotary(q_BHLE, positions_q_BL, cfg.rope_theta)
             k_BKSE = rotary(k_BKSE, positions_kv_BS, cfg.rope_theta)
@@ -241,6 +246,14 @@ class Attention(nn.Module):
         if cfg.use_bias:
             out_BLD += self.param("out_bias", _zeros(("embed",)), (width,), pdt).astype(dt)
         return out_BLD
+
+    def _head_norm(self, name, x_BHLE):
+        """QK-norm: RMSNorm over each head's E features with a learned scale (model.qk_norm)."""
+        cfg = self.config
+        scale = self.param(name, _ones(("kv",)), (x_BHLE.shape[-1],), jnp.dtype(cfg.param_dtype))
+        zeros = jnp.zeros((x_BHLE.shape[-1],), jnp.float32)
+        return normalize(x_BHLE.astype(jnp.float32), scale.astype(jnp.float32), zeros, False,
+                         cfg.norm_eps).astype(x_BHLE.dtype)
 
     def _cached_keys_values(self, k_BKLE, v_BKLE, mask_B1LL):
         """Writes this call's L keys/values at the cache's index and returns the whole cache
@@ -276,8 +289,8 @@ class Attention(nn.Module):
 
 
 class Mlp(nn.Module):
-    """GELU MLP (tanh approximation, or exact: erf), ReLU (T5.1.0), or SwiGLU (a gated linear unit
-    with SiLU) as in Llama."""
+    """GELU MLP (tanh approximation, or exact: erf), ReLU (T5.1.0), ReLU squared (Primer), or
+    SwiGLU (a gated linear unit with SiLU) as in Llama."""
     config: ModelConfig
 
     @nn.compact
@@ -298,6 +311,8 @@ class Mlp(nn.Module):
             h_BLF = nn.silu(gate_BLF + bias("wi_gate_bias", hidden, "mlp")) * h_BLF
         elif cfg.mlp_activation == "relu":
             h_BLF = nn.relu(h_BLF)
+        elif cfg.mlp_activation == "relu_squared":
+            h_BLF = jnp.square(nn.relu(h_BLF))
         else:
             h_BLF = gelu(h_BLF, exact=cfg.mlp_activation == "gelu_exact")
         h_BLF = nn.with_logical_constraint(h_BLF, ("batch", "length", "mlp"))
@@ -357,8 +372,15 @@ class TransformerStack(nn.Module):
             block_cls = nn.remat(block_cls, policy=_REMAT_POLICIES[cfg.remat], static_argnums=(4,))
         extra = (positions_BL, deterministic, encoded_BSD, cross_mask_B1LS, bias_BHLS)
         if not cfg.scan_layers:
+            # model.unet_skips: block i of the second half first adds the output of block N-1-i, weighted.
+            skipped, half = [], cfg.num_layers // 2 if cfg.unet_skips else 0
+            weights = self.param("skip_weights", _ones((None,)), (half,), jnp.float32) if half else None
             for i in range(cfg.num_layers):
+                if half and i >= cfg.num_layers - half:
+                    x_BLD = x_BLD + weights[cfg.num_layers - 1 - i].astype(x_BLD.dtype) * skipped.pop()
                 x_BLD = block_cls(cfg, self.causal, self.cross_attention, name=f"layer_{i}")(x_BLD, mask_B1LS, *extra)
+                if i < half:
+                    skipped.append(x_BLD)
             return x_BLD
 
         def body(block, carry, mask, *rest):

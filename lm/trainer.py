@@ -18,7 +18,7 @@ import jax
 
 from lm import assembly
 from lm import checkpoint as checkpoint_lib
-from lm import init_from, sharding
+from lm import goodput, init_from, planning, profiling, sharding
 from lm import metrics as metrics_lib
 from lm import run_guards
 from lm import workdir as workdir_lib
@@ -72,8 +72,11 @@ class _Progress:
     """Train-metric records and the progress line (steps, loss, tokens/s, lr, ETA). A step's
     metrics are read one step late, so the host never stalls the device waiting for them."""
 
-    def __init__(self, writer: metrics_lib.MetricsWriter, total_steps: int, tokens_per_step: int):
+    def __init__(self, writer: metrics_lib.MetricsWriter, total_steps: int, tokens_per_step: int,
+                 flops_per_token: float, peak_flops: float, timeline: goodput.Timeline, tokens_seen=None):
         self.writer, self.total_steps, self.tokens_per_step = writer, total_steps, tokens_per_step
+        self.flops_per_token, self.peak_flops, self.timeline = flops_per_token, peak_flops, timeline
+        self.tokens_seen = tokens_seen  # streaming input: step -> {source: tokens given so far}
         self.pending = None  # (step, metrics on device) to report once the next step is queued
         self.restart_clock()
 
@@ -101,11 +104,15 @@ class _Progress:
         tokens_per_sec = self.interval_steps * self.tokens_per_step / max(elapsed, 1e-9)
         record = {f"train/{k}": v for k, v in values.items() if k != "tokens"}
         record["train/tokens_per_sec"] = tokens_per_sec
+        record["train/mfu"] = tokens_per_sec * self.flops_per_token / self.peak_flops
+        record.update(self.timeline.record())
+        if self.tokens_seen is not None:
+            record.update({f"train/tokens/{name}": count for name, count in self.tokens_seen(at_step).items()})
         self.writer.write(at_step, record)
         eta = (self.total_steps - at_step) * elapsed / max(self.interval_steps, 1)
         log(f"step {at_step:>6}/{self.total_steps} | loss {float(values['loss']):.4f} | "
-            f"{tokens_per_sec:,.0f} tokens/s | lr {float(values['learning_rate']):.2e} | "
-            f"eta {metrics_lib.format_duration(eta)}")
+            f"{tokens_per_sec:,.0f} tokens/s | mfu {record['train/mfu']:.1%} | goodput {record['train/goodput']:.0%} | "
+            f"lr {float(values['learning_rate']):.2e} | eta {metrics_lib.format_duration(eta)}")
         self.restart_clock()
 
 
@@ -176,67 +183,73 @@ def _check_shapes(workdir: str, abstract_params) -> None:
 
 def _train(config: Config, workdir: str, allow_config_change: bool,
            preemption: run_guards.Preemption) -> dict[str, float]:
-    started = time.time()
-    run = _prepare(config, workdir, allow_config_change)
-    # The validation metric that picks the best checkpoint and stops early: an objective may name its own.
-    select_name, select_higher = run.task.objective.selection
-    checkpointer = checkpoint_lib.Checkpointer(os.path.join(workdir, workdir_lib.CHECKPOINTS), config.checkpoint, log,
-                                               select_name, select_higher)
-    writer = None
+    opened: list = []  # the checkpointer and the metrics writer, once made
     try:
-        train_iter = run.task.pipeline.train_iterator(run.data, jax.process_index(), jax.process_count())
-        state, latest = _initial_state(run, config, checkpointer, train_iter)
-        writer = metrics_lib.MetricsWriter(workdir)
-        result = _loop(run, config, workdir, checkpointer, writer, train_iter, state, latest, preemption)
+        return _run(config, workdir, allow_config_change, preemption, opened)
     except BaseException:
         # Close what runs in the background (orbax's save threads, the metrics files) before the error
         # ends the process, so the cause is the last thing printed rather than their shutdown noise.
-        for close in (checkpointer.close, writer.close if writer is not None else None):
+        for resource in opened:
             try:
-                close and close()
+                resource.close()
             except Exception:  # noqa: BLE001 (a second failure, e.g. the same full disk, must not hide the first)
                 pass
         raise
-    writer.close()
-    step, last_eval, finished = result
-    if finished:  # else the loop said where it stopped (a signal that came after the last step changes nothing)
-        log(f"done: step {step} in {metrics_lib.format_duration(time.time() - started)}; "
-            + ", ".join(f"{k} {v:.4f}" for k, v in last_eval.items()))
-    return last_eval
 
 
-def _loop(run: Run, cfg: Config, workdir: str, checkpointer, writer, train_iter, state, latest,
-          preemption) -> tuple[int, dict, bool]:
-    """Steps from `state` to train.steps (or a stop); returns (last step, last evaluation, whether
-    the run finished rather than stopped on a signal)."""
-    pipeline = run.task.pipeline
-    select_name, select_higher = run.task.objective.selection
-    step = int(jax.device_get(state.step))
-    writer.write_config(dataclasses.asdict(dataclasses.replace(cfg, model=run.model_config)), step)
-    last_eval: dict[str, float] = {}
-    early_stopping = _EarlyStopping(cfg.train.early_stopping_patience, select_higher)
-    guard = run_guards.LossGuard(cfg, checkpointer, log)
-    if latest is not None:
-        early_stopping.replay(workdir, select_name, latest)
-        guard.replay(workdir, latest)
-    progress = _Progress(writer, cfg.train.steps, cfg.train.batch_size * cfg.data.seq_len)
-    stop_early = False
+def _run(config: Config, workdir: str, allow_config_change: bool, preemption: run_guards.Preemption,
+         opened: list) -> dict[str, float]:
+    cfg = config
+    timeline = goodput.Timeline()  # where the wall time goes: goodput and the breakdown at the end
+    with timeline.part("setup"):
+        run = _prepare(config, workdir, allow_config_change)
+        pipeline = run.task.pipeline
+        # The validation metric that picks the best checkpoint and stops early: an objective may name its own.
+        select_name, select_higher = run.task.objective.selection
+        checkpointer = checkpoint_lib.Checkpointer(os.path.join(workdir, workdir_lib.CHECKPOINTS), cfg.checkpoint,
+                                                   log, select_name, select_higher)
+        train_iter = pipeline.train_iterator(run.data, jax.process_index(), jax.process_count())
+        opened.append(checkpointer)
+        state, latest = _initial_state(run, config, checkpointer, train_iter)
+
+        writer = metrics_lib.MetricsWriter(workdir, logging=config.logging)
+        opened.append(writer)
+        step = int(jax.device_get(state.step))
+        writer.write_config(dataclasses.asdict(dataclasses.replace(config, model=run.model_config)), step)
+        last_eval: dict[str, float] = {}
+        early_stopping = _EarlyStopping(cfg.train.early_stopping_patience, select_higher)
+        guard = run_guards.LossGuard(config, checkpointer, log)
+        if latest is not None:
+            early_stopping.replay(workdir, select_name, latest)
+            guard.replay(workdir, latest)
+        progress = _Progress(writer, cfg.train.steps, cfg.train.batch_size * cfg.data.seq_len,
+                             planning.flops_per_token(run.model_config, cfg.data.seq_len),
+                             goodput.peak_flops(run.model_config.dtype), timeline,
+                             getattr(train_iter, "tokens_seen", None))
+        stop_early = False
+        trace = profiling.TraceWindow(cfg.profile, workdir, log)
 
     with sharding.activation_rules(run.mesh):
         while step < cfg.train.steps and not stop_early:
-            batch = sharding.to_global(next(train_iter), run.mesh)
-            state, device_metrics = run.train_step(state, batch)
-            step += 1
-            guard.push(step, device_metrics)
-            checkpointer.check_for_errors()  # a background save that failed (a full disk) stops the run now
-            progress.after_step(step, device_metrics,
-                                first_of_run=step == 1 or (latest is not None and step == latest + 1),
-                                log_now=step % cfg.train.log_every_steps == 0 or step == cfg.train.steps)
+            with timeline.part("data_wait"):
+                batch = sharding.to_global(next(train_iter), run.mesh)
+            with timeline.part("train_step"):
+                with trace.step(step + 1):
+                    state, device_metrics = run.train_step(state, batch)
+                step += 1
+                trace.after_step(step, device_metrics)
+                guard.push(step, device_metrics)
+                checkpointer.check_for_errors()  # a background save that failed (a full disk) stops the run now
+                progress.after_step(step, device_metrics,
+                                    first_of_run=step == 1 or (latest is not None and step == latest + 1),
+                                    log_now=step % cfg.train.log_every_steps == 0 or step == cfg.train.steps)
             eval_now = step % cfg.eval.every_steps == 0 or step == cfg.train.steps
             if eval_now:
-                progress.flush()
-                last_eval = assembly.evaluate(run, state.params)
-                writer.write(step, last_eval)
+                with timeline.part("train_step"):
+                    progress.flush()
+                with timeline.part("eval"):
+                    last_eval = assembly.evaluate(run, state.params)
+                    writer.write(step, last_eval)
                 log(f"eval at step {step}: " + " | ".join(
                     f"{name.split('/', 1)[1].replace('_', ' ')} {value:.4f}" for name, value in last_eval.items()))
                 if early_stopping.update(last_eval[select_name]):
@@ -247,28 +260,47 @@ def _loop(run: Run, cfg: Config, workdir: str, checkpointer, writer, train_iter,
             preempted = preemption.poll(step)  # every step: hosts agree on the step to stop at
             at_end = step == cfg.train.steps or stop_early or preempted
             if step % cfg.checkpoint.every_steps == 0 or at_end:
-                guard.flush()  # a run that is to stop on a non-finite step stops before writing this checkpoint
-                writer.write(step, guard.before_checkpoint(step))  # refuses a diverged state
-                checkpointer.save(step, state, train_iter.get_state(), last_eval if eval_now else None)
+                with timeline.part("train_step"):
+                    guard.flush()  # a run that is to stop on a non-finite step stops before writing this checkpoint
+                    writer.write(step, guard.before_checkpoint(step))  # refuses a diverged state
+                with timeline.part("checkpoint"):
+                    checkpointer.save(step, state, train_iter.get_state(), last_eval if eval_now else None)
             if preemption.requested:
                 break
-        guard.flush()
-        progress.flush()
+        with timeline.part("train_step"):
+            trace.stop(state)  # a run that ended inside the trace window
+            guard.flush()
+            progress.flush()
         fields = pipeline.report_fields(run.data)
         if fields is not None and not preemption.requested:
-            checkpointer.wait()
-            _write_report(run, workdir, checkpointer, fields)
+            with timeline.part("checkpoint"):
+                checkpointer.wait()
+            with timeline.part("eval"):
+                _write_report(run, workdir, checkpointer, fields)
 
-        checkpointer.close()
+        with timeline.part("checkpoint"):
+            checkpointer.close()
         if preemption.requested:
+            _finish(writer, timeline, step)
             log(f"preempted: stopped after step {step} on {preemption.signal_name}; checkpoint {step} written to "
                 f"{checkpointer.directory}. Run the same command again to resume.")
-            return step, last_eval, False
-        if not last_eval:  # resumed a finished run: report where it stands.
-            last_eval = assembly.evaluate(run, state.params)
-        sample = pipeline.sample(run.model, state.params, run.data)
+            return last_eval
+        with timeline.part("eval"):
+            if not last_eval:  # resumed a finished run: report where it stands.
+                last_eval = assembly.evaluate(run, state.params)
+            sample = pipeline.sample(run.model, state.params, run.data)
     _write_sample(workdir, writer, sample, step)
-    return step, last_eval, True
+    _finish(writer, timeline, step)
+    log(f"done: step {step} in {metrics_lib.format_duration(timeline.wall_seconds())}; "
+        + ", ".join(f"{k} {v:.4f}" for k, v in last_eval.items()))
+    return last_eval
+
+
+def _finish(writer: metrics_lib.MetricsWriter, timeline: goodput.Timeline, step: int) -> None:
+    """The run's whole time breakdown: printed, and recorded at the last step."""
+    writer.write(step, timeline.record())
+    log(timeline.breakdown())
+    writer.close()
 
 
 def _write_report(run: Run, workdir: str, checkpointer, fields: dict) -> dict:

@@ -8,6 +8,10 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
+# CI's copy of the datasets fills the data directory the shipped configs read (docs/data.md); a
+# user's own LM_DATA_DIR wins. Set at import, so the subprocesses tests start inherit it.
+if SHARED_DATA.exists():
+    os.environ.setdefault("LM_DATA_DIR", str(SHARED_DATA))
 CORPUS = REPO / "data" / "tinyshakespeare" / "input.txt"
 # pytest.ini's `pythonpath = .` puts this checkout first for the test process; the same for the
 # tools and runners tests start as subprocesses, whichever checkout the environment installed.
@@ -32,12 +36,14 @@ def shared_data(name: str) -> Path:
     return path
 
 
-def small_config(**overrides):
-    """gpt_tiny shrunk to train in seconds: dotted keys override, e.g. small_config(**{"train.steps": 5})."""
-    from configs import gpt_tiny
+def small_config(base: str = "gpt_tiny", **overrides):
+    """configs/<base>.py (gpt_tiny) shrunk to train in seconds: dotted keys override, e.g.
+    small_config(**{"train.steps": 5})."""
+    import importlib
+
     from lm import config as config_lib
 
-    config = gpt_tiny.get_config()
+    config = importlib.import_module(f"configs.{base}").get_config()
     defaults = {
         "model.num_layers": 2, "model.embed_dim": 64, "model.num_heads": 4, "model.mlp_dim": 256,
         "model.max_len": 64, "data.seq_len": 64, "tokenizer.vocab_size": 512, "train.batch_size": 8,

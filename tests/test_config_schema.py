@@ -49,10 +49,10 @@ def test_a_default_outside_its_choices_is_a_declaration_error():
         setting("c", "doc", choices=("a", "b"))
 
 
-def test_family_fields_are_the_bert_and_t5_only_fields():
+def test_family_fields_are_the_gpt_bert_and_t5_only_fields():
     owned = {family: {s.key for s in SPECS if s.family == family} for family in FAMILIES}
     assert owned == {
-        "gpt": set(),
+        "gpt": {"model.logit_softcap", "model.unet_skips"},
         "bert": {"model.type_vocab_size", "model.pooling", "model.norm_position", "model.embedding_norm",
                  "model.nsp_head"},
         "t5": {"model.num_decoder_layers", "model.relative_buckets", "model.relative_max_distance", "model.init",
@@ -77,7 +77,8 @@ def test_a_family_field_set_on_another_family_is_refused_naming_field_and_family
 LEGACY_GUARDED = ("model.", "tokenizer.", "data.", "train.batch_size", "train.seed", "train.objective",
                   "seq2seq.input_", "seq2seq.target_", "seq2seq.noise_density", "seq2seq.mean_noise_span_length",
                   "mlm.", "finetune.task", "finetune.data_dir", "finetune.tfds_name", "distill.teacher_")
-LEGACY_UNGUARDED = ("data.prefetch", "data.cache_dir", "data.tfds_data_dir", "data.allow_download")
+LEGACY_UNGUARDED = ("data.prefetch", "data.cache_dir", "data.tfds_data_dir", "data.allow_download",
+                    "data.num_workers", "data.data_dir")  # where or how fast, not what
 
 
 def test_guarded_keys_are_those_of_the_legacy_prefix_rule():

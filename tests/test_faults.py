@@ -146,6 +146,37 @@ def test_issue_command_killed_and_rerun_logs_identical_losses(tmp_path):
     assert max(after) == 240 and all(after[s] == expected[s] for s in after)
 
 
+@pytest.mark.slow  # three launches: minutes on a loaded 2-core machine (about 1 min of CPU)
+def test_sigkill_with_streaming_input_resumes_bitwise(tmp_path):
+    """data.streaming=true with a two-source mixture: killed at a random step, then run again,
+    every logged loss, the per-source token counts, the final state and the data position equal
+    an uninterrupted run's (the iterator's state is the slots' positions, saved in every checkpoint)."""
+    steps = 16
+    mixture = f"shakespeare:{CORPUS}:0.7,copy:{CORPUS}:0.3"
+    flags = SMALL_FLAGS + [f"--config.train.steps={steps}", "--config.train.log_every_steps=1",
+                           "--config.checkpoint.every_steps=4", "--config.eval.every_steps=1000",
+                           "--config.data.streaming=true", f"--config.data.mixture={mixture}"]
+    reference, killed = str(tmp_path / "reference"), str(tmp_path / "killed")
+    subprocess.run(TRAIN + flags + [f"--workdir={reference}"], cwd=REPO, check=True, capture_output=True)
+    process = subprocess.Popen(TRAIN + flags + [f"--workdir={killed}"], cwd=REPO, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+    target = RANDOM.randint(5, steps - 3)
+    deadline = time.time() + 300
+    while process.poll() is None and logged_step(killed) < target and time.time() < deadline:
+        time.sleep(0.002)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    print(f"faults: FAULTS_SEED={SEED}: streaming run SIGKILLed after logged step {logged_step(killed)}")
+    subprocess.run(TRAIN + flags + [f"--workdir={killed}"], cwd=REPO, check=True, capture_output=True)
+    records = assert_losses_match(killed, reference)
+    expected = {r["step"]: r for r in read_metrics(reference) if "train/tokens/copy" in r}
+    for record in records:
+        if "train/tokens/copy" in record:
+            assert [record[f"train/tokens/{n}"] for n in ("shakespeare", "copy")] == [
+                expected[record["step"]][f"train/tokens/{n}"] for n in ("shakespeare", "copy")]
+    assert fingerprint_file(killed, steps) == fingerprint_file(reference, steps), "final state differs"
+
+
 # --- Preemption: SIGTERM. -------------------------------------------------------------------------------------
 
 @pytest.mark.slow  # a minute or more on 2 cores; CI runs the slow set after the default suite

@@ -201,3 +201,47 @@ def test_sigterm_on_one_host_stops_every_host_at_the_same_step(tmp_path):
     assert "preemption notice on a host" in outputs[0]
     stopped = int(outputs[0].split("preempted: stopped after step ")[1].split(" ")[0])
     assert 6 <= stopped < 400 and (workdir / "checkpoints" / str(stopped)).is_dir()
+
+
+_STREAMING_HOST = """
+import dataclasses, sys
+import numpy as np
+from tests.conftest import small_config
+from lm.tasks import causal_lm
+
+class LoggedRecords:  # the grain data source, noting which records this process reads
+    def __init__(self, records):
+        self.records, self.read = records, set()
+    def __len__(self):
+        return len(self.records)
+    def __getitem__(self, index):
+        self.read.add(index)
+        return self.records[index]
+
+index, count, out = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+pipeline = causal_lm.CausalLMPipeline(small_config(**{"data.streaming": True}))
+corpus = pipeline.prepare()
+logged = LoggedRecords(corpus.train[0].records)
+corpus = dataclasses.replace(corpus, train=(dataclasses.replace(corpus.train[0], records=logged),))
+iterator = pipeline.train_iterator(corpus, index, count)
+batches = [next(iterator) for _ in range(3)]
+np.savez(out, read=np.asarray(sorted(logged.read)), **{f"{k}{i}": b[k] for i, b in enumerate(batches) for k in b})
+"""
+
+
+@pytest.mark.multihost
+def test_streaming_processes_read_disjoint_records_and_together_make_the_one_process_batch(tmp_path):
+    """data.streaming=true, as two processes (hosts) and as one: each host reads only its own
+    records, and at every step host 0's rows followed by host 1's are the one-process batch."""
+    runs = {"one": (0, 1), "host0": (0, 2), "host1": (1, 2)}
+    procs = {name: subprocess.Popen([sys.executable, "-c", _STREAMING_HOST, str(i), str(n), str(tmp_path / name)],
+                                    cwd=REPO, env=device_env(None), stderr=subprocess.PIPE, text=True)
+             for name, (i, n) in runs.items()}
+    for name, proc in procs.items():
+        assert proc.wait(timeout=600) == 0, proc.stderr.read()[-3000:]
+    one, host0, host1 = (np.load(tmp_path / f"{name}.npz") for name in runs)
+    assert not set(host0["read"]) & set(host1["read"]), "two hosts read the same record"
+    assert set(host0["read"]) | set(host1["read"]) == set(one["read"])
+    for key in (k for k in one.files if k != "read"):
+        assert host0[key].shape[0] == host1[key].shape[0] == one[key].shape[0] // 2
+        assert np.array_equal(np.concatenate([host0[key], host1[key]]), one[key]), key

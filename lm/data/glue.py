@@ -1,5 +1,5 @@
 """Labelled sentence(-pair) classification data: SST-2, MRPC and RTE from local files
-(../shared/data/<task>) or from tfds's `glue/<task>` by name, tokenized into BERT inputs.
+(<data dir>/<task>: data.data_dir or $LM_DATA_DIR) or from tfds's `glue/<task>` by name, tokenized into BERT inputs.
 
 Splits are "train" and "validation". Local files: SST-2's stsa.binary.{train,dev}; MRPC's
 msr_paraphrase_{train,test}.txt (the MSR test split serves as validation: GLUE's own dev set
@@ -36,17 +36,20 @@ class LabelledSplit:
     labels: np.ndarray  # int32 [N]
 
 
-def data_dir(config: FinetuneConfig) -> Path:
+def data_dir(config: FinetuneConfig, root: str | None = None) -> Path:
+    """finetune.data_dir, else <root>/<task> (root: data.data_dir or $LM_DATA_DIR)."""
     if config.data_dir:
-        return Path(corpus_lib.resolve_path(config.data_dir))
-    return corpus_lib.REPO_ROOT.parent / "shared" / "data" / config.task
+        return Path(corpus_lib.resolve_path(config.data_dir, root))
+    root = corpus_lib.data_dir() if root is None else root
+    return Path(root or "<LM_DATA_DIR unset>") / config.task
 
 
 def _read_local(task: str, path: Path) -> LabelledSplit:
     if not path.exists():
-        raise ConfigError(f"{path} does not exist: set finetune.data_dir to the folder with {task}'s files "
-                          f"({', '.join(_LOCAL_FILES[task].values())}), or finetune.tfds_name=glue/{task} (docs/data.md: "
-                          f"where the datasets come from)")
+        raise ConfigError(f"{path} does not exist: {task} comes from {corpus_lib.DATA_SOURCES[task]}; put its "
+                          f"files ({', '.join(_LOCAL_FILES[task].values())}) in <folder>/{task} and set "
+                          f"LM_DATA_DIR=<folder> or --config.data.data_dir=<folder> (or finetune.data_dir, or "
+                          f"finetune.tfds_name=glue/{task})")
     if task == "sst2":
         rows = [line.rstrip("\n").split(" ", 1) for line in path.read_text(encoding="utf-8").splitlines() if line]
         return LabelledSplit([r[1] for r in rows], None, np.asarray([int(r[0]) for r in rows], np.int32))
@@ -78,10 +81,12 @@ def _read_tfds(config: FinetuneConfig, split: str, allow_download: bool) -> Labe
                          np.asarray([int(r["label"]) for r in records], np.int32))
 
 
-def load(config: FinetuneConfig, split: str, allow_download: bool = False) -> LabelledSplit:
+def load(config: FinetuneConfig, split: str, allow_download: bool = False,
+         root: str | None = None) -> LabelledSplit:
+    """One split; local files are read from data_dir(config, root)."""
     if config.tfds_name:
         return _read_tfds(config, split, allow_download)
-    return _read_local(config.task, data_dir(config) / _LOCAL_FILES[config.task][split])
+    return _read_local(config.task, data_dir(config, root) / _LOCAL_FILES[config.task][split])
 
 
 def lowercased(split: LabelledSplit) -> LabelledSplit:

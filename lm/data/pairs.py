@@ -197,3 +197,43 @@ class PretrainingExamples:
                 "segment_ids": zeros(np.int32, self.seq_len), "mlm_positions": zeros(np.int32, p),
                 "mlm_targets": zeros(np.int32, p), "mlm_weights": zeros(np.float32, p),
                 "nsp_labels": np.int32(0), "nsp_weights": np.float32(0.0)}
+
+
+class StreamedPairs:
+    """Streaming BERT rows (lm/data/packing.py, RowSpec size 0): row t of a slot comes from the
+    slot's record t, split into documents by `boundary`: a random anchor sentence that has a
+    successor, the sentences from it on as A and B, or B from another document of the record (of
+    the next record when the record holds one), masked as PretrainingExamples masks. Only the
+    sentences a pair can use are tokenized. Records with no anchor hand over to the next one."""
+
+    _CHARS_PER_TOKEN = 8  # tokenize at most this many characters per row token: more than a pair needs
+
+    def __init__(self, seq_len: int, ids: SpecialIds, config: MlmConfig, boundary: str, lowercase: bool):
+        self.seq_len, self.ids, self.config, self.boundary, self.lowercase = seq_len, ids, config, boundary, lowercase
+
+    def _documents(self, text: str) -> list[list[str]]:
+        return split_documents(text.lower() if self.lowercase else text, self.boundary)
+
+    def _tokenized(self, tokenizer, sentences: list[str]) -> list[np.ndarray]:
+        budget, taken = self.seq_len * self._CHARS_PER_TOKEN, []
+        for sentence in sentences:
+            if budget <= 0 and len(taken) >= 2:
+                break
+            taken.append(sentence)
+            budget -= len(sentence)
+        return [np.asarray(ids, np.int32) for ids in encode_sentences(tokenizer, taken) if ids]
+
+    def __call__(self, text_at, position: int, rng: np.random.Generator, tokenizer) -> dict[str, np.ndarray]:
+        for offset in range(16):
+            documents = self._documents(text_at(position + offset))
+            anchors = [(d, s) for d, doc in enumerate(documents) for s in range(len(doc) - 1)]
+            if anchors:
+                break
+        else:
+            raise ConfigError("16 records in a row have no sentence with a successor: check mlm.document_boundary")
+        d, s = anchors[int(rng.integers(len(anchors)))]
+        others = [doc for i, doc in enumerate(documents) if i != d] or self._documents(text_at(position + offset + 1))
+        other = others[int(rng.integers(len(others)))]
+        start = int(rng.integers(len(other)))
+        docs = Documents([self._tokenized(tokenizer, documents[d][s:]), self._tokenized(tokenizer, other[start:])])
+        return PretrainingExamples(docs, self.seq_len, self.ids, self.config)(np.asarray([0, 0]), rng)

@@ -26,7 +26,7 @@ import os
 import numpy as np
 
 from lm.config import ConfigError, DataConfig, TokenizerConfig
-from lm.data import batching
+from lm.data import batching, packing
 from lm.data import corpus as corpus_lib
 from lm.data import text as text_lib
 from lm.data import tokenizer as tokenizer_lib
@@ -60,33 +60,11 @@ def _tokenize_cached(source: corpus_lib.TextSource, tokenizer: tokenizer_lib.Tok
         os.makedirs(os.path.dirname(base), exist_ok=True)
         dtype = np.uint16 if tokenizer.vocab_size <= np.iinfo(np.uint16).max else np.uint32
         tmp = f"{base}.bin.tmp{os.getpid()}"
-        count, num_bytes, pending, pending_chars = 0, 0, [], 0
+        count, num_bytes = 0, 0
         with open(tmp, "wb") as out:
-            def flush():
-                nonlocal count, pending_chars
-                # A huge document (a file that is one line) is encoded in pieces cut at whitespace:
-                # sentencepiece's memory grows with the length of what it is given (~60 bytes a
-                # character), and pieces cut at a space tokenize as the whole would.
-                pieces = [(k == 0, piece) for document in pending
-                          for k, piece in enumerate(text_lib.split_long_line(document, _ENCODE_PIECE_CHARS))]
-                for start in range(0, len(pieces), _ENCODE_CHUNK):
-                    group = pieces[start:start + _ENCODE_CHUNK]
-                    for (opens, _), ids in zip(group, tokenizer.encode_batch([piece for _, piece in group])):
-                        row = np.asarray([tokenizer.eos_id, *ids] if opens else ids, dtype)
-                        out.write(row.tobytes())
-                        count += len(row)
-                pending.clear()
-                pending_chars = 0
-
-            for document in _cleaned(source):
-                pending.append(document)
-                pending_chars += len(document)
-                num_bytes += len(document.encode())
-                if len(pending) == _ENCODE_CHUNK or pending_chars >= _ENCODE_CHARS:
-                    flush()
-            flush()
-            out.write(np.asarray([tokenizer.eos_id], dtype).tobytes())
-            count += 1
+            for row, row_bytes in _stream_rows(_cleaned(source), tokenizer, dtype):
+                out.write(row.tobytes())
+                count, num_bytes = count + len(row), num_bytes + row_bytes
         if count < 3:
             raise ConfigError(f"{source.identity} has no text after cleaning: give a corpus with text in it")
         os.replace(tmp, base + ".bin")
@@ -98,8 +76,42 @@ def _tokenize_cached(source: corpus_lib.TextSource, tokenizer: tokenizer_lib.Tok
     return np.memmap(base + ".bin", dtype=meta["dtype"], mode="r", shape=(meta["length"],)), meta["bytes"]
 
 
+def _stream_rows(documents, tokenizer: tokenizer_lib.Tokenizer, dtype):
+    """The stream's layout, `[EOS] doc0 [EOS] doc1 ... [EOS]`, as pieces: ([EOS, *ids], UTF-8
+    bytes of the document) per cleaned document, then ([EOS], 0)."""
+    pending = []
+
+    def encoded():
+        # A huge document (a file that is one line) is encoded in pieces cut at whitespace:
+        # sentencepiece's memory grows with the length of what it is given.
+        pieces = [(k == 0, piece) for document in pending
+                  for k, piece in enumerate(text_lib.split_long_line(document, _ENCODE_PIECE_CHARS))]
+        for start in range(0, len(pieces), _ENCODE_CHUNK):
+            group = pieces[start:start + _ENCODE_CHUNK]
+            for (opens, piece), ids in zip(group, tokenizer.encode_batch([piece for _, piece in group])):
+                yield np.asarray([tokenizer.eos_id, *ids] if opens else ids, dtype), len(piece.encode())
+        pending.clear()
+
+    pending_chars = 0
+    for document in documents:
+        pending.append(document)
+        pending_chars += len(document)
+        if len(pending) == _ENCODE_CHUNK or pending_chars >= _ENCODE_CHARS:
+            yield from encoded()
+            pending_chars = 0
+    yield from encoded()
+    yield np.asarray([tokenizer.eos_id], dtype), 0
+
+
+def token_stream(documents, tokenizer: tokenizer_lib.Tokenizer) -> tuple[np.ndarray, int]:
+    """(token stream, UTF-8 bytes) of cleaned documents, in memory, laid out as training's
+    cached streams are (tools/evaluate.py scores other text with it)."""
+    rows = list(_stream_rows(documents, tokenizer, np.int32))
+    return np.concatenate([row for row, _ in rows]), sum(num_bytes for _, num_bytes in rows)
+
+
 @contextlib.contextmanager
-def _cache_lock(cache_dir: str):
+def cache_lock(cache_dir: str):
     """Serialises preparation across processes sharing a cache (several local processes, or
     hosts on one filesystem): the first builds, the others then find the finished cache."""
     os.makedirs(cache_dir, exist_ok=True)
@@ -114,7 +126,7 @@ def _cache_lock(cache_dir: str):
 def prepare(data: DataConfig, tokenizer_config: TokenizerConfig) -> Corpus:
     """Opens both splits, loads or trains the tokenizer, and tokenizes (cached)."""
     cache_dir = corpus_lib.cache_root(data)
-    with _cache_lock(cache_dir):
+    with cache_lock(cache_dir):
         return _prepare(data, tokenizer_config, cache_dir)
 
 
@@ -145,25 +157,14 @@ class Windows:
         return self.length
 
     def __getitem__(self, index: int) -> dict[str, np.ndarray]:
-        length = self.seq_len
-        window = np.full(length + 1, self.pad_id, np.int32)
+        window = np.full(self.seq_len + 1, self.pad_id, np.int32)
         if index < self.num_real:
-            piece = self.tokens[index * length: index * length + length + 1]
+            piece = self.tokens[index * self.seq_len: index * self.seq_len + self.seq_len + 1]
             window[:len(piece)] = piece
             num_targets = len(piece) - 1
         else:
             num_targets = 0
-        inputs, targets = window[:-1], window[1:]
-        real = np.arange(length) < num_targets
-        starts = (inputs == self.eos_id) & real
-        segment_ids = np.where(real, np.cumsum(starts) + (0 if starts[0] else 1), 0).astype(np.int32)
-        index_in_row = np.arange(length)
-        positions = index_in_row - np.maximum.accumulate(np.where(starts, index_in_row, 0))
-        return {
-            "inputs": inputs, "targets": targets, "positions": positions.astype(np.int32),
-            "segment_ids": segment_ids, "weights": real.astype(np.float32),
-            "target_bytes": np.where(real, self.byte_lengths[targets], 0).astype(np.int32),
-        }
+        return packing.packed_row(window, num_targets, self.eos_id, self.byte_lengths)
 
 
 def train_iterator(corpus: Corpus, seq_len: int, global_batch: int, seed: int, process_index: int = 0,
@@ -182,6 +183,13 @@ def train_iterator(corpus: Corpus, seq_len: int, global_batch: int, seed: int, p
 def eval_batches(corpus: Corpus, seq_len: int, global_batch: int, max_batches: int = 0, process_index: int = 0,
                  process_count: int = 1):
     """One pass over the validation split for this process, padded to whole batches."""
-    tok = corpus.tokenizer
-    windows = Windows(corpus.validation_tokens, seq_len, tok.eos_id, tok.pad_id, tok.byte_lengths, keep_partial=True)
+    return stream_batches(corpus.validation_tokens, corpus.tokenizer, seq_len, global_batch, max_batches,
+                          process_index, process_count)
+
+
+def stream_batches(tokens: np.ndarray, tok: tokenizer_lib.Tokenizer, seq_len: int, global_batch: int,
+                   max_batches: int = 0, process_index: int = 0, process_count: int = 1):
+    """One pass over a token stream in windows of `seq_len` (the last one partial), for this
+    process, padded to whole batches of `global_batch` rows; `max_batches` > 0 stops early."""
+    windows = Windows(tokens, seq_len, tok.eos_id, tok.pad_id, tok.byte_lengths, keep_partial=True)
     return batching.eval_pass(windows, windows.num_real, global_batch, max_batches, process_index, process_count)

@@ -54,14 +54,14 @@ def _open_text(path: str):
     return gzip.open(path, "rt", encoding="utf-8") if path.endswith(".gz") else open(path, encoding="utf-8")
 
 
-def _read_local(spec: str, field: str, keys: Sequence[str]) -> list[tuple[str, ...]]:
+def _read_local(spec: str, field: str, keys: Sequence[str], root: str) -> list[tuple[str, ...]]:
     """One tuple per example: the text of each of `keys` (input first, then its target(s))."""
     examples = []
     for pattern in (p.strip() for p in spec.split(",") if p.strip()):
         if "{key}" in pattern:
             sides = []
             for key in keys:
-                (path,) = corpus_lib.expand_files(pattern.replace("{key}", key), field)[:1]
+                (path,) = corpus_lib.expand_files(pattern.replace("{key}", key), field, root)[:1]
                 with _open_text(path) as f:
                     sides.append(f.read().split("\n"))
             if all(side and side[-1] == "" for side in sides):
@@ -71,7 +71,7 @@ def _read_local(spec: str, field: str, keys: Sequence[str]) -> list[tuple[str, .
                 raise ConfigError(f"{field}: {pattern!r} gives {counts} lines; parallel files must align line by line")
             examples.extend(zip(*sides))
             continue
-        for path in corpus_lib.expand_files(pattern, field):
+        for path in corpus_lib.expand_files(pattern, field, root):
             with _open_text(path) as f:
                 for number, line in enumerate(f, 1):
                     if not line.strip():
@@ -129,7 +129,8 @@ def read_examples(config: Config, split: str) -> list[tuple[str, ...]]:
         if not spec:
             raise ConfigError(f"{field} is empty: the {split} split of a seq2seq task needs its own files "
                               f"(JSON lines, or parallel files with a {{key}} placeholder)")
-        raw = _read_local(spec, field, [s2s.input_key, *(references or [s2s.target_key])])
+        raw = _read_local(spec, field, [s2s.input_key, *(references or [s2s.target_key])],
+                          corpus_lib.data_dir(data))
     examples = [tuple(text_lib.clean(text_lib.decode_utf8(text)) for text in example) for example in raw]
     examples = [(s2s.input_prefix + example[0], *example[1:]) for example in examples if example[0] and example[1]]
     if not examples:

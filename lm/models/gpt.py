@@ -43,8 +43,10 @@ class GPT(nn.Module):
         if cfg.tie_embeddings:
             logits_BLV = embed.attend(x_BLD)
         else:
-            kernel = self.param("output", layers.normal_init(("embed", "vocab")), (cfg.embed_dim, cfg.vocab_size),
-                                jnp.dtype(cfg.param_dtype))
+            init = layers.normal_init(("embed", "vocab"), 0.0 if cfg.zero_init_outputs else 0.02)
+            kernel = self.param("output", init, (cfg.embed_dim, cfg.vocab_size), jnp.dtype(cfg.param_dtype))
             logits_BLV = jnp.einsum("BLD,DV->BLV", x_BLD, kernel.astype(cfg.dtype), preferred_element_type=jnp.float32)
+        if cfg.logit_softcap:  # Gemma 2's soft-capping: logits stay within +-cap, smoothly
+            logits_BLV = cfg.logit_softcap * jnp.tanh(logits_BLV / cfg.logit_softcap)
         return nn.with_logical_constraint(logits_BLV, ("batch", "length", "vocab"))
 

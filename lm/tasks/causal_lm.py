@@ -7,7 +7,7 @@ import math
 import jax.numpy as jnp
 
 from lm import losses
-from lm.data import pipeline
+from lm.data import packing, pipeline, streaming
 from lm.tasks import base
 
 
@@ -47,11 +47,20 @@ class CausalLM(base.Objective):
 
 
 class CausalLMPipeline(base.Pipeline):
-    def prepare(self) -> pipeline.Corpus:
-        return pipeline.prepare(self.config.data, self.config.tokenizer)
+    def prepare(self) -> pipeline.Corpus | streaming.StreamingCorpus:
+        c = self.config
+        if streaming.enabled(c.data):
+            budget = streaming.validation_budget(c.data.seq_len, self.eval_batch_size, c.eval.max_batches)
+            return streaming.prepare(c.data, c.tokenizer, budget)
+        return pipeline.prepare(c.data, c.tokenizer)
 
     def train_iterator(self, corpus, process_index: int = 0, process_count: int = 1):
         c = self.config
+        if isinstance(corpus, streaming.StreamingCorpus):
+            tok = corpus.tokenizer
+            rows = packing.CausalRows(c.data.seq_len, tok.eos_id, tok.byte_lengths).spec()
+            return streaming.train_iterator(corpus, rows, c.train.batch_size, c.data.seed, process_index,
+                                            process_count, c.data.num_workers)
         return pipeline.train_iterator(corpus, c.data.seq_len, c.train.batch_size, c.data.seed, process_index,
                                        process_count, c.data.prefetch)
 

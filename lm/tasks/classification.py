@@ -131,8 +131,9 @@ class ClassificationPipeline(base.Pipeline):
 
     def prepare(self) -> ClassificationData:
         c = self.config
-        train = glue.load(c.finetune, "train", c.data.allow_download)
-        validation = glue.load(c.finetune, "validation", c.data.allow_download)
+        root = corpus_lib.data_dir(c.data)
+        train = glue.load(c.finetune, "train", c.data.allow_download, root)
+        validation = glue.load(c.finetune, "validation", c.data.allow_download, root)
         if c.data.lowercase:
             train, validation = glue.lowercased(train), glue.lowercased(validation)
         tokenizer = self._tokenizer(iter(train.first + (train.second or [])))

@@ -23,15 +23,18 @@ from lm import losses
 from lm.config import Config, ConfigError
 from lm.data import batching
 from lm.data import corpus as corpus_lib
-from lm.data import glue, pairs
+from lm.data import glue, packing, pairs, streaming
 from lm.data import tokenizer as tokenizer_lib
 from lm.tasks import base
+
+
+VALIDATION_CHARS = 1_000_000  # streaming: validation pairs come from this much of the validation records
 
 
 @dataclasses.dataclass(frozen=True)
 class PretrainingData:
     tokenizer: tokenizer_lib.Tokenizer
-    train: pairs.Documents
+    train: pairs.Documents | streaming.StreamingCorpus  # the latter with data.streaming
     validation: pairs.Documents
     ids: pairs.SpecialIds
 
@@ -61,7 +64,7 @@ def task_text(config: Config) -> str:
     """finetune.task's training inputs as blank-line separated documents, labels dropped: a
     sentence pair is one document of its two sentences; single sentences are grouped in file
     order. Only the train split is read: the validation split stays unseen."""
-    split = glue.load(config.finetune, "train", config.data.allow_download)
+    split = glue.load(config.finetune, "train", config.data.allow_download, corpus_lib.data_dir(config.data))
     if split.second is not None:
         documents = [[a, b] for a, b in zip(split.first, split.second)]
     else:
@@ -131,6 +134,8 @@ class MlmNspPipeline(base.Pipeline):
 
     def prepare(self) -> PretrainingData:
         data, boundary = self.config.data, self.config.mlm.document_boundary
+        if streaming.enabled(data) and self.config.mlm.corpus != "finetune_task":
+            return self._prepare_streaming()
         if data.tfds_name:
             raise ConfigError("train.objective=mlm_nsp reads local text files with document structure: set "
                               "data.train_files (and data.validation_files) instead of data.tfds_name")
@@ -140,12 +145,13 @@ class MlmNspPipeline(base.Pipeline):
             text = text.lower() if data.lowercase else text
             identity = tokenizer_lib.text_identity("pairs:task", [text])
         else:
-            train_files = corpus_lib.expand_files(data.train_files, "data.train_files")
+            train_files = corpus_lib.expand_files(data.train_files, "data.train_files", corpus_lib.data_dir(data))
             text, identity = self._text(train_files), _identity(train_files, boundary, data.lowercase)
         train_docs = pairs.split_documents(text, boundary)
         if data.validation_files:
             validation_docs = pairs.split_documents(
-                self._text(corpus_lib.expand_files(data.validation_files, "data.validation_files")), boundary)
+                self._text(corpus_lib.expand_files(data.validation_files, "data.validation_files",
+                                                   corpus_lib.data_dir(data))), boundary)
         else:  # hold out whole documents at the end
             cut = max(1, int(round(len(train_docs) * (1 - data.validation_fraction))))
             train_docs, validation_docs = train_docs[:cut], train_docs[cut:]
@@ -159,11 +165,32 @@ class MlmNspPipeline(base.Pipeline):
         return PretrainingData(tokenizer, pairs.Documents.tokenize(train_docs, tokenizer),
                                pairs.Documents.tokenize(validation_docs, tokenizer), ids)
 
+    def _prepare_streaming(self) -> PretrainingData:
+        """Training pairs streamed from records (data.train: the StreamingCorpus); validation
+        pairs from the first VALIDATION_CHARS of the validation records, as the pre-pass path's."""
+        data = self.config.data
+        corpus = streaming.prepare(data, self.config.tokenizer, validation_tokens=2)
+        text, budget = [], VALIDATION_CHARS
+        for source in corpus.validation:
+            for index in range(len(source)):
+                text.append(source[index])
+                budget -= len(text[-1])
+                if budget <= 0:
+                    break
+        text = "\n\n".join(text)
+        validation = pairs.split_documents(text.lower() if data.lowercase else text, self.config.mlm.document_boundary)
+        return PretrainingData(corpus.tokenizer, corpus, pairs.Documents.tokenize(validation, corpus.tokenizer),
+                               pairs.SpecialIds.from_tokenizer(corpus.tokenizer))
+
     def _examples(self, data: PretrainingData, docs: pairs.Documents):
         return pairs.PretrainingExamples(docs, self.config.data.seq_len, data.ids, self.config.mlm)
 
     def train_iterator(self, data: PretrainingData, process_index: int = 0, process_count: int = 1):
         c = self.config
+        if isinstance(data.train, streaming.StreamingCorpus):
+            rows = pairs.StreamedPairs(c.data.seq_len, data.ids, c.mlm, c.mlm.document_boundary, c.data.lowercase)
+            return streaming.train_iterator(data.train, packing.RowSpec(0, 0, rows), c.train.batch_size, c.data.seed,
+                                            process_index, process_count, c.data.num_workers, c.data.seq_len)
         return iter(batching.batched(data.train.anchors(), c.train.batch_size, process_index, process_count,
                                      seed=c.data.seed, prefetch=c.data.prefetch,
                                      random_map=self._examples(data, data.train)))

@@ -19,7 +19,7 @@ import dataclasses
 import numpy as np
 
 from lm.config import ConfigError
-from lm.data import batching, pipeline
+from lm.data import batching, packing, pipeline, streaming
 from lm.data import span_corruption as spans
 from lm.tasks.seq2seq import EncoderDecoderObjective, EncoderDecoderPipeline
 
@@ -58,11 +58,19 @@ class WindowPipeline(_Windows, EncoderDecoderPipeline):
     def corruptor(self, tokenizer) -> spans.WindowCorruptor:
         raise NotImplementedError
 
-    def prepare(self) -> pipeline.Corpus:
-        return pipeline.prepare(self.config.data, self.config.tokenizer)
+    def prepare(self) -> pipeline.Corpus | streaming.StreamingCorpus:
+        c = self.config
+        if streaming.enabled(c.data):
+            budget = streaming.validation_budget(self.lengths.raw, self.eval_batch_size, c.eval.max_batches)
+            return streaming.prepare(c.data, c.tokenizer, budget)
+        return pipeline.prepare(c.data, c.tokenizer)
 
     def train_iterator(self, corpus, process_index: int = 0, process_count: int = 1):
         c = self.config
+        if isinstance(corpus, streaming.StreamingCorpus):  # windows of the slots' streams, corrupted per row
+            rows = packing.RowSpec(self.lengths.raw, self.lengths.raw, self.corruptor(corpus.tokenizer))
+            return streaming.train_iterator(corpus, rows, c.train.batch_size, c.data.seed, process_index,
+                                            process_count, c.data.num_workers)
         return iter(batching.batched(spans.Windows(corpus.train_tokens, self.lengths.raw), c.train.batch_size,
                                      process_index, process_count, seed=c.data.seed, prefetch=c.data.prefetch,
                                      random_map=self.corruptor(corpus.tokenizer)))

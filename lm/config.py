@@ -174,8 +174,7 @@ class OptimizerConfig:
                "end_learning_rate_fraction"})
     warmup_steps: int = setting(100, "steps of linear warm-up from 0.", within="[0, inf)")
     decay_steps: int = setting(0, "steps the schedule decays over; 0: train.steps", within="[0, inf)")
-    end_learning_rate_fraction: float = setting(0.1, "linear, cosine and wsd end at this share of the peak.",
-                                                within="[0, 1]")
+    end_learning_rate_fraction: float = setting(0.1, "linear, cosine, wsd end at this share of peak", within="[0, 1]")
     cooldown_fraction: float = setting(0.2, "schedule='wsd': share of the steps (of decay_steps, or train.steps) "
                                             "over which the rate falls, at the end.")
     weight_decay: float = setting(0.1, "decoupled; never applied to norms and biases.", within="[0, inf)")
@@ -232,10 +231,7 @@ class CheckpointConfig:
     keep: int = setting(2, "newest checkpoints kept (plus the best, with keep_best).")
     keep_best: bool = setting(True, "also keep the best checkpoint by validation loss.")
     async_save: bool = setting(True, "write checkpoints in the background while training goes on.")
-    divergence_factor: float = setting(
-        4.0, "a checkpoint is written only if the mean training loss since the previous one is at most this many "
-        "times the best such mean so far (or no worse than the first step's); else the run stops as diverged. "
-        "inf: never.", within="(1, inf]")
+    divergence_factor: float = setting(4.0, "diverged above this x the lowest mean loss", within="(1, inf]")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -294,8 +290,7 @@ class MlmConfig:
     mask_token_fraction: float = setting(0.8, "... of which this share becomes [MASK],")
     random_token_fraction: float = setting(0.1, "this share a random piece, and the rest stays unchanged.")
     max_predictions: int = setting(20, "masked positions per example the MLM head scores (static shape).")
-    short_pair_rate: float = setting(0.1, "pairs made shorter than data.seq_len, so short inputs are seen too.",
-                                     within="[0, 1]")
+    short_pair_rate: float = setting(0.1, "pairs made shorter than data.seq_len, so short inputs are seen too.")
     nsp_weight: float = setting(1.0, "loss = MLM loss + nsp_weight * NSP loss.", within="[0, inf)")
     corpus: str = setting("files", "where the documents come from.", choices={
         "files": "documents from data.train_files",

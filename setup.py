@@ -35,6 +35,7 @@ EXTRAS = {
     # Hugging Face interop and the PyTorch peer benchmark. torch is pinned exactly: a range
     # pulls the multi-GB CUDA build instead of the CPU wheel.
     "hf": [
+        "tokenizers>=0.23,<0.24",  # Hugging Face tokenizer.json (lm/data/hf_tokenizer.py)
         "torch==2.13.0",
         "transformers>=5.23,<6",
         "safetensors>=0.8,<0.9",

@@ -196,7 +196,7 @@ def test_bert_masked_lm_imports_with_fresh_nsp_head_and_a_wordpiece_note(tmp_pat
     config = workdirs.import_hf(str(tmp_path / "hf"), str(tmp_path / "ours"), log=messages.append)
     assert config.train.objective == "mlm_nsp"
     assert any("NSP head" in message and "freshly initialised" in message for message in messages), messages
-    assert any("WordPiece (vocab.txt)" in message for message in messages), messages
+    assert any("WordPiece comes as vocab.txt only" in message for message in messages), messages
     inputs = _bert_inputs()
     _, model, params, _ = pretrained.restore_params(str(tmp_path / "ours"), config)
     _assert_bert_parity(_our_bert_logits(model, params, inputs), _hf_bert_logits(hf_model, inputs), inputs[2],

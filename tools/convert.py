@@ -28,7 +28,7 @@ _WORKDIR = flags.DEFINE_string("workdir", None, "Our workdir (written on import,
 _TOKENIZER = flags.DEFINE_string("tokenizer", "", "Import: a sentencepiece .model or a Hugging Face tokenizer.json "
                                  "matching the checkpoint's ids (default: the HF directory's tokenizer.model, else "
                                  "its tokenizer.json).")
-_STEP = flags.DEFINE_integer("step", 0, "Export: the checkpoint step; 0: the newest.")
+_STEP = cli.define_step_flag()  # export: which checkpoint
 _ARCHITECTURE = flags.DEFINE_enum("architecture", "", ["", *interop.ARCHITECTURES],
                                   "Export: the Hugging Face architecture; default: the one the model's shape is.")
 

@@ -29,15 +29,16 @@ def main(argv):
     import numpy as np
 
     from lm import attention_probe, pretrained, tasks
+    from lm import workdir as workdir_lib
     from lm.config import ConfigError
 
     for workdir in _WORKDIRS.value:
         source = pretrained.load(workdir)
         if source.config.model.family != "t5":
             raise ConfigError(f"{workdir} is model.family={source.config.model.family!r}: the probe reads a t5 model")
-        data_config = pretrained.read_config(_DATA_FROM.value) if _DATA_FROM.value else source.config
+        data_config = workdir_lib.read_config(_DATA_FROM.value) if _DATA_FROM.value else source.config
         data_config = dataclasses.replace(data_config, init_from="", tokenizer=source.config.tokenizer)
-        task = tasks.get(data_config)
+        task = tasks.get(data_config).pipeline
         corpus = task.prepare()
         sums = {}
         for count, batch in enumerate(task.eval_batches(corpus)):

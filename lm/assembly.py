@@ -122,11 +122,13 @@ def build_steps(config: Config, model_config: ModelConfig, mesh, objective=None,
     return Steps(model, state_shardings, abstract_state, init_fn, train_step, eval_step)
 
 
-def evaluate(run: Run, params) -> dict[str, float]:
-    """The objective's metrics over the validation split (for causal LM: loss in nats/token,
-    perplexity, bits per byte and accuracy)."""
+def evaluate(run: Run, params, batches=None) -> dict[str, float]:
+    """The objective's metrics over the validation split, or over `batches` (for causal LM: loss in
+    nats/token, perplexity, bits per byte and accuracy)."""
     totals = None
-    for batch in run.task.pipeline.eval_batches(run.data, jax.process_index(), jax.process_count()):
+    if batches is None:
+        batches = run.task.pipeline.eval_batches(run.data, jax.process_index(), jax.process_count())
+    for batch in batches:
         sums = run.eval_step(params, sharding.to_global(batch, run.mesh))
         totals = sums if totals is None else jax.tree.map(lambda a, b: a + b, totals, sums)
     return run.task.objective.eval_metrics(jax.tree.map(float, jax.device_get(totals)))

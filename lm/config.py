@@ -70,11 +70,15 @@ class ModelConfig:
                                     "(0: one block, the dense path).")
     num_classes: int = setting(0, "0: the family's pretraining heads; >= 2: a classifier with this many classes "
                                   "(train.objective=classification).")
+    classify: str = setting("sequence", "what a classifier (num_classes >= 2) labels.", choices={
+        "sequence": "each row, from its pooled states (train.objective=classification)",
+        "token": "each token (token_classification's tags; extractive_qa's start and end, num_classes=2)"})
 
     # Read by the bert family only; other families must leave the defaults (checked).
     type_vocab_size: int = setting(2, "token-type (segment A/B) embeddings.", family="bert")
-    pooling: str = setting("cls", "what the pooler reads.", family="bert", choices={
-        "cls": "the first token, BERT's", "mean": "the mean over real tokens"})
+    pooling: str = setting("cls", "what a sequence classifier pools.", choices={
+        "cls": "the first token, BERT's [CLS] (bert)", "mean": "the mean over real tokens (bert, gpt, t5)",
+        "last": "the last real token, the one that has seen the whole text (gpt)"})
     norm_position: str = setting("pre", "where each block's norms sit.", family="bert", choices={
         "pre": "ours: x + f(norm(x)), then a final norm",
         "post": "the original BERT's, so HF checkpoints convert: norm(x + f(x)), no final norm"})
@@ -164,7 +168,10 @@ class TrainConfig:
         "causal_lm": "next-token prediction (gpt)", "mlm_nsp": "masked LM + next sentence (bert)",
         "classification": "sentence classification (bert, finetune.*)", "span_corruption": "T5 pretraining (t5)",
         "seq2seq": "input -> target pairs (t5, seq2seq.*)", "prefix_lm": "continue a text's prefix (t5)",
-        "denoise": "span corruption of the task's own text (t5)"})
+        "denoise": "span corruption of the task's own text (t5)",
+        "token_classification": "a tag per word, BIO entities (gpt, bert; finetune.*)",
+        "extractive_qa": "answer spans of SQuAD-format data (gpt, bert; finetune.*)",
+        "sft": "prompt -> response, the loss on the response (gpt; finetune.*)"})
     steps: int = setting(1000, "optimizer steps of the whole run.")
     batch_size: int = setting(32, "global, across all devices and hosts.", guarded=True)
     microbatches: int = setting(1, "gradient accumulation: batch_size is split into this many.")
@@ -267,7 +274,8 @@ class MlmConfig:
 
 @dataclasses.dataclass(frozen=True)
 class FinetuneConfig:
-    """Sentence classification on a pretrained encoder (train.objective=classification, lm/tasks/classification.py)."""
+    """Fine-tuning on labelled data: classification (lm/tasks/classification.py), token_classification,
+    extractive_qa and sft (docs/finetune.md)."""
     guarded_on_resume: ClassVar[bool] = False
 
     task: str = setting("sst2", "the GLUE task.", choices=("sst2", "mrpc", "rte"), guarded=True)
@@ -286,6 +294,25 @@ class FinetuneConfig:
                                       "pretrained + init_perturb * a fresh init (norm scales and biases stay as "
                                       "trained). 1.0 and 0.0: the pretrained params unchanged.")
     init_perturb: float = setting(0.0, "see init_shrink.")
+    # The user's own labelled files (classification, token_classification, extractive_qa, sft).
+    train_files: str = setting("", "training files or globs, comma separated: .csv/.tsv/.jsonl (classification), "
+                                   ".conll (token_classification), SQuAD .json (extractive_qa), .jsonl (sft). "
+                                   "Set: they replace finetune.task's built-in data.", guarded=True)
+    validation_files: str = setting("", "the split that selects the checkpoint (early stopping, best).", guarded=True)
+    test_files: str = setting("", "a held-out split, scored on the best checkpoint only and reported apart "
+                                  "(eval_report.json: test/...).", guarded=True)
+    text_fields: str = setting("text", "classification: the text field, or two comma separated (a pair); sft: the "
+                                       "prompt field.", guarded=True)
+    label_field: str = setting("label", "classification: the label field (any strings: their names, from the "
+                                        "training split, go to eval_report.json); sft: the response field.",
+                               guarded=True)
+    max_question_tokens: int = setting(64, "extractive_qa: questions are cut to this many tokens.", guarded=True)
+    doc_stride: int = setting(128, "extractive_qa: context windows start every this many tokens (they overlap by "
+                                   "the window's context length minus this).", guarded=True)
+    max_answer_tokens: int = setting(30, "extractive_qa: longest span predicted.")
+    chat_template: str = setting("### Instruction:\n{prompt}\n\n### Response:\n", "sft: how a prompt is shown; "
+                                 "the response follows. Kept in the workdir's config; tools/generate.py --chat "
+                                 "applies it.", guarded=True)
 
 
 @dataclasses.dataclass(frozen=True)

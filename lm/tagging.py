@@ -113,3 +113,55 @@ class DictionaryTagger:
             else:
                 i += 1
         return tags
+
+
+# --- the same counts on device, inside the jitted eval step --------------------------------------
+
+PREFIX_CODES = {"O": 0, "B": 1, "I": 2}
+
+
+def tag_codes(label_names: Sequence[str]) -> tuple[list[int], list[int]]:
+    """Per label id: its prefix code (O 0, B 1, I 2) and an entity type number (O: -1)."""
+    types = sorted({name[2:] for name in label_names if name != OUTSIDE})
+    prefixes = [PREFIX_CODES[name[0]] for name in label_names]
+    type_ids = [-1 if name == OUTSIDE else types.index(name[2:]) for name in label_names]
+    return prefixes, type_ids
+
+
+def entity_sums(predicted_BL, true_BL, valid_BL, prefix_C, type_C):
+    """(correct, predicted, true) entity counts of a batch of BIO tag-id rows, as `entities`
+    defines them on the valid positions only (a row's words: other positions are a word's later
+    pieces or padding and are skipped, as if absent). jnp arrays; prefix_C and type_C from
+    `tag_codes`."""
+    import jax  # noqa: PLC0415 (the host-side half of this module needs no jax)
+    import jax.numpy as jnp  # noqa: PLC0415
+
+    length = valid_BL.shape[1]
+    index_BL = jnp.broadcast_to(jnp.arange(length), valid_BL.shape)
+
+    def starts_and_ends(tags_BL):
+        prefix = jnp.where(valid_BL, jnp.take(prefix_C, tags_BL), 0)
+        type_ = jnp.where(valid_BL, jnp.take(type_C, tags_BL), -1)
+        # The previous valid position's tag (O before the first): forward fill of valid indices.
+        last_valid = jax.lax.cummax(jnp.where(valid_BL, index_BL, -1), axis=1)
+        previous = jnp.concatenate([jnp.full_like(last_valid[:, :1], -1), last_valid[:, :-1]], axis=1)
+        prev_prefix = jnp.where(previous >= 0, jnp.take_along_axis(prefix, jnp.maximum(previous, 0), axis=1), 0)
+        prev_type = jnp.where(previous >= 0, jnp.take_along_axis(type_, jnp.maximum(previous, 0), axis=1), -1)
+        # The next valid position's tag (O after the last): backward fill.
+        next_valid = jnp.flip(jax.lax.cummin(jnp.flip(jnp.where(valid_BL, index_BL, length), axis=1), axis=1), axis=1)
+        following = jnp.concatenate([next_valid[:, 1:], jnp.full_like(next_valid[:, :1], length)], axis=1)
+        next_prefix = jnp.where(following < length, jnp.take_along_axis(prefix, jnp.minimum(following, length - 1),
+                                                                         axis=1), 0)
+        next_type = jnp.where(following < length, jnp.take_along_axis(type_, jnp.minimum(following, length - 1),
+                                                                       axis=1), -1)
+        inside = valid_BL & (prefix > 0)
+        starts = inside & ((prefix == 1) | (prev_prefix == 0) | (prev_type != type_))
+        ends = inside & ~((next_prefix == 2) & (next_type == type_))
+        # Each start's end: the first end at or after it.
+        end_at = jnp.flip(jax.lax.cummin(jnp.flip(jnp.where(ends, index_BL, length), axis=1), axis=1), axis=1)
+        return starts, type_, end_at
+
+    starts_p, type_p, end_p = starts_and_ends(predicted_BL)
+    starts_t, type_t, end_t = starts_and_ends(true_BL)
+    correct = starts_p & starts_t & (type_p == type_t) & (end_p == end_t)
+    return jnp.sum(correct), jnp.sum(starts_p), jnp.sum(starts_t)

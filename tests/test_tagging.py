@@ -92,3 +92,25 @@ def test_conll_refuses_malformed_lines(tmp_path):
     (tmp_path / "bad.conll").write_text("word\tO\nlonely\n")
     with pytest.raises(ConfigError, match="bad.conll:2"):
         conll.read_conll(str(tmp_path / "bad.conll"))
+
+
+def test_device_entity_counts_equal_the_host_definition_with_skipped_positions():
+    """entity_sums (jitted, over rows with non-first pieces and padding interleaved) counts what
+    EntityCounts counts on the words alone."""
+    import jax  # noqa: PLC0415
+    import jax.numpy as jnp  # noqa: PLC0415
+
+    names = ["O", "B-PER", "I-PER", "B-LOC", "I-LOC", "B-creative-work", "I-creative-work"]
+    prefix_C, type_C = (jnp.asarray(c) for c in tagging.tag_codes(names))
+    rng = np.random.default_rng(1)
+    rows, length = 64, 24
+    valid = rng.random((rows, length)) < 0.7
+    true = rng.integers(0, len(names), (rows, length))
+    predicted = np.where(rng.random((rows, length)) < 0.6, true, rng.integers(0, len(names), (rows, length)))
+    counts = jax.jit(tagging.entity_sums)(jnp.asarray(predicted), jnp.asarray(true), jnp.asarray(valid), prefix_C,
+                                          type_C)
+    expected = tagging.EntityCounts()
+    for r in range(rows):
+        expected.add([names[t] for t in true[r][valid[r]]], [names[t] for t in predicted[r][valid[r]]])
+    assert tuple(int(c) for c in counts) == (expected.correct, expected.predicted, expected.true)
+    assert expected.correct > 10  # the random rows do have matching entities

@@ -23,6 +23,7 @@ _REGISTRY = {
     "denoise": ("span_corruption", "Denoising", "DenoisingPipeline"),
     "prefix_lm": ("span_corruption", "PrefixLM", "PrefixLMPipeline"),
     "seq2seq": ("seq2seq", "Seq2Seq", "Seq2SeqPipeline"),
+    "token_classification": ("token_classification", "TokenClassification", "TokenClassificationPipeline"),
 }
 
 

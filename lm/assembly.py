@@ -14,6 +14,7 @@ from typing import Any, NamedTuple
 
 import flax.linen as nn
 import jax
+import numpy as np
 
 from lm import checkpoint as checkpoint_lib
 from lm import config as config_lib
@@ -131,4 +132,6 @@ def evaluate(run: Run, params, batches=None) -> dict[str, float]:
     for batch in batches:
         sums = run.eval_step(params, sharding.to_global(batch, run.mesh))
         totals = sums if totals is None else jax.tree.map(lambda a, b: a + b, totals, sums)
-    return run.task.objective.eval_metrics(jax.tree.map(float, jax.device_get(totals)))
+    # Scalars as floats; an objective may also sum vectors (extractive QA's per-window spans).
+    totals = jax.tree.map(lambda x: float(x) if np.ndim(x) == 0 else np.asarray(x), jax.device_get(totals))
+    return run.task.objective.eval_metrics(totals)

@@ -139,8 +139,10 @@ def _check_head(config: Config) -> None:
     if objective not in heads and m.classify != "sequence":
         raise ConfigError(f"model.classify={m.classify!r} is read by classification, token_classification and "
                           f"extractive_qa only: leave it at 'sequence'")
+    # What pools: BERT's pooler (always built), a GPT's sequence classifier; T5 reads none.
     allowed = {"bert": ("cls", "mean"), "gpt": ("last", "mean"), "t5": ("cls",)}[m.family]
-    if m.pooling not in allowed and (m.family != "gpt" or m.num_classes):
+    pools = m.family == "bert" or (m.family == "gpt" and m.num_classes and m.classify == "sequence")
+    if pools and m.pooling not in allowed:
         raise ConfigError(f"model.pooling={m.pooling!r} does not fit model.family={m.family!r}: use "
                           f"{' or '.join(allowed)}")
 

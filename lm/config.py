@@ -168,7 +168,7 @@ class TrainConfig:
         "causal_lm": "next-token prediction (gpt)", "mlm_nsp": "masked LM + next sentence (bert)",
         "classification": "sentence classification (bert, finetune.*)", "span_corruption": "T5 pretraining (t5)",
         "seq2seq": "input -> target pairs (t5, seq2seq.*)", "prefix_lm": "continue a text's prefix (t5)",
-        "denoise": "span corruption of the task's own text (t5)",
+        "denoise": "span corruption's inputs, the whole window as target (t5)",
         "token_classification": "a tag per word, BIO entities (gpt, bert; finetune.*)",
         "extractive_qa": "answer spans of SQuAD-format data (gpt, bert; finetune.*)",
         "sft": "prompt -> response, the loss on the response (gpt; finetune.*)"})

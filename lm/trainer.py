@@ -309,11 +309,9 @@ def _train(config: Config, workdir: str, allow_config_change: bool, preemption: 
 def _write_report(run: Run, workdir: str, checkpointer, fields: dict) -> dict:
     """The end-of-run hook of objectives that select a checkpoint (fine-tuning): evaluates the
     best kept checkpoint by the selection metric into eval_report.json, beside the last one."""
-    name, higher = run.task.objective.selection
+    name = run.task.objective.selection[0]
     scores = metrics_lib.records(workdir, name)
-    best = metrics_lib.best_step(workdir, checkpointer.all_steps(), name, higher_is_better=higher)
-    if best is None:
-        return {}
+    _, best = workdir_lib.resolve(workdir, "best")  # the rule every reader of a trained run uses
     state, _ = checkpointer.restore(best, run.abstract_state, with_data=False)
     last = max(scores)
     report = {**fields, "selected_by": name, "best_step": best, "best": assembly.evaluate(run, state.params),

@@ -16,9 +16,6 @@ import argparse
 import dataclasses
 import json
 import os
-import sys
-
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def small_config(overrides: dict):

@@ -10,17 +10,13 @@ Fine-tune an imported workdir (its config.json is the config; init_from loads it
       --config.train.steps=200 --config.data.train_files=MY_TEXT
 Pickled PyTorch weights are refused; safetensors only. See docs/interop.md.
 """
-import os
-import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from absl import flags
 
-from absl import flags  # noqa: E402
-
-from lm import cli, interop  # noqa: E402
-from lm.config import ConfigError  # noqa: E402
-from lm.interop import workdirs  # noqa: E402
+from lm import cli, interop
+from lm.config import ConfigError
+from lm.interop import workdirs
 
 _FROM_HF = flags.DEFINE_string("from_hf", "", "A Hugging Face model directory to import into --workdir.")
 _TO_HF = flags.DEFINE_string("to_hf", "", "A directory to write --workdir's checkpoint to, in Hugging Face format.")

@@ -8,13 +8,10 @@ a line to --predictions (default <workdir>/predictions_<split>.txt) and prints t
 """
 import json
 import os
-import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from absl import flags
 
-from absl import flags  # noqa: E402
-
-from lm import cli, evaluation  # noqa: E402
+from lm import cli, evaluation
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "A workdir trained with tools/train.py (seq2seq).", required=True)
 _SPLIT = flags.DEFINE_string("split", "validation", "train | validation | test")

@@ -7,16 +7,13 @@ The continuation goes to stdout, streamed as it is decoded; progress goes to std
 --prompts_file=FILE (one prompt a line; "\\n" inside a line is a newline) decodes them as one
 batch and prints each continuation after a "### prompt N" line. --temperature=0 is greedy.
 """
-import os
 import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from absl import flags
 
-from absl import flags  # noqa: E402
-
-from lm import cli, generate, pretrained, sampling  # noqa: E402
-from lm.config import ConfigError  # noqa: E402
+from lm import cli, generate, pretrained, sampling
+from lm.config import ConfigError
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "A workdir written by tools/train.py (or tools/convert.py).")
 _CHECKPOINT = flags.DEFINE_string("checkpoint", None, "Instead of --workdir: a workdir or one of its checkpoints, "

@@ -8,10 +8,8 @@ kind (matmul libraries, fusions, copies), plus process CPU time per step, which 
 less than wall time on a shared machine. The trace stays in --trace_dir for Perfetto.
 """
 import os
-import sys
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import collections  # noqa: E402
 import glob  # noqa: E402
@@ -23,7 +21,8 @@ import time  # noqa: E402
 
 from absl import flags  # noqa: E402
 
-from lm import assembly, benchmark, cli, sharding  # noqa: E402
+from diagnostics import benchmark  # noqa: E402
+from lm import assembly, cli, sharding  # noqa: E402
 
 _CONFIG = cli.define_config_flag("configs/bench_cpu.py")
 _STEPS = flags.DEFINE_integer("steps", 3, "Traced train steps (after one warm-up step).")

@@ -6,14 +6,10 @@ Writes the int8 params (orbax) to <workdir>/int8 and prints parameter bytes in m
 disk, validation perplexity and batch-1 decoding speed for both (see lm/quantize.py).
 """
 import json
-import os
-import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from absl import flags
 
-from absl import flags  # noqa: E402
-
-from lm import cli, quantize  # noqa: E402
+from lm import cli, quantize
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "A workdir written by tools/train.py.", required=True)
 _STEP = cli.define_step_flag()

@@ -7,15 +7,11 @@ Prints entity-level precision, recall and F1 (seqeval's definition, lm/tagging.p
 --eval file: the floor a fine-tuned tagger has to clear.
 """
 import json
-import os
-import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from absl import flags
 
-from absl import flags  # noqa: E402
-
-from lm import cli, tagging  # noqa: E402
-from lm.data import conll  # noqa: E402
+from lm import cli, tagging
+from lm.data import conll
 
 _TRAIN = flags.DEFINE_string("train", None, "CoNLL file whose entity strings make the dictionary.", required=True)
 _EVAL = flags.DEFINE_list("eval", [], "CoNLL files to score.")

@@ -130,3 +130,42 @@ def test_extractive_qa_trains_and_its_scores_equal_the_host_side_answers(tmp_pat
     expected = extractive_qa.scores(predictions, [e.answers for e in data.validation.examples])
     assert metrics["eval/exact_match"] == pytest.approx(expected["exact_match"])
     assert metrics["eval/f1"] == pytest.approx(expected["f1"])
+
+
+def test_sft_learns_responses_and_generate_chat_answers_through_the_template(tmp_path):
+    """Prompt -> response pairs whose response is a word of the prompt: the response loss falls
+    well below the untrained one, the workdir keeps the template, and tools/generate.py --chat
+    renders the prompt the way training did."""
+    import subprocess  # noqa: PLC0415
+    import sys  # noqa: PLC0415
+
+    from conftest import REPO  # noqa: PLC0415
+    from lm import trainer, workdir  # noqa: PLC0415
+
+    rng = random.Random(0)
+    colours = ["red", "green", "blue", "black", "white"]
+
+    def write(name, count):
+        with open(tmp_path / name, "w") as f:
+            for _ in range(count):
+                colour = rng.choice(colours)
+                words = [rng.choice(FILLER) for _ in range(4)] + [colour]
+                rng.shuffle(words)
+                f.write(json.dumps({"prompt": "which colour is in: " + " ".join(words), "response": colour}) + "\n")
+    write("train.jsonl", 400)
+    write("dev.jsonl", 40)
+    template = "Q: {prompt}\nA:"
+    config = _config(**{"train.objective": "sft", "finetune.train_files": str(tmp_path / "train.jsonl"),
+                        "finetune.validation_files": str(tmp_path / "dev.jsonl"), "finetune.text_fields": "prompt",
+                        "finetune.label_field": "response", "finetune.chat_template": template,
+                        "data.seq_len": 64, "model.max_len": 64, "train.steps": 80, "eval.every_steps": 40,
+                        "checkpoint.every_steps": 40})
+    metrics = trainer.train(config, str(tmp_path / "run"))
+    # Five equally likely answers (plus EOS): a model that reads the prompt does far better than ln 5.
+    assert metrics["eval/loss"] < 0.5, metrics
+    assert workdir.read_config(str(tmp_path / "run")).finetune.chat_template == template
+    out = subprocess.run([sys.executable, str(REPO / "tools" / "generate.py"), f"--workdir={tmp_path / 'run'}",
+                          "--chat", "--temperature=0", "--max_new_tokens=4", "--nostream",
+                          "--prompt=which colour is in: market blue the we near"],
+                         check=True, cwd=REPO, capture_output=True, text=True)
+    assert out.stdout.strip().split()[0] == "blue", out.stdout

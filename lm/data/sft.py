@@ -21,11 +21,13 @@ reported by `encode`.
 from __future__ import annotations
 
 import dataclasses
+import json
 from typing import Sequence
 
 import numpy as np
 
 from lm.config import ConfigError
+from lm.data import corpus as corpus_lib
 
 PROMPT = "{prompt}"
 
@@ -41,6 +43,25 @@ class ChatTemplate:
 
     def render(self, prompt: str) -> str:
         return self.prompt_format.replace(PROMPT, prompt)
+
+
+def read_jsonl(spec: str, field: str, prompt_field: str, response_field: str) -> list[tuple[str, str]]:
+    """(prompt, response) of every JSON line of `spec`'s files."""
+    pairs = []
+    for path in corpus_lib.expand_files(spec, field):
+        with open(path, encoding="utf-8") as f:
+            for number, line in enumerate(f, 1):
+                if not line.strip():
+                    continue
+                record = json.loads(line)
+                missing = [k for k in (prompt_field, response_field) if k not in record]
+                if missing:
+                    raise ConfigError(f"{path}:{number} has no field {missing[0]!r} (it has {', '.join(record)}): set "
+                                      f"finetune.text_fields (the prompt) and finetune.label_field (the response)")
+                pairs.append((str(record[prompt_field]), str(record[response_field])))
+    if not pairs:
+        raise ConfigError(f"{field}={spec!r} holds no examples")
+    return pairs
 
 
 @dataclasses.dataclass

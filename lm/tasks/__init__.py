@@ -25,6 +25,7 @@ _REGISTRY = {
     "seq2seq": ("seq2seq", "Seq2Seq", "Seq2SeqPipeline"),
     "token_classification": ("token_classification", "TokenClassification", "TokenClassificationPipeline"),
     "extractive_qa": ("extractive_qa", "ExtractiveQA", "ExtractiveQAPipeline"),
+    "sft": ("sft", "Sft", "SftPipeline"),
 }
 
 

@@ -60,7 +60,8 @@ def test_token_classification_learns_entities_and_reports_the_test_split(family,
 
     for name, count, seed in (("train", 300, 0), ("dev", 60, 1), ("test", 60, 2)):
         _write_conll(tmp_path / f"{name}.conll", _tagged_sentences(count, seed))
-    config = _config(family, **{"train.objective": "token_classification", "model.num_classes": 5,
+    config = _config(family, **{"train.objective": "token_classification", "model.num_classes": 5, "train.steps": 150,
+                                "eval.every_steps": 75, "checkpoint.every_steps": 75,
                                 "model.classify": "token", "finetune.train_files": str(tmp_path / "train.conll"),
                                 "finetune.validation_files": str(tmp_path / "dev.conll"),
                                 "finetune.test_files": str(tmp_path / "test.conll")})

@@ -74,7 +74,7 @@ def test_reads_wnut17_and_aligns_first_subwords(tmp_path):
     ids, word_of_token = conll.encode_words(tok, sentence.words)
     assert ids == tok.encode(" ".join(sentence.words))  # the pieces running text gives
     labels = conll.first_piece_labels(word_of_token, [label_ids[t] for t in sentence.tags])
-    firsts = [i for i in range(len(ids)) if i == 0 or word_of_token[i] != word_of_token[i - 1]]
+    firsts = [i for i in range(len(ids)) if word_of_token[i] >= 0 and (i == 0 or word_of_token[i] != word_of_token[i - 1])]
     assert [labels[i] for i in firsts] == [label_ids[t] for t in sentence.tags]
     assert all(labels[i] == conll.IGNORE for i in set(range(len(ids))) - set(firsts))
     assert len(ids) > len(sentence.words)  # some words have several pieces, so the rule matters
@@ -85,6 +85,21 @@ def test_reads_wnut17_and_aligns_first_subwords(tmp_path):
     cut = firsts[15]
     assert conll.word_predictions(predictions[:cut], word_of_token[:cut], len(sentence.words))[15:] == [0] * (
         len(sentence.words) - 15)
+
+
+def test_a_lone_space_piece_is_not_a_words_first_piece():
+    """A small vocabulary splits " kofi" into "▁" + "k" + ...: the label goes on "k", the first
+    piece that holds the word (a causal model at "▁" has not seen the word yet)."""
+    tok = tokenizer_lib.train(["we saw them near the old market today and then went home again"] * 50,
+                              TokenizerConfig(vocab_size=280))
+    words = ["we", "saw", "kofi", "mensah"]
+    ids, word_of_token = conll.encode_words(tok, words)
+    assert ids == tok.encode(" ".join(words))
+    gaps = [i for i, w in enumerate(word_of_token) if w < 0]
+    assert gaps and all(tok.decode([ids[i]]).strip() == "" for i in gaps)
+    labels = conll.first_piece_labels(word_of_token, [0, 0, 3, 4])
+    labelled_pieces = [tok.decode([ids[i]]) for i in np.flatnonzero(labels >= 0)]
+    assert [p.strip() for p in labelled_pieces][2:] == ["k", "m"] and np.count_nonzero(labels >= 0) == 4
 
 
 def test_conll_refuses_malformed_lines(tmp_path):

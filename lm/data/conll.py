@@ -6,8 +6,9 @@ alternatives separated by commas (WNUT-17's emerging.test.conll gives several an
 some words) the first is taken.
 
 Alignment: each word is tokenized on its own, preceded by a space unless it starts the sentence,
-so its pieces are the ones running text would give. The first piece of a word carries the word's
-label; the others carry IGNORE (no loss, no prediction). A word's prediction is its first piece's;
+so its pieces are the ones running text would give. The first piece of a word (the first holding
+its characters: a lone space piece in front belongs to no word) carries the word's label; the
+others carry IGNORE (no loss, no prediction). A word's prediction is its first piece's;
 a word with no piece (cut off by the length limit) is predicted "O", so the metrics count its
 entity as missed rather than skip it.
 """
@@ -64,14 +65,28 @@ def label_names(sentences: Sequence[TaggedSentence]) -> list[str]:
     return [OUTSIDE] + [f"{prefix}-{t}" for t in sorted(types) for prefix in ("B", "I")]
 
 
-def encode_words(tokenizer, words: Sequence[str]) -> tuple[list[int], list[int]]:
-    """Token ids of the sentence and, per token, the index of the word it belongs to."""
+def word_pieces(tokenizer, words: Sequence[str]) -> list[list[int]]:
+    """Each word's pieces, the word preceded by a space unless it starts the sentence."""
+    return [tokenizer.encode(word if index == 0 else " " + word) for index, word in enumerate(words)]
+
+
+def flatten(tokenizer, pieces: Sequence[Sequence[int]]) -> tuple[list[int], list[int]]:
+    """Token ids and, per token, the index of its word; -1 for a word's leading piece that is
+    only the space before it (a tokenizer whose vocabulary lacks "▁word" splits it off), which
+    belongs to the gap between words and so carries no label: the word's first piece is the
+    first that holds its characters."""
     ids, word_of_token = [], []
-    for index, word in enumerate(words):
-        pieces = tokenizer.encode(word if index == 0 else " " + word)
-        ids.extend(pieces)
-        word_of_token.extend([index] * len(pieces))
+    for index, word in enumerate(pieces):
+        for position, piece in enumerate(word):
+            gap = position == 0 and len(word) > 1 and not tokenizer.decode([piece]).strip()
+            ids.append(piece)
+            word_of_token.append(-1 if gap else index)
     return ids, word_of_token
+
+
+def encode_words(tokenizer, words: Sequence[str]) -> tuple[list[int], list[int]]:
+    """Token ids of the sentence and, per token, the index of the word it belongs to (-1: a gap)."""
+    return flatten(tokenizer, word_pieces(tokenizer, words))
 
 
 def first_piece_labels(word_of_token: Sequence[int], word_labels: Sequence[int]) -> np.ndarray:

@@ -60,11 +60,10 @@ def encode(sentences: list[conll.TaggedSentence], tokenizer, layout: rows.RowLay
         unknown = sorted(set(sentence.tags) - set(label_ids))
         if unknown:
             raise ConfigError(f"tags {unknown[:5]} are not in the training split's tag set {sorted(label_ids)}")
-        pieces = [tokenizer.encode(w if i == 0 else " " + w) for i, w in enumerate(sentence.words)]
+        pieces = conll.word_pieces(tokenizer, sentence.words)
         keep = _fit(sentence, pieces, seq_len - layout.overhead(pair=False))
         truncated += keep < len(sentence.words)
-        ids = [p for word_pieces in pieces[:keep] for p in word_pieces]
-        word_of_token = [i for i, word_pieces in enumerate(pieces[:keep]) for _ in word_pieces]
+        ids, word_of_token = conll.flatten(tokenizer, pieces[:keep])
         inputs, type_ids, segment_ids = rows.encode(ids, None, layout, seq_len)
         labels = np.full(seq_len, conll.IGNORE, np.int32)
         start = len(layout.prefix)

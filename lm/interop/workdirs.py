@@ -130,10 +130,9 @@ def export_hf(workdir: str, hf_dir: str, which: str | int = "best", architecture
         tokenizer = Tokenizer.load(config.tokenizer.path)
         if isinstance(tokenizer, HFTokenizer):  # back to the files transformers' AutoTokenizer reads
             tokenizer.save_tokenizer_json(os.path.join(hf_dir, HF_TOKENIZER))
-            with open(os.path.join(hf_dir, "tokenizer_config.json"), "w") as f:
-                json.dump({"tokenizer_class": "PreTrainedTokenizerFast",
-                           **{f"{role}_token": name for role, name in tokenizer.special_tokens.items() if name}},
-                          f, indent=2)
+            workdir_lib.write_json(os.path.join(hf_dir, "tokenizer_config.json"), {
+                "tokenizer_class": "PreTrainedTokenizerFast",
+                **{f"{role}_token": name for role, name in tokenizer.special_tokens.items() if name}})
         else:  # our sentencepiece model, for users who tokenize with it
             shutil.copyfile(config.tokenizer.path, os.path.join(hf_dir, TOKENIZER))
     return architecture, step

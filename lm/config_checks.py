@@ -108,8 +108,8 @@ def _check_family(config: Config) -> None:
     families = {"mlm_nsp": ("bert",), "classification": ("bert", "gpt"), "token_classification": ("bert", "gpt"),
                 "extractive_qa": ("bert", "gpt"), "sft": ("gpt",)}
     if objective in families and m.family not in families[objective]:
-        raise ConfigError(f"train.objective={objective} needs model.family {' or '.join(families[objective])} "
-                          f"(got {m.family!r})")
+        needed = " or ".join(f"model.family={family}" for family in families[objective])
+        raise ConfigError(f"train.objective={objective} needs {needed} (got {m.family!r})")
     if m.family == "bert" and objective in ("causal_lm", "sft"):
         raise ConfigError("model.family=bert is an encoder: set train.objective to mlm_nsp, classification, "
                           "token_classification or extractive_qa")

@@ -172,3 +172,19 @@ def test_sft_learns_responses_and_generate_chat_answers_through_the_template(tmp
                           "--prompt=which colour is in: market blue the we near"],
                          check=True, cwd=REPO, capture_output=True, text=True)
     assert out.stdout.strip().split()[0] == "blue", out.stdout
+
+
+def test_heads_and_objectives_that_do_not_fit_are_refused_by_name():
+    from lm.config import ConfigError  # noqa: PLC0415
+
+    cases = [({"train.objective": "token_classification", "model.num_classes": 5}, "model.classify=token"),
+             ({"train.objective": "extractive_qa", "model.num_classes": 3, "model.classify": "token"},
+              "model.num_classes=2"),
+             ({"train.objective": "classification", "model.num_classes": 2, "model.pooling": "cls"},
+              "model.pooling='cls' does not fit model.family='gpt'"),
+             ({"train.objective": "causal_lm", "model.classify": "token"}, "leave it at 'sequence'"),
+             ({"train.objective": "sft", "model.family": "bert", "tokenizer.special_symbols": "[CLS],[SEP],[MASK]"},
+              "model.family=gpt")]
+    for overrides, message in cases:
+        with pytest.raises(ConfigError, match=message.replace("(", "\\(").replace(")", "\\)")):
+            _config(**overrides)

@@ -1,0 +1,1 @@
+"""Diagnostics beside the library: benchmarks and the peer frameworks they measure against."""

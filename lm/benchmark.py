@@ -69,20 +69,6 @@ def write_report(table: list[str], figures, json_path: str = "", markdown_path: 
             f.write("\n".join(table) + "\n")
 
 
-def cpu_model() -> dict:
-    """This CPU's model name and feature flags (/proc/cpuinfo), which decide which matmul paths
-    exist (avx512_bf16, amx_bf16): every figure is about one CPU."""
-    info = {}
-    try:
-        for line in open("/proc/cpuinfo"):
-            key, _, value = line.partition(":")
-            if key.strip() in ("model name", "flags") and key.strip() not in info:
-                info[key.strip()] = value.strip()
-    except OSError:
-        pass
-    return {"cpu_model": info.get("model name", "unknown"), "cpu_flags": info.get("flags", "").split()}
-
-
 def load_average() -> float:
     """The machine's 1-minute load average (runnable processes), to say how contended a run was."""
     try:

@@ -70,7 +70,7 @@ def main(argv):
     name = os.path.splitext(os.path.basename(flags.FLAGS["config"].config_filename))[0]
     figures = {"config": name, "dtype": dtype, "devices": jax.device_count(),
                "machine": f"{platform.machine()}, {os.cpu_count()} cores, jax {jax.__version__}",
-               "xla_flags": os.environ.get("XLA_FLAGS", ""), **benchmark.cpu_model()}
+               "xla_flags": os.environ.get("XLA_FLAGS", ""), **host_devices.cpu_info()}
     print(f"{jax.device_count()} {jax.default_backend()} device(s); the batch is sharded over them (mesh data axis)",
           flush=True)
 

@@ -46,7 +46,11 @@ setuptools.setup(
     version="0.1.0",
     description="Pretrain language models with JAX and Flax, from a laptop CPU to TPU pods.",
     python_requires=">=3.10",
-    packages=setuptools.find_packages(include=["lm", "lm.*"]),
+    # configs/ and experiments/ are imported by config files and tools; diagnostics/ holds the
+    # benchmarks, probes and peer training loops beside the library. Installing them lets every
+    # tool import them without editing sys.path.
+    packages=setuptools.find_packages(include=["lm", "lm.*", "configs", "experiments",
+                                               "diagnostics", "diagnostics.*"]),
     install_requires=CORE,
     extras_require=EXTRAS,
 )

@@ -12,12 +12,12 @@ import ml_collections
 
 from configs import base
 from lm import config as lm_config
-from lm import pretrained
+from lm import workdir as lm_workdir
 
 
 def get_config(workdir: str | None = None) -> ml_collections.ConfigDict:
     if not workdir:
         return base.get_config()
-    config = ml_collections.ConfigDict(lm_config.to_dict(pretrained.read_config(workdir)))
+    config = ml_collections.ConfigDict(lm_config.to_dict(lm_workdir.read_config(workdir)))
     config.lock()
     return config

@@ -140,6 +140,28 @@ class Checkpointer:
             raise CheckpointError(f"step {step}: non-finite values in {', '.join(actual['nonfinite'][:3])}")
         return state, data_state if with_data else None
 
+    def restore_params(self, step: int, abstract_params):
+        """Only the params of checkpoint `step` (no optimizer state: readers of a trained run
+        need neither its optimizer nor its memory), into `abstract_params`' shapes and
+        shardings, verified against the params' part of the saved fingerprint."""
+        try:
+            saved = self.manager.restore(step, args=ocp.args.Composite(fingerprint=ocp.args.JsonRestore()))["fingerprint"]
+            target = {"params": abstract_params}
+            restored = self.manager.restore(step, args=ocp.args.Composite(state=ocp.args.PyTreeRestore(
+                item=target, restore_args=ocp.checkpoint_utils.construct_restore_args(target),
+                partial_restore=True)))["state"]
+        except Exception as error:  # noqa: BLE001 (orbax raises many kinds on a damaged directory)
+            raise CheckpointError(f"step {step}: reading its params failed ({type(error).__name__}: {error})") from error
+        params = restored["params"]
+        # The state was fingerprinted as a TrainState (".params..."), the params alone as "['params']...".
+        actual = {".params" + k[len("['params']"):]: v for k, v in fingerprint({"params": params})["leaves"].items()}
+        expected = {k: v for k, v in saved["leaves"].items() if k.startswith(".params")}
+        wrong = sorted(k for k in set(expected) | set(actual) if expected.get(k) != actual.get(k))
+        if wrong:
+            raise CheckpointError(f"step {step}: {len(wrong)} parameter array(s) differ from what was saved "
+                                  f"(checksum mismatch in {', '.join(wrong[:3])})")
+        return params
+
     def restore_latest(self, abstract_state):
         """The newest checkpoint that reads back exactly as saved: (step, state, data_state), or
         None if there is none. Bad ones are reported and moved aside, oldest fallback last;

@@ -27,6 +27,13 @@ def define_config_flag(default: str = "configs/gpt_tiny.py"):
         _config_error(f"a --config override names no config field: {message}")
 
 
+def define_step_flag():
+    """`--step`: which checkpoint of a trained run a tool reads (lm/workdir.py's `resolve`)."""
+    return flags.DEFINE_string("step", "best", "Which checkpoint: best (by the run's selection metric, validation "
+                                               "loss unless the objective names another; the newest if none was "
+                                               "evaluated), latest, or a step number.")
+
+
 def load(config_flag) -> config_lib.Config:
     return config_lib.from_config_dict(config_flag.value)
 

@@ -11,7 +11,8 @@ classifier student share this module (configs/distill_gpt_tiny.py, configs/disti
 The teacher runs inside the student's jitted train step: frozen (its forward pass is under
 stop_gradient and its params are a separate, non-donated argument), sharded on the student's
 mesh by the same logical-axis rules, and its logits exist only as device values in that step.
-lm/trainer.py calls `attach` when `distill.teacher_workdir` is set.
+lm/assembly.py loads the teacher (`load_teacher`) when `distill.teacher_workdir` is set and
+compiles this module's train step in place of the plain one.
 """
 
 from __future__ import annotations
@@ -19,9 +20,8 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from lm import losses, optimizer, pretrained, sharding, steps
-from lm import config as config_lib
-from lm.config import Config, ConfigError
+from lm import losses, pretrained, steps
+from lm.config import Config, ConfigError, DistillConfig
 
 
 def distillation_loss(student_logits, teacher_logits, labels, weights, temperature: float, alpha: float,
@@ -39,40 +39,41 @@ def distillation_loss(student_logits, teacher_logits, labels, weights, temperatu
     return sums
 
 
-def make_train_step(model, task, teacher_model, tx, learning_rate, temperature: float, alpha: float,
+def make_train_step(model, objective, teacher_model, tx, learning_rate, distill: DistillConfig,
                     microbatches: int = 1, z_loss: float = 0.0, dropout: bool = True,
                     inject_nan_at_steps: tuple[int, ...] = ()):
     """`train_step(state, batch, teacher_params) -> (state, metrics)`: steps.make_train_step
     with the distillation objective; "loss" in its metrics is that objective."""
 
     def loss_sums(model, params, batch, rng, deterministic):
-        logits, labels, weights = task.predictions(model, params, batch, rng, deterministic)
+        logits, labels, weights = objective.predictions(model, params, batch, rng, deterministic)
         return distillation_loss(logits, batch["teacher_logits"], labels, weights,
-                                 temperature, alpha, z_loss)
+                                 distill.temperature, distill.alpha, z_loss)
 
-    student_step = steps.make_train_step(model, _ReportingSoftAndHard(task), tx, learning_rate, microbatches,
+    student_step = steps.make_train_step(model, _ReportingSoftAndHard(objective), tx, learning_rate, microbatches,
                                          dropout, inject_nan_at_steps, loss_sums=loss_sums)
 
     def train_step(state, batch, teacher_params):
         # The whole batch's teacher logits at once: microbatches then slice them like any batch field.
-        teacher_logits = jax.lax.stop_gradient(task.predictions(teacher_model, teacher_params, batch, None, True)[0])
+        teacher_logits = jax.lax.stop_gradient(
+            objective.predictions(teacher_model, teacher_params, batch, None, True)[0])
         return student_step(state, dict(batch, teacher_logits=teacher_logits))
 
     return train_step
 
 
 class _ReportingSoftAndHard:
-    """The student's task, with the two parts of the objective reported beside it:
+    """The student's objective, with the two parts of the objective reported beside it:
     train/kl (nats per prediction at temperature T) and train/ce (the hard-label loss)."""
 
-    def __init__(self, task):
-        self.task = task
+    def __init__(self, objective):
+        self.objective = objective
 
     def total_weight(self, batch):
-        return self.task.total_weight(batch)
+        return self.objective.total_weight(batch)
 
     def train_metrics(self, sums, total_weight):
-        return {**self.task.train_metrics(sums, total_weight), "kl": sums["kl_sum"] / total_weight,
+        return {**self.objective.train_metrics(sums, total_weight), "kl": sums["kl_sum"] / total_weight,
                 "ce": sums["ce_sum"] / total_weight}
 
 
@@ -96,26 +97,15 @@ def check_teacher(config: Config, student_tokenizer, teacher: pretrained.Pretrai
                           f"data.seq_len={config.data.seq_len}: lower data.seq_len to at most that")
 
 
-def attach(run, log=print):
-    """Replaces `run.train_step` (lm/trainer.py's Run) by the distillation step, with the teacher
-    loaded onto the run's mesh. Every check happens before anything compiles."""
-    config = run.config
-    if not hasattr(run.task, "predictions"):
-        raise ConfigError(f"train.objective={config.train.objective!r} has no single prediction to distil (its task "
-                          f"defines no `predictions`): distillation serves causal_lm and classification")
-    teacher = pretrained.load(config.distill.teacher_workdir, config.distill.teacher_step, mesh=run.mesh, log=log)
-    check_teacher(config, run.corpus.tokenizer, teacher)
+def load_teacher(config: Config, objective, student_tokenizer, mesh, log=print) -> pretrained.Pretrained:
+    """The teacher of `config.distill`, checked against the student and loaded onto the
+    student's mesh, before anything compiles."""
+    if not hasattr(objective, "predictions"):
+        raise ConfigError(f"train.objective={config.train.objective!r} has no single prediction to distil (its "
+                          f"objective defines no `predictions`): distillation serves causal_lm and classification")
+    teacher = pretrained.load(config.distill.teacher_workdir, config.distill.teacher_step or "best", mesh=mesh, log=log)
+    check_teacher(config, student_tokenizer, teacher)
     num_teacher = sum(x.size for x in jax.tree.leaves(teacher.params))
     log(f"distillation: teacher {teacher.workdir} step {teacher.step} ({num_teacher:,} parameters), "
         f"temperature {config.distill.temperature}, alpha {config.distill.alpha}")
-    tx = optimizer.for_task(config, run.task)
-    step = make_train_step(
-        run.model, run.task, teacher.model, tx, optimizer.schedule(config.optimizer, config.train.steps),
-        config.distill.temperature, config.distill.alpha, config.train.microbatches, config.train.z_loss,
-        run.model_config.dropout_rate > 0, config_lib.nan_steps(config.train))
-    jitted = jax.jit(step, in_shardings=(run.state_shardings, sharding.batch_sharding(run.mesh),
-                                         teacher.param_shardings),
-                     out_shardings=(run.state_shardings, sharding.replicated(run.mesh)), donate_argnums=(0,))
-    teacher_params = teacher.params
-    run.train_step = lambda state, batch: jitted(state, batch, teacher_params)
     return teacher

@@ -12,15 +12,14 @@ examples.
 from __future__ import annotations
 
 import dataclasses
-import os
 import re
 from typing import Sequence
 
 import numpy as np
 
 from lm import decoding
-from lm import metrics as metrics_lib
 from lm import pretrained as pretrained_lib
+from lm import workdir as workdir_lib
 from lm.config import ConfigError
 from lm.data import seq2seq as seq2seq_data
 
@@ -70,28 +69,17 @@ class Result:
 
 
 def evaluate_workdir(workdir: str, split: str = "validation", beam_size: int = 0, length_penalty: float = -1.0,
-                     max_examples: int = 0, batch_size: int = 32, step: int = 0, lead_sentences: int = 0,
+                     max_examples: int = 0, batch_size: int = 32, step: str | int = "best", lead_sentences: int = 0,
                      log=print) -> Result:
-    """Decodes `split` with the workdir's best checkpoint (or `step`) and scores it.
+    """Decodes `split` with the workdir's checkpoint `step` (best, latest or a step number) and scores it.
     beam_size 0 / length_penalty < 0: the run's seq2seq settings. lead_sentences > 0 also
     scores the lead baseline ("baseline_lead/<metric>")."""
     if split not in seq2seq_data.SPLITS:
         raise ConfigError(f"--split={split!r}: choose one of {', '.join(seq2seq_data.SPLITS)}")
-    config = pretrained_lib.read_config(workdir)
+    config = workdir_lib.read_config(workdir)
     if config.train.objective != "seq2seq":
         raise ConfigError(f"{workdir} was trained for {config.train.objective!r}; tools/evaluate.py decodes "
                           f"seq2seq (text-to-text) runs: fine-tune one first (configs/finetune_multi30k.py)")
-    from lm import checkpoint as checkpoint_lib  # noqa: PLC0415
-
-    checkpointer = checkpoint_lib.Checkpointer(os.path.join(workdir, "checkpoints"), config.checkpoint, lambda m: None,
-                                               read_only=True)
-    available = checkpointer.all_steps()
-    checkpointer.close()
-    if not available:
-        raise ConfigError(f"{workdir} has no checkpoint: train it first with tools/train.py")
-    if not step:  # the best by validation loss, else the newest (a best step may be 0: converted weights)
-        best = metrics_lib.best_step(workdir, available)
-        step = available[-1] if best is None else best
     run = pretrained_lib.load(workdir, step)
     s2s = config.seq2seq
     decode_config = decoding.DecodeConfig(max_len=s2s.target_len, beam_size=beam_size or s2s.beam_size,

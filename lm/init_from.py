@@ -1,8 +1,8 @@
 """`init_from`: start a run from another run's parameters (fine-tuning, warm starts), one path
 for every family.
 
-- `source(path)` finds the run: a workdir, its checkpoints folder or one step folder, and
-  which checkpoint (`finetune.init_checkpoint`: best by validation loss, or latest).
+- `source(path)` finds the run and its checkpoint through lm/workdir.py's `resolve`, the one
+  rule every reader of a trained run uses (`finetune.init_checkpoint`: best, or latest).
 - `check_compatible` compares its config.json with this run's before any data is read or
   anything compiles: the settings that change what the params compute without changing a
   shape (casing of the text the tokenizer saw, the decoder's output scaling) and the family.
@@ -26,8 +26,8 @@ from typing import Callable
 import jax
 import numpy as np
 
-from lm import metrics as metrics_lib
 from lm import optimizer
+from lm import workdir as workdir_lib
 from lm.config import Config, ConfigError
 
 Log = Callable[[str], None]
@@ -49,26 +49,15 @@ class Source:
 
 
 def source(path: str, which: str = "best") -> Source:
-    """The run and checkpoint `path` names: a workdir, its checkpoints folder, or one step folder
-    (that step). For a workdir, `which` is "best" (lowest validation loss among the kept
-    checkpoints; the newest if none was evaluated) or "latest"."""
-    from lm import pretrained  # noqa: PLC0415 (pretrained imports the task registry)
-
-    path = os.path.abspath(path)
+    """The run and checkpoint `path` names: a workdir (its checkpoint `which`: best or latest,
+    lm/workdir.py's `resolve`), its checkpoints folder, or one step folder (that step)."""
     if not os.path.isdir(path):
         raise ConfigError(f"init_from={path!r} does not exist: give a trained workdir or one of its checkpoints")
-    name = os.path.basename(path.rstrip("/"))
-    if name.isdigit() and os.path.basename(os.path.dirname(path)) == "checkpoints":
-        directory, step = os.path.dirname(path), int(name)
-    else:
-        directory = os.path.join(path, "checkpoints") if os.path.isdir(os.path.join(path, "checkpoints")) else path
-        steps = sorted(int(n) for n in os.listdir(directory) if n.isdigit())
-        if not steps:
-            raise ConfigError(f"init_from={path!r} holds no checkpoints: give a workdir that has trained")
-        best = metrics_lib.best_step(os.path.dirname(directory), steps) if which == "best" else None
-        step = best if best is not None else steps[-1]
-    workdir = os.path.dirname(directory)
-    return Source(workdir, step, pretrained.read_config(workdir, require_tokenizer=False))
+    try:
+        workdir, step = workdir_lib.resolve(path, which)
+    except ConfigError as error:
+        raise ConfigError(f"init_from: {error}") from None
+    return Source(workdir, step, workdir_lib.read_config(workdir, require_tokenizer=False))
 
 
 def check_compatible(theirs: Config, ours: Config, where: str) -> None:
@@ -96,9 +85,9 @@ def check(config: Config) -> Source:
 
 def read_params(found: Source, log: Log = print):
     """The source checkpoint's params as numpy arrays, restored into its own shapes and verified."""
-    from lm import pretrained  # noqa: PLC0415
+    from lm import pretrained  # noqa: PLC0415 (pretrained imports the model families)
 
-    _, _, params, _ = pretrained.restore_params(found.workdir, found.config, found.step, log=log)
+    _, params, _ = pretrained.restore_params(found.workdir, found.config, found.step, log=log)
     return jax.tree.map(np.asarray, params)
 
 

@@ -218,7 +218,7 @@ class Attention(nn.Module):
             k_BKSE, v_BKSE, mask_B1LS = self._cached_keys_values(k_BKSE, v_BKSE, mask_B1LS)
         elif self.is_mutable_collection("cache") and not self.is_initializing():
             k_BKSE, v_BKSE = self._cached_cross_keys_values(k_BKSE, v_BKSE)
-        if self.is_mutable_collection("intermediates"):  # asked for by lm/attention_probe.py; never in training
+        if self.is_mutable_collection("intermediates"):  # asked for by diagnostics/attention_probe.py; never in training
             self.sow("intermediates", "attention_log_weights", jax.nn.log_softmax(attention_scores(
                 q_BHLE, repeat_kv_heads(k_BKSE, num_heads), mask_B1LS, bias_BHLS), axis=-1))
         impl = resolve_attention_impl(cfg)

@@ -19,7 +19,9 @@ class MetricsWriter:
         if self.enabled:
             from tensorboardX import SummaryWriter  # noqa: PLC0415 (only process 0 needs it)
             os.makedirs(workdir, exist_ok=True)
-            self._jsonl = open(os.path.join(workdir, "metrics.jsonl"), "a", buffering=1)
+            path = os.path.join(workdir, "metrics.jsonl")
+            _drop_partial_last_line(path)
+            self._jsonl = open(path, "a", buffering=1)
             self._tensorboard = SummaryWriter(os.path.join(workdir, "tensorboard"), flush_secs=10)
 
     def write(self, step: int, metrics: dict) -> None:
@@ -47,17 +49,46 @@ class MetricsWriter:
             self._tensorboard.close()
 
 
+def _drop_partial_last_line(path: str) -> None:
+    """A run killed in mid-write leaves a last line without its newline; appending after it
+    would glue the next record onto it. Cut it off (its steps are redone on resume)."""
+    if not os.path.exists(path):
+        return
+    with open(path, "rb+") as f:
+        data = f.read()
+        if data and not data.endswith(b"\n"):
+            f.truncate(data.rfind(b"\n") + 1)
+
+
+def read_records(workdir: str) -> list[dict]:
+    """Every record of `workdir`'s metrics.jsonl, in file order (a resumed run appends, so a step
+    may appear twice: the later record is the one that counts). The one reader of the file.
+
+    A last line cut short (a kill in mid-write) is skipped: it is the one record that can be
+    partial, and the steps it held are redone on resume. A damaged line anywhere else is an
+    error that names the file and line."""
+    path = os.path.join(workdir, "metrics.jsonl")
+    if not os.path.exists(path):
+        return []
+    with open(path) as f:
+        lines = [line for line in f.read().split("\n")]
+    found = []
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            found.append(json.loads(line))
+        except json.JSONDecodeError:
+            if any(rest.strip() for rest in lines[number:]):
+                raise ValueError(f"{path}, line {number}, is not JSON ({line[:80]!r}): the file was edited or damaged; "
+                                 f"remove that line to go on") from None
+    return found
+
+
 def records(workdir: str, key: str) -> dict[int, dict]:
     """{step: the last metrics.jsonl record at that step holding `key`}, finite values only."""
-    found = {}
-    path = os.path.join(workdir, "metrics.jsonl")
-    if os.path.exists(path):
-        with open(path) as f:
-            for line in f:
-                record = json.loads(line)
-                if key in record and np.isfinite(record[key]):
-                    found[record["step"]] = record
-    return found
+    return {record["step"]: record for record in read_records(workdir)
+            if key in record and np.isfinite(record[key])}
 
 
 def best_step(workdir: str, steps, key: str = "eval/loss", higher_is_better: bool = False) -> int | None:

@@ -74,8 +74,8 @@ def build(config: OptimizerConfig, total_steps: int, update_scale: Callable | No
     return optax.chain(frozen, *chain, optimizers[config.name](), scale_by_path(update_scale))
 
 
-def for_task(config, task) -> optax.GradientTransformation:
-    """The run's optimizer: `config.optimizer` over `config.train.steps`, with the task's
-    per-parameter update scales if it has any. Everything that rebuilds a run's state shapes
-    (the trainer, loading a workdir, distillation) must use this one, or restores mismatch."""
-    return build(config.optimizer, config.train.steps, getattr(task, "update_scale", None))
+def for_task(config, objective) -> optax.GradientTransformation:
+    """The run's optimizer: `config.optimizer` over `config.train.steps`, with the objective's
+    per-parameter update scales if it has any (lm/tasks/base.py). Everything that rebuilds a
+    run's train state (the assembly, importing a workdir) uses this one, or restores mismatch."""
+    return build(config.optimizer, config.train.steps, objective.update_scale)

@@ -1,6 +1,6 @@
 """Planning a run without the hardware: memory per device, FLOPs, and a roofline step time.
 
-`plan(config, hardware, mesh)` compiles the real train step (trainer.build_steps: the same
+`plan(config, hardware, mesh)` compiles the real train step (assembly.build_steps: the same
 model, optimizer, shardings and jit as training) ahead of time against abstract shapes
 (jax.eval_shape: no parameter is allocated), reads the compiled program's memory analysis,
 and combines the model's FLOPs with the hardware's published peak FLOP/s and memory
@@ -213,13 +213,13 @@ def plan(config: Config, hw: Hardware, devices=None) -> Plan:
     estimates memory and speed on `hw`. Allocates no parameters."""
     import time
 
-    from lm import sharding, trainer
+    from lm import assembly, sharding
 
     if config.model.vocab_size == 0:
         raise ConfigError("planning needs an explicit model.vocab_size (no tokenizer is loaded)")
     devices = list(devices if devices is not None else jax.devices())
     mesh = sharding.make_mesh(config.mesh, devices)
-    _, state_shardings, abstract_state, _, train_step, _ = trainer.build_steps(config, config.model, mesh)
+    _, state_shardings, abstract_state, _, train_step, _ = assembly.build_steps(config, config.model, mesh)
     batch_sharding = sharding.batch_sharding(mesh)
     shape = (config.train.batch_size, config.data.seq_len)
     batch = {k: jax.ShapeDtypeStruct(shape, jnp.float32 if k == "weights" else jnp.int32, sharding=batch_sharding)
@@ -283,10 +283,10 @@ def measure_steps(config: Config, num_steps: int = 5) -> dict:
     was allocated. The reference the CPU predictions are checked against."""
     import time
 
-    from lm import sharding, trainer
+    from lm import assembly, sharding
 
     mesh = sharding.make_mesh(config.mesh)
-    _, _, abstract_state, init_fn, train_step, _ = trainer.build_steps(config, config.model, mesh)
+    _, _, abstract_state, init_fn, train_step, _ = assembly.build_steps(config, config.model, mesh)
     shape = (config.train.batch_size, config.data.seq_len)
     rng = np.random.default_rng(0)
     tokens = rng.integers(0, config.model.vocab_size, (shape[0], shape[1] + 1), dtype=np.int32)

@@ -7,29 +7,21 @@ Agg backend, so nothing here needs a display.
 
 from __future__ import annotations
 
-import json
 import os
 from typing import Mapping, Sequence
+
+from lm import metrics
 
 
 def read_metrics(workdir: str) -> dict[str, list[tuple[int, float]]]:
     """{metric name: [(step, value)] sorted by step}, the last record of each step winning."""
-    path = os.path.join(workdir, "metrics.jsonl")
     series: dict[str, dict[int, float]] = {}
-    if not os.path.exists(path):
-        return {}
-    with open(path) as f:
-        for line in f:
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError:  # a line cut short by a kill
-                continue
-            step = int(record.pop("step"))
-            record.pop("wall_time", None)
-            for name, value in record.items():
-                series.setdefault(name, {})[step] = float(value)
+    for record in metrics.read_records(workdir):
+        record = dict(record)
+        step = int(record.pop("step"))
+        record.pop("wall_time", None)
+        for name, value in record.items():
+            series.setdefault(name, {})[step] = float(value)
     return {name: sorted(points.items()) for name, points in series.items()}
 
 

@@ -116,11 +116,11 @@ def _tokens_per_sec(model, params, prompt_ids, max_new_tokens, prepare_params, r
     return 1.0 / best
 
 
-def compare(workdir: str, step: int = 0, output: str = "", max_new_tokens: int = 100, log=print) -> dict:
-    """Quantizes checkpoint `step` of `workdir` into `output` (default <workdir>/int8) and
+def compare(workdir: str, step: str | int = "best", output: str = "", max_new_tokens: int = 100, log=print) -> dict:
+    """Quantizes checkpoint `step` (best, latest or a step number) of `workdir` into `output` (default <workdir>/int8) and
     measures float against int8: parameter bytes in memory and on disk, validation loss and
     perplexity over the whole validation split, and batch-1 greedy decoding speed."""
-    from lm import pretrained, trainer  # noqa: PLC0415
+    from lm import assembly, pretrained  # noqa: PLC0415
     from lm.config import DistillConfig, MeshConfig  # noqa: PLC0415
 
     loaded = pretrained.load(workdir, step)
@@ -135,10 +135,10 @@ def compare(workdir: str, step: int = 0, output: str = "", max_new_tokens: int =
         f"({results['int8_bytes'] / results['float_bytes']:.1%}); on disk {results['float_disk_bytes']:,} -> "
         f"{results['int8_disk_bytes']:,}; written to {output}")
 
-    run = trainer.build(dataclasses.replace(loaded.config, mesh=MeshConfig(), distill=DistillConfig()))
+    run = assembly.build(dataclasses.replace(loaded.config, mesh=MeshConfig(), distill=DistillConfig()))
     restored = restore(output)  # evaluate what was written, not what is in memory
     for name, params in (("float", loaded.params), ("int8", jax.jit(dequantize)(restored))):
-        metrics = trainer.evaluate(run, params)
+        metrics = assembly.evaluate(run, params)
         results[f"{name}_loss"], results[f"{name}_perplexity"] = metrics["eval/loss"], metrics["eval/perplexity"]
     results["perplexity_change"] = results["int8_perplexity"] / results["float_perplexity"] - 1
     log(f"validation perplexity: float {results['float_perplexity']:.3f}, int8 {results['int8_perplexity']:.3f} "

@@ -1,7 +1,7 @@
 """The pure, jittable functions of training: state, train_step, eval_step.
 
 `train_step(state, batch) -> (state, metrics)` and `eval_step(params, batch) -> sums` know
-nothing of meshes or hosts; lm/trainer.py compiles them once with explicit shardings.
+nothing of meshes or hosts; lm/assembly.py compiles them once with explicit shardings.
 """
 
 from __future__ import annotations
@@ -23,16 +23,25 @@ class TrainState(struct.PyTreeNode):
     rng: jax.Array  # uint32[2] base key; each step folds in its step number
 
 
+def init_params(model: nn.Module, seed: int, init_inputs: tuple):
+    """Fresh parameters, boxed with their logical axis names. `init_inputs`: the objective's
+    dummy model inputs."""
+    return model.init(jax.random.fold_in(jax.random.PRNGKey(seed), 1), *init_inputs)["params"]
+
+
+def state_from_params(params, tx: optax.GradientTransformation, seed: int) -> TrainState:
+    """Step 0 of a run whose parameters are `params`: a fresh optimizer state and the run's RNG."""
+    return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params),
+                      rng=jax.random.fold_in(jax.random.PRNGKey(seed), 2))
+
+
 def init_state(model: nn.Module, tx: optax.GradientTransformation, seed: int, init_inputs: tuple) -> TrainState:
     """Initial state with parameters still boxed with their logical axis names (call under
-    jax.eval_shape to get shardings, or unbox). `init_inputs`: the task's dummy model inputs."""
-    rng = jax.random.PRNGKey(seed)
-    params = model.init(jax.random.fold_in(rng, 1), *init_inputs)["params"]
-    return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params),
-                      rng=jax.random.fold_in(rng, 2))
+    jax.eval_shape to get shardings, or unbox)."""
+    return state_from_params(init_params(model, seed, init_inputs), tx, seed)
 
 
-def make_train_step(model: nn.Module, task, tx: optax.GradientTransformation, learning_rate: Callable,
+def make_train_step(model: nn.Module, objective, tx: optax.GradientTransformation, learning_rate: Callable,
                     microbatches: int = 1, dropout: bool = True, inject_nan_at_steps: tuple[int, ...] = (),
                     loss_sums: Callable | None = None):
     """Gradient accumulation runs as a scan over microbatches inside the step, so only one
@@ -43,9 +52,10 @@ def make_train_step(model: nn.Module, task, tx: optax.GradientTransformation, le
     so the data order is unchanged) and reports `skipped` = 1; the host decides whether to go on
     (train.nonfinite="skip") or stop ("stop"). So params never become non-finite through a step.
     `inject_nan_at_steps` (testing only) makes the loss NaN at those steps (1-based, as logged).
-    `task` (lm/tasks) gives the loss sums, the batch's divisor and the extra metrics;
-    `loss_sums` replaces `task.loss_sums` (same signature and sums; lm/distill.py uses it)."""
-    loss_sums = loss_sums or task.loss_sums
+    `objective` (lm/tasks/base.py) gives the loss sums, the batch's divisor and the extra
+    metrics; `loss_sums` replaces `objective.loss_sums` (same signature and sums; lm/distill.py
+    uses it)."""
+    loss_sums = loss_sums or objective.loss_sums
 
     def microbatch_grads(params, batch, rng, total_weight):
         def objective(p):
@@ -55,7 +65,7 @@ def make_train_step(model: nn.Module, task, tx: optax.GradientTransformation, le
 
     def train_step(state: TrainState, batch) -> tuple[TrainState, dict]:
         rng = jax.random.fold_in(state.rng, state.step)
-        total_weight = jnp.maximum(task.total_weight(batch), 1.0)
+        total_weight = jnp.maximum(objective.total_weight(batch), 1.0)
         if inject_nan_at_steps:
             poisoned = jnp.isin(state.step + 1, jnp.asarray(inject_nan_at_steps, jnp.int32))
             total_weight = jnp.where(poisoned, jnp.nan, total_weight)
@@ -81,7 +91,7 @@ def make_train_step(model: nn.Module, task, tx: optax.GradientTransformation, le
         metrics = {
             "loss": loss,
             **({"z_loss": sums["z_loss_sum"] / total_weight} if "z_loss_sum" in sums else {}),
-            **task.train_metrics(sums, total_weight),
+            **objective.train_metrics(sums, total_weight),
             "grad_norm": grad_norm,
             "param_norm": param_norm,
             "learning_rate": learning_rate(_applied_updates(state.opt_state, state.step)),
@@ -100,9 +110,9 @@ def _applied_updates(opt_state, step):
     return counts[0][1] if counts else step
 
 
-def make_eval_step(model: nn.Module, task):
+def make_eval_step(model: nn.Module, objective):
     def eval_step(params, batch) -> dict:
-        """The task's evaluation sums over the batch (lm/tasks)."""
-        return task.eval_sums(model, params, batch)
+        """The objective's evaluation sums over the batch (lm/tasks)."""
+        return objective.eval_sums(model, params, batch)
 
     return eval_step

@@ -16,7 +16,6 @@ import math
 import os
 import random
 import shlex
-import sys
 from types import ModuleType
 from typing import Mapping, Sequence
 
@@ -80,13 +79,11 @@ def random_search(space: Mapping[str, object], num_points: int, seed: int = 0,
 
 
 def load_experiment(path: str) -> ModuleType:
-    """Imports experiments/NAME.py from its path (the repository root joins sys.path, so it may
-    import configs/)."""
+    """Imports experiments/NAME.py from its path. It imports `configs` and `lm` as installed
+    packages (`pip install -e .` provides both), as tools/train.py does when it loads the same
+    file with --config."""
     if not os.path.isfile(path):
         raise ConfigError(f"experiment {path!r} does not exist: give a file such as experiments/lr_warmup_gpt_tiny.py")
-    root = os.path.dirname(os.path.dirname(os.path.abspath(path)))
-    if root not in sys.path:
-        sys.path.insert(0, root)
     spec = importlib.util.spec_from_file_location(f"experiment_{os.path.basename(path)[:-3]}", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)

@@ -1,6 +1,9 @@
-"""The host loop: the one place that brings data, model, optimizer, mesh and checkpoints together.
+"""The run loop: steps, evaluations, checkpoints and metrics over time, for every objective.
 
-config -> corpus, model, optimizer, mesh -> jitted steps -> loop -> checkpoints and metrics.
+lm/assembly.py builds the run (data, model, optimizer, mesh, compiled steps); this module
+drives it: resume or initialise, step, log one step late so the host never stalls the device,
+evaluate, stop early, checkpoint, survive preemption, and at the end the hooks: the best
+checkpoint's report (objectives whose pipeline has `report_fields`) and the sample.
 """
 
 from __future__ import annotations
@@ -13,120 +16,21 @@ import signal
 import threading
 import time
 
-import flax.linen as nn
 import jax
 from jax.experimental import multihost_utils
 
+from lm import assembly
 from lm import checkpoint as checkpoint_lib
-from lm import config as config_lib
+from lm import init_from, sharding
 from lm import metrics as metrics_lib
-from lm import distill, init_from, models, optimizer, sharding, steps, tasks
 from lm import workdir as workdir_lib
-from lm.config import Config, ConfigError, ModelConfig
+from lm.assembly import Run
+from lm.config import Config
 
 
 def log(message: str) -> None:
     if jax.process_index() == 0:
         print(message, flush=True)
-
-
-def resolve_model_config(model: ModelConfig, tokenizer_vocab: int) -> ModelConfig:
-    if model.vocab_size == 0:
-        return dataclasses.replace(model, vocab_size=tokenizer_vocab)
-    if model.vocab_size < tokenizer_vocab:
-        raise ConfigError(f"model.vocab_size={model.vocab_size} is smaller than the tokenizer's vocabulary "
-                          f"({tokenizer_vocab}): set model.vocab_size to at least {tokenizer_vocab}, or 0 to match it")
-    return model
-
-
-def _check_batch_layout(config: Config, mesh) -> None:
-    """The global batch formula: batch_size = microbatches x (data x fsdp devices) x rows per device."""
-    data_parallel = mesh.shape["data"] * mesh.shape["fsdp"]
-    for name, size in (("train.batch_size", config.train.batch_size // config.train.microbatches),
-                       ("eval.batch_size", config.eval.batch_size or config.train.batch_size)):
-        if size % data_parallel:
-            raise ConfigError(f"{name} (per microbatch: {size}) does not divide over the {data_parallel} "
-                              f"data-parallel devices (mesh data x fsdp): use a multiple of {data_parallel}")
-
-
-@dataclasses.dataclass
-class Run:
-    """Everything a loop needs, built once from the config (before any compilation)."""
-    config: Config
-    task: tasks.Task  # the objective's data, loss and metrics
-    model_config: ModelConfig
-    corpus: object  # the task's prepared data (has .tokenizer)
-    mesh: jax.sharding.Mesh
-    model: nn.Module
-    state_shardings: steps.TrainState
-    abstract_state: steps.TrainState
-    init_fn: object
-    train_step: object
-    eval_step: object
-
-
-def build(config: Config) -> Run:
-    if config.init_from and not config.tokenizer.path:
-        # A run started from another's params takes that run's tokenizer: the embeddings mean something
-        # only with the pieces they were trained on, and a freshly trained tokenizer of the same size
-        # would fit every shape and silently scramble them. One rule for every task.
-        found = init_from.source(config.init_from, config.finetune.init_checkpoint)
-        config = dataclasses.replace(config, tokenizer=dataclasses.replace(config.tokenizer, path=found.tokenizer_path))
-    task = tasks.get(config)
-    corpus = task.prepare()
-    model_config = resolve_model_config(config.model, corpus.tokenizer.vocab_size)
-    mesh = sharding.make_mesh(config.mesh)
-    run = Run(config, task, model_config, corpus, mesh, *build_steps(config, model_config, mesh, task))
-    if config.distill.teacher_workdir:  # a frozen teacher joins the jitted train step (lm/distill.py)
-        distill.attach(run, log)
-    return run
-
-
-def build_steps(config: Config, model_config: ModelConfig, mesh, task=None):
-    """The model and its jitted, sharded steps for `mesh`; no data and no arrays allocated
-    (tools/plan.py compiles `train_step` ahead of time against `abstract_state`).
-    Returns (model, state_shardings, abstract_state, init_fn, train_step, eval_step)."""
-    _check_batch_layout(config, mesh)
-    model = models.build(model_config)
-    task = task if task is not None else tasks.get(config)  # the Run's own task when build() calls
-    # A task may scale each parameter's updates (fine-tuning: frozen encoder, layer-wise decay).
-    tx = optimizer.for_task(config, task)
-    init = lambda: steps.init_state(model, tx, config.train.seed, task.init_inputs())  # noqa: E731
-    boxed = jax.eval_shape(init)
-    state_shardings = sharding.logical_shardings(boxed, mesh)
-    abstract_state = checkpoint_lib.abstract_with_shardings(nn.meta.unbox(boxed), state_shardings)
-    batch_sharding, replicated = sharding.batch_sharding(mesh), sharding.replicated(mesh)
-    train_step = jax.jit(
-        steps.make_train_step(model, task, tx, optimizer.schedule(config.optimizer, config.train.steps),
-                              config.train.microbatches, model_config.dropout_rate > 0,
-                              config_lib.nan_steps(config.train)),
-        in_shardings=(state_shardings, batch_sharding), out_shardings=(state_shardings, replicated),
-        donate_argnums=(0,))
-    eval_step = jax.jit(steps.make_eval_step(model, task), in_shardings=(state_shardings.params, batch_sharding),
-                        out_shardings=replicated)
-    init_fn = jax.jit(lambda: nn.meta.unbox(init()), out_shardings=state_shardings)
-    return model, state_shardings, abstract_state, init_fn, train_step, eval_step
-
-
-def evaluate(run: Run, params) -> dict[str, float]:
-    """The task's metrics over the validation split (for causal LM: loss in nats/token,
-    perplexity, bits per byte and accuracy)."""
-    totals = None
-    for batch in run.task.eval_batches(run.corpus, jax.process_index(), jax.process_count()):
-        sums = run.eval_step(params, sharding.to_global(batch, run.mesh))
-        totals = sums if totals is None else jax.tree.map(lambda a, b: a + b, totals, sums)
-    return run.task.eval_metrics(jax.tree.map(float, jax.device_get(totals)))
-
-
-def _write_run_files(workdir: str, config: Config, run: Run) -> None:
-    if jax.process_index() != 0:
-        return
-    resolved = dataclasses.replace(config, model=run.model_config)
-    path = os.path.join(workdir, "config.json")
-    with open(path + ".tmp", "w") as f:  # replaced whole: other processes may be reading the old one
-        json.dump(dataclasses.asdict(resolved), f, indent=2, sort_keys=True)
-    os.replace(path + ".tmp", path)
-    run.corpus.tokenizer.save(os.path.join(workdir, "tokenizer.model"))
 
 
 class _Preemption:
@@ -289,15 +193,20 @@ def _prepare(config: Config, workdir: str, allow_config_change: bool) -> Run:
     resuming = workdir_lib.has_checkpoints(workdir)
     if config.init_from and not resuming:
         init_from.check(config)  # a wrong source fails here, before any data is read or anything compiles
+    elif (config.finetune.init_shrink, config.finetune.init_perturb) != (1.0, 0.0):
+        log(f"note: finetune.init_shrink/init_perturb act on init_from's params only; this run "
+            f"{'resumes its own checkpoints' if resuming else 'starts from scratch'}, so they are not applied")
     # A resumed run reads the workdir's own tokenizer copy: it needs neither its init_from source nor
     # the tokenizer it started from to still exist. The workdir check below compares the config as given.
-    own_tokenizer = os.path.join(workdir, "tokenizer.model")
-    run = build(dataclasses.replace(config, tokenizer=dataclasses.replace(config.tokenizer, path=own_tokenizer))
-                if resuming and os.path.exists(own_tokenizer) else config)
+    own_tokenizer = os.path.join(workdir, workdir_lib.TOKENIZER)
+    run = assembly.build(dataclasses.replace(config, tokenizer=dataclasses.replace(config.tokenizer, path=own_tokenizer))
+                         if resuming and os.path.exists(own_tokenizer) else config, log)
     # Every process checks (each reads the same files), so a refusal stops all of them, not only process 0.
-    resolved = json.loads(json.dumps(dataclasses.asdict(dataclasses.replace(config, model=run.model_config))))
-    workdir_lib.check_config(workdir, resolved, run.corpus.tokenizer.model_proto, allow_config_change, log)
-    _write_run_files(workdir, config, run)
+    resolved = dataclasses.replace(config, model=run.model_config)
+    as_saved = json.loads(json.dumps(dataclasses.asdict(resolved)))  # compared with config.json as JSON reads back
+    workdir_lib.check_config(workdir, as_saved, run.data.tokenizer.model_proto, allow_config_change, log)
+    if jax.process_index() == 0:
+        workdir_lib.write_run_files(workdir, resolved, run.data.tokenizer)
     num_params = sum(math.prod(x.shape) for x in jax.tree.leaves(run.abstract_state.params))
     log(f"model: {num_params:,} parameters | mesh {dict(run.mesh.shape)} on {jax.device_count()} "
         f"{jax.devices()[0].platform} device(s), {jax.process_count()} process(es) | batch {config.train.batch_size} x "
@@ -317,8 +226,8 @@ def _initial_state(run: Run, config: Config, checkpointer, train_iter):
         log(f"resumed from step {latest} ({checkpointer.directory})")
         return state, latest
     state = run.init_fn()
-    if config.init_from:  # a task may take only a subtree of the pretrained params (BERT's encoder)
-        state = init_from.restore(state, config, getattr(run.task, "init_from_subtree", None), log)
+    if config.init_from:  # an objective may take only a subtree of the pretrained params (BERT's encoder)
+        state = init_from.restore(state, config, run.task.objective.init_from_subtree, log)
     return state, None
 
 
@@ -326,11 +235,12 @@ def _train(config: Config, workdir: str, allow_config_change: bool, preemption: 
     started = time.time()
     cfg = config
     run = _prepare(config, workdir, allow_config_change)
-    # The validation metric that picks the best checkpoint and stops early: a task may name its own.
-    select_name, select_higher = getattr(run.task, "selection", ("eval/loss", False))
-    checkpointer = checkpoint_lib.Checkpointer(os.path.join(workdir, "checkpoints"), cfg.checkpoint, log,
+    pipeline = run.task.pipeline
+    # The validation metric that picks the best checkpoint and stops early: an objective may name its own.
+    select_name, select_higher = run.task.objective.selection
+    checkpointer = checkpoint_lib.Checkpointer(os.path.join(workdir, workdir_lib.CHECKPOINTS), cfg.checkpoint, log,
                                                select_name, select_higher)
-    train_iter = run.task.train_iterator(run.corpus, jax.process_index(), jax.process_count())
+    train_iter = pipeline.train_iterator(run.data, jax.process_index(), jax.process_count())
     state, latest = _initial_state(run, config, checkpointer, train_iter)
 
     writer = metrics_lib.MetricsWriter(workdir)
@@ -356,7 +266,7 @@ def _train(config: Config, workdir: str, allow_config_change: bool, preemption: 
             eval_now = step % cfg.eval.every_steps == 0 or step == cfg.train.steps
             if eval_now:
                 progress.flush()
-                last_eval = evaluate(run, state.params)
+                last_eval = assembly.evaluate(run, state.params)
                 writer.write(step, last_eval)
                 log(f"eval at step {step}: " + " | ".join(
                     f"{name.split('/', 1)[1].replace('_', ' ')} {value:.4f}" for name, value in last_eval.items()))
@@ -374,9 +284,10 @@ def _train(config: Config, workdir: str, allow_config_change: bool, preemption: 
                 break
         guard.flush()
         progress.flush()
-        if hasattr(run.task, "write_report") and not preemption.requested:
-            checkpointer.wait()  # the task evaluates its best checkpoint into the workdir (fine-tuning)
-            run.task.write_report(run, workdir, evaluate, checkpointer)
+        fields = pipeline.report_fields(run.data)
+        if fields is not None and not preemption.requested:
+            checkpointer.wait()
+            _write_report(run, workdir, checkpointer, fields)
 
         checkpointer.close()
         if preemption.requested:
@@ -385,8 +296,8 @@ def _train(config: Config, workdir: str, allow_config_change: bool, preemption: 
                 f"{checkpointer.directory}. Run the same command again to resume.")
             return last_eval
         if not last_eval:  # resumed a finished run: report where it stands.
-            last_eval = evaluate(run, state.params)
-        sample = run.task.sample(run, state.params)
+            last_eval = assembly.evaluate(run, state.params)
+        sample = pipeline.sample(run.model, state.params, run.data)
     _write_sample(workdir, writer, sample, step)
     writer.close()
     log(f"done: step {step} in {metrics_lib.format_duration(time.time() - started)}; "
@@ -394,8 +305,24 @@ def _train(config: Config, workdir: str, allow_config_change: bool, preemption: 
     return last_eval
 
 
+def _write_report(run: Run, workdir: str, checkpointer, fields: dict) -> dict:
+    """The end-of-run hook of objectives that select a checkpoint (fine-tuning): evaluates the
+    best kept checkpoint by the selection metric into eval_report.json, beside the last one."""
+    name = run.task.objective.selection[0]
+    scores = metrics_lib.records(workdir, name)
+    _, best = workdir_lib.resolve(workdir, "best")  # the rule every reader of a trained run uses
+    state, _ = checkpointer.restore(best, run.abstract_state, with_data=False)
+    last = max(scores)
+    report = {**fields, "selected_by": name, "best_step": best, "best": assembly.evaluate(run, state.params),
+              "last_step": last, "last": {k: v for k, v in scores[last].items() if k.startswith("eval/")},
+              "init_from": run.config.init_from or None}
+    if jax.process_index() == 0:
+        workdir_lib.write_json(os.path.join(workdir, "eval_report.json"), report)
+    return report
+
+
 def _write_sample(workdir: str, writer: metrics_lib.MetricsWriter, sample: str | None, step: int) -> None:
-    """The task's sample (a generation, a prediction) to the log, TensorBoard and sample.txt."""
+    """The pipeline's sample (a generation, a prediction) to the log, TensorBoard and sample.txt."""
     if sample is None:
         return
     log(f"sample:\n{sample}")

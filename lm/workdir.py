@@ -1,29 +1,40 @@
-"""Workdir safety: one run per workdir at a time, and no silent change of model or data on resume.
+"""The run directory: its layout, written and read here and nowhere else.
 
+  WORKDIR/config.json        the resolved config (model.vocab_size filled in), replaced atomically
+  WORKDIR/tokenizer.model    the tokenizer, so the workdir is self-contained
+  WORKDIR/checkpoints/STEP/  orbax checkpoints (lm/checkpoint.py)
+  WORKDIR/metrics.jsonl      one JSON record per log event (lm/metrics.py)
+  WORKDIR/tensorboard/       TensorBoard event files
+  WORKDIR/sample.txt, eval_report.json, .lock
+
+`resolve(path, which)` names one checkpoint of a run for every reader (init_from, a
+distillation teacher, generation, evaluation, quantization, export): `which` is "best" (the
+default everywhere: best by the run's own selection metric, validation loss unless the
+objective names another; the newest if no kept checkpoint was evaluated), "latest", or a step.
+
+Safety, for the run that writes it:
 - `WorkdirLock`: an exclusive `fcntl.flock` on `<workdir>/.lock` (holding the owner's pid).
   The kernel drops the lock when the process dies, even by SIGKILL, so no stale lock remains.
 - `check_config`: a workdir that already has checkpoints remembers its config
   (`config.json`); resuming with a config that changes the model, the tokenizer or the data
-  (`GUARDED`) is refused with a diff of the fields, unless explicitly allowed
-  (`--allow_config_change`). Other changes (steps, learning rate, logging, mesh...) are
-  allowed and listed in the log.
+  (`is_guarded`: the fields lm/config.py marks guarded on resume) is refused with a diff of
+  the fields, unless explicitly allowed (`--allow_config_change`). Other changes (steps,
+  learning rate, logging, mesh...) are allowed and listed in the log.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import fcntl
 import json
 import os
 from typing import Any, Callable
 
-from lm.config import ConfigError
+from lm import config as config_lib
+from lm.config import Config, ConfigError, is_guarded
 
-# Dotted-key prefixes whose change makes a checkpoint mean something else.
-GUARDED = ("model.", "tokenizer.", "data.", "train.batch_size", "train.seed", "train.objective", "seq2seq.input_",
-           "seq2seq.target_", "seq2seq.noise_density", "seq2seq.mean_noise_span_length", "mlm.", "finetune.task",
-           "finetune.data_dir", "finetune.tfds_name", "distill.teacher_")
-# ... except these, which change where or how fast data is read, not what is read.
-UNGUARDED = ("data.prefetch", "data.cache_dir", "data.tfds_data_dir", "data.allow_download")
+CONFIG, TOKENIZER, CHECKPOINTS = "config.json", "tokenizer.model", "checkpoints"
+
 TOKENIZER_FILE = "tokenizer.model (file contents)"
 
 
@@ -67,10 +78,6 @@ def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def is_guarded(key: str) -> bool:
-    return key.startswith(GUARDED) and not key.startswith(UNGUARDED)
-
-
 def config_changes(saved: dict, current: dict) -> list[tuple[str, Any, Any]]:
     """[(dotted key, saved value, current value)] for every field that differs."""
     old, new = flatten(saved), flatten(current)
@@ -83,9 +90,99 @@ def config_changes(saved: dict, current: dict) -> list[tuple[str, Any, Any]]:
     return changes
 
 
+def checkpoint_steps(workdir: str) -> list[int]:
+    """The steps of the committed checkpoints (orbax writes a save under a temporary name and
+    renames it to the bare step number only once it is complete)."""
+    directory = os.path.join(workdir, CHECKPOINTS)
+    if not os.path.isdir(directory):
+        return []
+    return sorted(int(name) for name in os.listdir(directory) if name.isdigit())
+
+
 def has_checkpoints(workdir: str) -> bool:
-    directory = os.path.join(workdir, "checkpoints")
-    return os.path.isdir(directory) and any(name.isdigit() for name in os.listdir(directory))
+    return bool(checkpoint_steps(workdir))
+
+
+def write_json(path: str, values: dict) -> None:
+    """Replaced whole (write, then rename): a reader, another process or a resumed run, never
+    sees half a file, even after a kill."""
+    with open(path + ".tmp", "w") as f:
+        json.dump(values, f, indent=2, sort_keys=True)
+    os.replace(path + ".tmp", path)
+
+
+def write_run_files(workdir: str, config: Config, tokenizer=None) -> None:
+    """config.json (the resolved config) and, if given, the tokenizer."""
+    os.makedirs(workdir, exist_ok=True)
+    write_json(os.path.join(workdir, CONFIG), dataclasses.asdict(config))
+    if tokenizer is not None:
+        tokenizer.save(os.path.join(workdir, TOKENIZER))
+
+
+def read_config(workdir: str, require_tokenizer: bool = True) -> Config:
+    """The workdir's config.json, its tokenizer path pointing at the workdir's own copy.
+    `require_tokenizer=False` (weights-only uses such as export) accepts a workdir without one."""
+    path = os.path.join(workdir, CONFIG)
+    if not os.path.exists(path):
+        raise ConfigError(f"{workdir!r} has no {CONFIG}: give the --workdir of a run trained with tools/train.py")
+    try:
+        with open(path) as f:
+            values = json.load(f)
+    except (OSError, json.JSONDecodeError) as error:
+        raise ConfigError(f"{path} cannot be read ({error}): it was edited or damaged") from None
+    # The workdir carries its own tokenizer; the path it was trained from may be gone.
+    tokenizer_path = os.path.join(workdir, TOKENIZER)
+    if not os.path.exists(tokenizer_path):
+        if require_tokenizer:
+            raise ConfigError(
+                f"{workdir!r} has no {TOKENIZER}. A workdir converted from Hugging Face needs a sentencepiece "
+                f"model whose ids match the checkpoint's vocabulary: copy one to {tokenizer_path}, or convert again "
+                f"into a new workdir with `tools/convert.py --from_hf=HF_DIR --workdir=NEW_DIR --tokenizer=PATH.model`")
+        tokenizer_path = ""
+    values.setdefault("tokenizer", {})["path"] = tokenizer_path
+    return config_lib.from_config_dict(values)
+
+
+def selection(config: Config) -> tuple[str, bool]:
+    """(metric, higher is better) by which a run of `config` ranks its checkpoints."""
+    from lm import tasks  # noqa: PLC0415 (objectives import the data stack; only needed here)
+
+    return tasks.objective(config).selection
+
+
+def resolve(path: str, which: str | int = "best") -> tuple[str, int]:
+    """(workdir, step) of the checkpoint that `path` and `which` name. `path` is a workdir, its
+    checkpoints folder, or one step folder (WORKDIR/checkpoints/STEP: that step). `which`:
+    "best", "latest", or a step number (int or digits)."""
+    from lm import metrics  # noqa: PLC0415
+
+    path = os.path.abspath(path)
+    if not os.path.isdir(path):
+        raise ConfigError(f"{path!r} does not exist: give a trained workdir or one of its checkpoints")
+    parent, name = os.path.split(path.rstrip("/"))
+    if name.isdigit() and os.path.basename(parent) == CHECKPOINTS:
+        if str(which) not in ("best", "latest", name):
+            raise ConfigError(f"{path} is checkpoint {name}, but checkpoint {which} was asked for: give one of the two")
+        return os.path.dirname(parent), int(name)
+    if name == CHECKPOINTS and not os.path.isdir(os.path.join(path, CHECKPOINTS)):
+        path = parent
+    steps = checkpoint_steps(path)
+    if not steps:
+        only_lock = set(os.listdir(path)) <= {".lock", CONFIG, TOKENIZER}
+        hint = (" (a run that failed before its first checkpoint leaves only its lock and config: rerun it)"
+                if only_lock else "")
+        raise ConfigError(f"{path} holds no checkpoints{hint}: give a workdir that has trained")
+    if which == "latest":
+        return path, steps[-1]
+    if which == "best":
+        metric, higher = selection(read_config(path, require_tokenizer=False))
+        best = metrics.best_step(path, steps, metric, higher)
+        return path, steps[-1] if best is None else best
+    if not str(which).isdigit():
+        raise ConfigError(f"checkpoint {which!r}: choose best, latest or a step number")
+    if int(which) not in steps:
+        raise ConfigError(f"{path} has no checkpoint {which}; it has steps {steps}")
+    return path, int(which)
 
 
 def check_config(workdir: str, current: dict, tokenizer_proto: bytes, allow_change: bool,

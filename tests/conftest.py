@@ -9,6 +9,9 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
 CORPUS = REPO / "data" / "tinyshakespeare" / "input.txt"
+# pytest.ini's `pythonpath = .` puts this checkout first for the test process; the same for the
+# tools and runners tests start as subprocesses, whichever checkout the environment installed.
+os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p)
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -8,7 +8,7 @@ Run in a fresh process (XLA_FLAGS device count must be set before jax is importe
 For each --mesh (default: the config's), writes OUT/<mesh name>.npz (process 0 only) with
 `losses` (per step), every parameter gathered to the host as `param/<path>`, and
 `shard/<path>`: the shape of the parameter's shard on this process's first device.
-Uses the real lm code path: trainer.build (mesh, shardings, jit), pipeline.train_iterator
+Uses the real lm code path: assembly.build (mesh, shardings, jit), pipeline.train_iterator
 for this process's rows, sharding.to_global, sharding.activation_rules.
 """
 
@@ -16,9 +16,6 @@ import argparse
 import dataclasses
 import json
 import os
-import sys
-
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def small_config(overrides: dict):
@@ -51,11 +48,11 @@ def train_on_mesh(config, steps: int):
     import numpy as np
     from jax.experimental import multihost_utils
 
-    from lm import sharding, trainer
+    from lm import assembly, sharding
     from lm.data import pipeline
 
-    run = trainer.build(config)
-    it = pipeline.train_iterator(run.corpus, config.data.seq_len, config.train.batch_size, config.data.seed,
+    run = assembly.build(config)
+    it = pipeline.train_iterator(run.data, config.data.seq_len, config.train.batch_size, config.data.seed,
                                  jax.process_index(), jax.process_count(), config.data.prefetch)
     losses = []
     with sharding.activation_rules(run.mesh):

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from lm import config as config_lib
-from lm import init_from, models, optimizer, trainer
+from lm import assembly, init_from, models, optimizer, trainer
 from lm.data import glue, pairs
 from lm.tasks import classification, mlm_nsp
 
@@ -93,7 +93,7 @@ def test_bert_base_has_110m_parameters_and_tiny_runs():
 def test_masking_statistics():
     tokenizer_config = config_lib.TokenizerConfig(vocab_size=512, special_symbols=SPECIALS)
     config = bert_config()
-    task = mlm_nsp.MlmNsp(dataclasses.replace(config, tokenizer=tokenizer_config))
+    task = mlm_nsp.MlmNspPipeline(dataclasses.replace(config, tokenizer=tokenizer_config))
     data = task.prepare()
     examples = pairs.PretrainingExamples(data.train, 64, data.ids, dataclasses.replace(config.mlm, max_predictions=64))
     rng = np.random.default_rng(0)
@@ -150,7 +150,7 @@ def test_pretraining_run_learns_and_reports_mlm_and_nsp(pretrained_workdir):
 
 def test_partial_restore_takes_the_encoder_and_keeps_a_fresh_head(pretrained_workdir, tmp_path):
     config = finetune_config(init_from=pretrained_workdir)
-    run = trainer.build(config)
+    run = assembly.build(config)
     fresh = run.init_fn()
     state = init_from.restore(fresh, config, "encoder", log=lambda message: None)
     found = init_from.source(pretrained_workdir)
@@ -171,7 +171,7 @@ def test_partial_restore_takes_the_encoder_and_keeps_a_fresh_head(pretrained_wor
     assert np.array_equal(shrunk.params["classifier_kernel"], fresh.params["classifier_kernel"])
 
     wider = dataclasses.replace(run.model_config, embed_dim=32, mlp_dim=64)
-    shapes = jax.eval_shape(lambda: nn.meta.unbox(models.build(wider).init(jax.random.PRNGKey(0), *run.task.init_inputs())))
+    shapes = jax.eval_shape(lambda: nn.meta.unbox(models.build(wider).init(jax.random.PRNGKey(0), *run.task.objective.init_inputs())))
     with pytest.raises(config_lib.ConfigError, match=r"has shape \(64,\) in the checkpoint but \(32,\)"):
         init_from.replace_params(shapes["params"]["encoder"], pretrained["encoder"], "encoder")
 
@@ -260,7 +260,7 @@ def test_mean_pooling_ignores_padding():
 
 def test_pretraining_batches_are_deterministic_and_resume_exactly():
     config = bert_config(**{"train.batch_size": 4})
-    task = mlm_nsp.MlmNsp(config)
+    task = mlm_nsp.MlmNspPipeline(config)
     data = task.prepare()
     first = task.train_iterator(data)
     next(first)
@@ -280,7 +280,7 @@ def test_pretraining_batches_are_deterministic_and_resume_exactly():
 def test_sentences_encode_as_in_running_text_and_pairs_keep_their_spaces():
     # The tokenizers add no dummy prefix: encoded bare, "The" opening a sentence would be other
     # pieces than " The" inside one, and A's last sentence would run into B's first ("end.The").
-    data = mlm_nsp.MlmNsp(bert_config()).prepare()
+    data = mlm_nsp.MlmNspPipeline(bert_config()).prepare()
     tokenizer = data.tokenizer
     first, running = pairs.encode_sentences(tokenizer, ["The king", "and The king"])
     assert first == running[-len(first):], "a sentence's words are the pieces they are in running text"
@@ -294,8 +294,8 @@ def test_sentences_encode_as_in_running_text_and_pairs_keep_their_spaces():
 
 
 def test_lowercase_makes_an_uncased_tokenizer_and_inputs(tmp_path):
-    cased = mlm_nsp.MlmNsp(bert_config(**{"data.lowercase": False})).prepare()
-    uncased = mlm_nsp.MlmNsp(bert_config(**{"data.lowercase": True})).prepare()
+    cased = mlm_nsp.MlmNspPipeline(bert_config(**{"data.lowercase": False})).prepare()
+    uncased = mlm_nsp.MlmNspPipeline(bert_config(**{"data.lowercase": True})).prepare()
     assert cased.tokenizer.fingerprint != uncased.tokenizer.fingerprint, "the tokenizer cache tells them apart"
     def cased_pieces(tokenizer):  # control, byte-fallback and BERT's special pieces aside
         pieces = (tokenizer._sp.id_to_piece(i) for i in range(tokenizer.vocab_size))
@@ -325,7 +325,7 @@ def test_training_batches_carry_each_pairs_own_next_sentence_label():
     docs = pairs.Documents([[np.full(4 + k % 3, 1000 * (d + 1) + k, np.int32) for k in range(20)] for d in range(6)])
     ids = pairs.SpecialIds(cls=1, sep=2, mask=3, pad=0, ordinary=np.arange(10, 20, dtype=np.int32))
     data = mlm_nsp.PretrainingData(None, docs, docs, ids)
-    task = mlm_nsp.MlmNsp(bert_config(**{"train.batch_size": 16}))
+    task = mlm_nsp.MlmNspPipeline(bert_config(**{"train.batch_size": 16}))
     iterator = task.train_iterator(data)
     labels = []
     for _ in range(4):
@@ -404,7 +404,7 @@ def test_overlap_head_scores_a_restated_segment_above_an_unrelated_one():
 def test_pretraining_examples_do_not_depend_on_the_process_count():
     """Each example's randomness (masks, NSP coin, partner) is drawn by its global index, before
     the per-process slice: two processes together read exactly what one process reads."""
-    task = mlm_nsp.MlmNsp(bert_config())
+    task = mlm_nsp.MlmNspPipeline(bert_config())
     data = task.prepare()
 
     def rows(batch):
@@ -438,7 +438,7 @@ def test_from_scratch_tokenizers_are_cached_by_their_text(tmp_path):
     def tokenizer(lowercase):
         config = finetune_config(**{"data.lowercase": lowercase, "finetune.data_dir": str(tmp_path),
                                     "data.cache_dir": str(tmp_path / "cache")})
-        return classification.Classification(config).prepare().tokenizer
+        return classification.ClassificationPipeline(config).prepare().tokenizer
 
     cased, uncased = tokenizer(False), tokenizer(True)
     assert cased.fingerprint != uncased.fingerprint

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from lm import config as config_lib
-from lm import distill, losses, pretrained, trainer
+from lm import assembly, distill, losses, pretrained, trainer
 
 from conftest import small_config
 
@@ -57,10 +57,10 @@ def test_a_student_equal_to_its_teacher_gets_zero_loss_and_gradient(trained_tiny
     """The teacher really runs inside the step: alpha=1 and identical params give loss 0."""
     config = _teacher_config(trained_tiny_workdir, **{"model.embed_dim": 64, "model.mlp_dim": 256,
                                                       "distill.alpha": 1.0})
-    run = trainer.build(config)
+    run = assembly.build(config)
     teacher = pretrained.load(trained_tiny_workdir)
     state = run.init_fn().replace(params=teacher.params)
-    batch = next(run.task.train_iterator(run.corpus))
+    batch = next(run.task.pipeline.train_iterator(run.data))
     _, metrics = run.train_step(state, batch)
     assert abs(float(metrics["loss"])) < 1e-5 and float(metrics["grad_norm"]) < 1e-4
     assert float(metrics["ce"]) > 1.0  # while the hard-label loss of the same predictions is not zero
@@ -79,7 +79,7 @@ def test_distilled_student_trains_and_reports_both_terms(trained_tiny_workdir, t
 def test_a_teacher_with_another_tokenizer_is_refused_before_compiling(trained_tiny_workdir, tmp_path):
     config = _teacher_config(trained_tiny_workdir, **{"tokenizer.path": "", "tokenizer.vocab_size": 400})
     with pytest.raises(config_lib.ConfigError, match="different tokenizer"):
-        trainer.build(config)
+        assembly.build(config)
 
 
 @pytest.fixture(scope="module")
@@ -100,10 +100,10 @@ def test_a_bert_classifier_distils_into_a_smaller_one(classifier_teacher, tmp_pa
     tokenizer = os.path.join(classifier_teacher, "tokenizer.model")
     same = finetune_config(**{"train.steps": 4, "tokenizer.path": tokenizer, "distill.alpha": 1.0,
                               "distill.teacher_workdir": classifier_teacher, "model.dropout_rate": 0.0})
-    run = trainer.build(same)
+    run = assembly.build(same)
     teacher = pretrained.load(classifier_teacher)
     state = run.init_fn().replace(params=teacher.params)
-    _, metrics = run.train_step(state, next(run.task.train_iterator(run.corpus)))
+    _, metrics = run.train_step(state, next(run.task.pipeline.train_iterator(run.data)))
     assert abs(float(metrics["loss"])) < 1e-5 and float(metrics["grad_norm"]) < 1e-4 and float(metrics["ce"]) > 0.1
 
     student = finetune_config(**{"train.steps": 20, "tokenizer.path": tokenizer, "model.embed_dim": 32,
@@ -113,7 +113,7 @@ def test_a_bert_classifier_distils_into_a_smaller_one(classifier_teacher, tmp_pa
     assert any("train/kl" in r and np.isfinite(r["train/kl"]) for r in records) and "eval/f1" in final
 
     with pytest.raises(config_lib.ConfigError, match="classes"):
-        trainer.build(dataclasses.replace(student, distill=dataclasses.replace(
+        assembly.build(dataclasses.replace(student, distill=dataclasses.replace(
             student.distill, teacher_workdir=_lm_teacher(tmp_path, tokenizer))))
 
 

@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from lm import trainer
+from lm import assembly, trainer
 from lm.config import ConfigError
 
 from conftest import REPO, small_config
@@ -136,7 +136,7 @@ def test_batch_that_does_not_divide_the_data_parallel_devices_is_refused():
         sharding.mesh_shape(MeshConfig(data=-1, fsdp=3, tensor=1), 8)
     mesh = sharding.make_mesh(MeshConfig(), jax.devices()[:1])
     config = small_config(**{"train.batch_size": 8, "train.microbatches": 4})
-    trainer._check_batch_layout(config, mesh)  # 1 device: any batch divides
+    assembly.check_batch_layout(config, mesh)  # 1 device: any batch divides
     with pytest.raises(ConfigError, match="microbatches"):
         small_config(**{"train.batch_size": 8, "train.microbatches": 3})
 

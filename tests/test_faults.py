@@ -25,7 +25,7 @@ import pytest
 
 from lm import checkpoint as checkpoint_lib
 from lm import config as config_lib
-from lm import optimizer, steps, trainer, workdir as workdir_lib
+from lm import assembly, optimizer, steps, trainer, workdir as workdir_lib
 from lm.config import ConfigError
 
 from conftest import CORPUS, REPO, small_config
@@ -88,7 +88,7 @@ def reference(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def abstract_state():
-    return trainer.build(same_config()).abstract_state
+    return assembly.build(same_config()).abstract_state
 
 
 # --- Crash: SIGKILL at random points, and during a checkpoint save. ------------------------------------------

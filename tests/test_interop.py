@@ -15,6 +15,7 @@ torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
 from lm import pretrained  # noqa: E402
+from lm import workdir as workdir_lib  # noqa: E402
 from lm.interop import core, safetensors_io, workdirs  # noqa: E402
 
 pytestmark = pytest.mark.interop
@@ -70,10 +71,9 @@ def _hf_logits(model, tokens):
         return model(torch.from_numpy(tokens)).logits.numpy()
 
 
-def _our_logits(workdir, tokens, step=0):
-    config = pretrained.read_config(workdir, require_tokenizer=False)
-    _, model, params, _ = pretrained.restore_params(workdir, config, step)
-    return np.asarray(model.apply({"params": params}, *(tokens if isinstance(tokens, tuple) else (tokens,))))
+def _our_logits(workdir, tokens, step="best"):
+    loaded = pretrained.load(workdir, step, require_tokenizer=False)
+    return np.asarray(loaded.model.apply({"params": loaded.params}, *(tokens if isinstance(tokens, tuple) else (tokens,))))
 
 
 @pytest.mark.parametrize("shape", sorted(SHAPES))
@@ -135,7 +135,7 @@ def test_refusals_name_the_problem(tmp_path):
     with open(tmp_path / "no_tokenizer" / "config.json", "w") as f:
         f.write("{}")
     with pytest.raises(pretrained.ConfigError, match="--tokenizer=PATH.model"):
-        pretrained.read_config(str(tmp_path / "no_tokenizer"))
+        workdir_lib.read_config(str(tmp_path / "no_tokenizer"))
 
 
 @pytest.mark.slow  # three tool subprocesses: ~100 s on the shared 2-core machine
@@ -238,7 +238,7 @@ def test_imported_t5_fine_tunes_with_init_from_and_evaluates(trained_tiny_workdi
                 words = line.split()
                 f.write(json.dumps({"a": " ".join(words[:len(words) // 2]), "b": " ".join(words[len(words) // 2:])})
                         + "\n")
-    config = pretrained.read_config(imported)
+    config = workdir_lib.read_config(imported)
     config = dataclasses.replace(
         config, init_from=imported,
         data=dataclasses.replace(config.data, train_files=str(tmp_path / "train.jsonl"),

@@ -15,6 +15,7 @@ torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
 from lm import pretrained  # noqa: E402
+from lm import workdir as workdir_lib  # noqa: E402
 from lm.interop import core, safetensors_io, workdirs  # noqa: E402
 
 pytestmark = pytest.mark.interop
@@ -100,7 +101,8 @@ def test_bert_logits_match_both_directions_and_safetensors_round_trip(shape, tmp
     assert config.train.objective == ("mlm_nsp" if shape == "bert_pretraining" else "classification")
     inputs = _bert_inputs()
     theirs = _hf_bert_logits(hf_model, inputs)
-    _, model, params, _ = pretrained.restore_params(str(tmp_path / "ours"), config)
+    loaded = pretrained.load(str(tmp_path / "ours"), "latest", require_tokenizer=False)
+    model, params = loaded.model, loaded.params
     ours = _our_bert_logits(model, params, inputs)
     _assert_bert_parity(ours, theirs, inputs[2], "HF -> ours")
 
@@ -198,7 +200,8 @@ def test_bert_masked_lm_imports_with_fresh_nsp_head_and_a_wordpiece_note(tmp_pat
     assert any("NSP head" in message and "freshly initialised" in message for message in messages), messages
     assert any("WordPiece (vocab.txt)" in message for message in messages), messages
     inputs = _bert_inputs()
-    _, model, params, _ = pretrained.restore_params(str(tmp_path / "ours"), config)
+    loaded = pretrained.load(str(tmp_path / "ours"), "latest", require_tokenizer=False)
+    model, params = loaded.model, loaded.params
     _assert_bert_parity(_our_bert_logits(model, params, inputs), _hf_bert_logits(hf_model, inputs), inputs[2],
                         "HF MaskedLM -> ours")
 
@@ -231,7 +234,7 @@ def test_imported_bert_fine_tunes_on_sst2_with_init_from_and_exports_the_result(
     _random_hf_bert("bert_pretraining", vocab=vocab).save_pretrained(tmp_path / "hf")
     imported = str(tmp_path / "imported")
     workdirs.import_hf(str(tmp_path / "hf"), imported, tokenizer_path, log=lambda message: None)
-    config = pretrained.read_config(imported)
+    config = workdir_lib.read_config(imported)
     config = dataclasses.replace(
         config, init_from=imported, model=dataclasses.replace(config.model, num_classes=2),
         data=dataclasses.replace(config.data, seq_len=32),
@@ -245,8 +248,8 @@ def test_imported_bert_fine_tunes_on_sst2_with_init_from_and_exports_the_result(
     assert "eval/accuracy" in final
     assert "'encoder' parameters from step 0 of" in capsys.readouterr().out
 
-    start = pretrained.restore_params(imported, pretrained.read_config(imported))[2]["encoder"]
-    after = pretrained.restore_params(tuned, pretrained.read_config(tuned))[2]["encoder"]
+    start = pretrained.load(imported, "latest", require_tokenizer=False).params["encoder"]
+    after = pretrained.load(tuned, "latest", require_tokenizer=False).params["encoder"]
     moved = [float(np.abs(np.asarray(a) - np.asarray(b)).max()) for a, b in
              zip(jax.tree.leaves(start), jax.tree.leaves(after))]
     assert 0 < max(moved) < 0.05, "four small steps from the imported encoder: moved, but not far"
@@ -256,7 +259,8 @@ def test_imported_bert_fine_tunes_on_sst2_with_init_from_and_exports_the_result(
     assert (tmp_path / "back" / "tokenizer.model").exists()
     reloaded = transformers.AutoModelForSequenceClassification.from_pretrained(tmp_path / "back").eval()
     inputs = _bert_inputs(vocab)
-    _, model, params, _ = pretrained.restore_params(tuned, pretrained.read_config(tuned))
+    loaded = pretrained.load(tuned, "latest", require_tokenizer=False)
+    model, params = loaded.model, loaded.params
     _assert_bert_parity(_our_bert_logits(model, params, inputs), _hf_bert_logits(reloaded, inputs), inputs[2],
                         "fine-tuned ours -> HF", min_magnitude=0.02)  # a fresh head after 4 steps: small logits
 
@@ -314,6 +318,7 @@ def test_bert_through_the_tools_convert_fine_tune_export(tmp_path):
     tool("tools/convert.py", f"--to_hf={tmp_path / 'back'}", f"--workdir={tuned}")
     reloaded = transformers.AutoModelForSequenceClassification.from_pretrained(tmp_path / "back").eval()
     inputs = _bert_inputs(vocab)
-    _, model, params, _ = pretrained.restore_params(tuned, pretrained.read_config(tuned))
+    loaded = pretrained.load(tuned, "latest", require_tokenizer=False)
+    model, params = loaded.model, loaded.params
     _assert_bert_parity(_our_bert_logits(model, params, inputs), _hf_bert_logits(reloaded, inputs), inputs[2],
                         "tools: fine-tuned ours -> HF", min_magnitude=0.02)

@@ -322,7 +322,7 @@ def test_finetune_from_pretrained_and_evaluate(pretrained_t5, tmp_path):
                           "seq2seq.target_key": "b", "seq2seq.target_len": 32, "train.steps": 20})
     config = dataclasses.replace(config, init_from=pretrained_t5)
     trainer.train(config, workdir)
-    source, tuned = pretrained.load(pretrained_t5), pretrained.load(workdir, 0)
+    source, tuned = pretrained.load(pretrained_t5), pretrained.load(workdir, "latest")
     assert tuned.tokenizer.model_proto == source.tokenizer.model_proto
     first_loss = _eval_losses(workdir)[0]
     scratch = str(tmp_path / "scratch")
@@ -386,7 +386,7 @@ def test_init_from_with_shrink_starts_from_shrunk_params(pretrained_t5, tmp_path
                                  finetune=dataclasses.replace(config.finetune, init_shrink=0.5))
     workdir = str(tmp_path / "shrunk")
     trainer.train(config, workdir)
-    source, tuned = pretrained.load(pretrained_t5).params, pretrained.load(workdir, 0).params
+    source, tuned = pretrained.load(pretrained_t5).params, pretrained.load(workdir, "latest").params
     np.testing.assert_allclose(tuned["token_embed"]["embedding"], 0.5 * source["token_embed"]["embedding"], atol=1e-6)
     np.testing.assert_allclose(tuned["decoder_norm"]["scale"], source["decoder_norm"]["scale"], atol=1e-6)
 

@@ -57,7 +57,7 @@ def _synthetic_corpus(config):
 def _batches(objective, corpus=None):
     config = t5_config(**{"train.objective": objective})
     corpus = corpus or _synthetic_corpus(config)
-    task = tasks.get(config)
+    task = tasks.get(config).pipeline
     train = task.train_iterator(corpus)
     return [next(train) for _ in range(3)] + list(task.eval_batches(corpus)), corpus
 
@@ -82,7 +82,7 @@ def test_span_corruption_and_prefix_lm_batches_are_unchanged(objective):
 def test_denoise_batches_share_span_corruptions_inputs_and_target_whole_windows():
     span_batches, corpus = _batches("span_corruption")
     denoise_batches, _ = _batches("denoise", corpus)
-    lengths = tasks.get(t5_config(**{"train.objective": "denoise"})).lengths
+    lengths = tasks.get(t5_config(**{"train.objective": "denoise"})).pipeline.lengths
     windows = [spans.Windows(tokens, lengths.raw) for tokens in (corpus.train_tokens, corpus.validation_tokens)]
     stream = {w[i].tobytes() for w in windows for i in range(len(w))}
     for span_batch, batch in zip(span_batches, denoise_batches):
@@ -96,7 +96,7 @@ def test_denoise_names_itself_when_sentinels_are_missing(tmp_path):
     config = t5_config(**{"train.objective": "denoise", "tokenizer.special_symbols": "<extra_id_0>",
                           "data.train_files": str(CORPUS), "data.validation_files": str(CORPUS)})
     with pytest.raises(config_lib.ConfigError, match="denoise of 70-token windows masks 3 spans"):
-        tasks.get(config).prepare()
+        tasks.get(config).pipeline.prepare()
 
 
 def test_denoise_pretraining_lowers_validation_loss_on_real_text(tmp_path):

@@ -67,7 +67,7 @@ def test_attention_probe_tells_uniform_from_peaked_attention():
     """The diagnostic behind docs/t5.md's finding (pretrained encoder attention stays uniform)."""
     import jax
 
-    from lm import attention_probe
+    from diagnostics import attention_probe
     from lm.data import seq2seq as seq2seq_data
 
     model, params = init(TINY)
@@ -94,7 +94,7 @@ def test_attention_probe_tells_uniform_from_peaked_attention():
 def test_attention_probe_reads_scanned_and_grouped_query_layers_alike():
     """The probe reads what Attention sowed: a scanned stack gives per-layer entries equal to the
     same params unrolled, with grouped-query heads (2 key/value heads for 4 query heads)."""
-    from lm import attention_probe
+    from diagnostics import attention_probe
     from lm.data import seq2seq as seq2seq_data
     from lm.interop import core
 

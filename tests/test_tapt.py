@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from lm import init_from, trainer
+from lm import assembly, init_from, trainer
 from lm.data import glue
 from lm.tasks import mlm_nsp
 
@@ -42,9 +42,9 @@ def test_continued_pretraining_keeps_the_source_tokenizer_and_learns_the_task_te
     config = tapt_config(source)
     # Before: the source model's masked-LM loss on the held-out task sentences.
     source_tokenizer = dataclasses.replace(config.tokenizer, path=os.path.join(source, "tokenizer.model"))
-    run = trainer.build(dataclasses.replace(config, tokenizer=source_tokenizer))
+    run = assembly.build(dataclasses.replace(config, tokenizer=source_tokenizer))
     state = init_from.restore(run.init_fn(), config, None, log=lambda message: None)
-    before = trainer.evaluate(run, state.params)["eval/mlm_loss"]
+    before = assembly.evaluate(run, state.params)["eval/mlm_loss"]
 
     workdir = str(tmp_path / "tapt")
     after = trainer.train(config, workdir)["eval/mlm_loss"]
@@ -57,5 +57,5 @@ def test_continued_pretraining_keeps_the_source_tokenizer_and_learns_the_task_te
     trainer.train(dataclasses.replace(bert_config(**{"train.steps": 40, "eval.every_steps": 40,
                                                      "checkpoint.every_steps": 40}), init_from=source), control)
     control_params = init_from.read_params(init_from.source(control, "latest"), log=lambda message: None)
-    on_task = trainer.evaluate(run, control_params)["eval/mlm_loss"]
+    on_task = assembly.evaluate(run, control_params)["eval/mlm_loss"]
     assert after < before - 0.15 and after < on_task - 0.1, (before, after, on_task)

@@ -9,7 +9,8 @@ pytest.importorskip("torch")
 
 from configs import bench_cpu  # noqa: E402
 from diagnostics.peers import torch_gpt  # noqa: E402
-from lm import benchmark, models, trainer  # noqa: E402
+from diagnostics import benchmark  # noqa: E402
+from lm import assembly, models  # noqa: E402
 from lm.config import from_config_dict  # noqa: E402
 
 
@@ -25,7 +26,7 @@ def small_config(**model):
 
 
 def our_parameter_count(config) -> int:
-    model_config = trainer.resolve_model_config(config.model, config.tokenizer.vocab_size)
+    model_config = assembly.resolve_model_config(config.model, config.tokenizer.vocab_size)
     tokens = np.zeros((1, config.data.seq_len), np.int32)
     shapes = jax.eval_shape(lambda: models.build(model_config).init(jax.random.PRNGKey(0), tokens)["params"])
     return sum(int(np.prod(x.shape)) for x in jax.tree.leaves(shapes))

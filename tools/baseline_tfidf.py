@@ -8,16 +8,12 @@ logistic regression on train, and prints (and optionally writes) accuracy, preci
 and F1 on validation. Needs scikit-learn (`pip install -e '.[dev]'`).
 """
 import json
-import os
-import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # configs/ importable
+from absl import flags
 
-from absl import flags  # noqa: E402
-
-from lm import cli  # noqa: E402
-from lm.data import glue  # noqa: E402
-from lm.tasks import classification  # noqa: E402
+from lm import cli
+from lm.data import glue
+from lm.tasks import classification
 
 _CONFIG = cli.define_config_flag("configs/finetune_sst2.py")
 _OUTPUT = flags.DEFINE_string("output", "", "Write the metrics here as JSON.")

@@ -20,7 +20,6 @@ import os
 import sys
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # configs/ importable
 
 from lm import host_devices  # noqa: E402 (before jax: one XLA:CPU device per core by default)
 
@@ -33,7 +32,8 @@ import platform  # noqa: E402
 import numpy as np  # noqa: E402
 from absl import flags  # noqa: E402
 
-from lm import benchmark, cli  # noqa: E402
+from diagnostics import benchmark  # noqa: E402
+from lm import cli  # noqa: E402
 
 _CONFIG = cli.define_config_flag("configs/bench_cpu.py")
 _STEPS = flags.DEFINE_integer("steps", 10, "Timed train steps (after warm-up).")
@@ -61,7 +61,7 @@ def main(argv):
     jax.config.update("jax_enable_compilation_cache", False)  # report the real compile time
     config = cli.load(_CONFIG)
     if _PEER.value == "hf":
-        from lm.peers import hf_gpt2
+        from diagnostics.peers import hf_gpt2
         hf_gpt2.check_shapes(config)  # before any long work
     if _PEER.value == "torch":
         from diagnostics.peers import torch_gpt

@@ -14,10 +14,8 @@ step, so every step costs the same: it is timed over its first `--uncached_steps
 very program a full request runs, and the rate is exact, not extrapolated from another shape.
 """
 import os
-import sys
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # configs/ importable
 
 import dataclasses  # noqa: E402
 import importlib  # noqa: E402
@@ -85,7 +83,8 @@ def time_request(model, params, batch: int, gen, steps: int, repeats: int) -> tu
 
 def main(argv):
     del argv
-    from lm import benchmark, generate, sampling  # noqa: PLC0415
+    from diagnostics import benchmark  # noqa: PLC0415
+    from lm import generate, sampling  # noqa: PLC0415
 
     rows = []
     for name in _CONFIGS.value:

@@ -4,22 +4,19 @@ main command, one after the other on this machine, in one run.
   python tools/bench_recipe.py [--workdir=runs/bench_recipe] [--json=FILE] [--markdown=FILE]
 
 The peer is nanoGPT's documented CPU recipe with Hugging Face's GPT-2 as its model
-(lm/peers/char_recipe.py says exactly what that means); ours is
+(diagnostics/peers/char_recipe.py says exactly what that means); ours is
 `tools/train.py --config=configs/gpt_tiny.py` in a fresh workdir, as the README's first command
 runs it (its wall time includes start-up and compilation; the peer's clock starts at its first
 step, as nanoGPT's own timing would). Needs `pip install -e '.[hf]'`. Run it on an idle machine:
 two processes at a time would measure the contention, not the code.
 """
+import json
 import os
+import shutil
+import subprocess
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-import json  # noqa: E402
-import shutil  # noqa: E402
-import subprocess  # noqa: E402
-
-from absl import app, flags  # noqa: E402
+from absl import app, flags
 
 _WORKDIR = flags.DEFINE_string("workdir", "runs/bench_recipe", "Scratch workdir for our run (emptied first).")
 _TARGET = flags.DEFINE_float("target", 2.72, "Validation bits per byte to reach (nanoGPT's 1.886 nats/char).")
@@ -47,8 +44,8 @@ def run_ours(workdir: str, target: float) -> dict:
 
 def main(argv):
     del argv
-    from lm import benchmark  # noqa: PLC0415
-    from lm.peers import char_recipe  # noqa: PLC0415
+    from diagnostics import benchmark  # noqa: PLC0415
+    from diagnostics.peers import char_recipe  # noqa: PLC0415
 
     results = {}
     if not _SKIP_PEER.value:

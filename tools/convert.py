@@ -10,24 +10,20 @@ Fine-tune an imported workdir (its config.json is the config; init_from loads it
       --config.train.steps=200 --config.data.train_files=MY_TEXT
 Pickled PyTorch weights are refused; safetensors only. See docs/interop.md.
 """
-import os
-import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from absl import flags
 
-from absl import flags  # noqa: E402
-
-from lm import cli, interop  # noqa: E402
-from lm.config import ConfigError  # noqa: E402
-from lm.interop import workdirs  # noqa: E402
+from lm import cli, interop
+from lm.config import ConfigError
+from lm.interop import workdirs
 
 _FROM_HF = flags.DEFINE_string("from_hf", "", "A Hugging Face model directory to import into --workdir.")
 _TO_HF = flags.DEFINE_string("to_hf", "", "A directory to write --workdir's checkpoint to, in Hugging Face format.")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Our workdir (written on import, read on export).", required=True)
 _TOKENIZER = flags.DEFINE_string("tokenizer", "", "Import: a sentencepiece .model matching the checkpoint's ids "
                                  "(default: the HF directory's tokenizer.model, if it has one).")
-_STEP = flags.DEFINE_integer("step", 0, "Export: the checkpoint step; 0: the newest.")
+_STEP = cli.define_step_flag()  # export: which checkpoint
 _ARCHITECTURE = flags.DEFINE_enum("architecture", "", ["", *interop.ARCHITECTURES],
                                   "Export: the Hugging Face architecture; default: the one the model's shape is.")
 

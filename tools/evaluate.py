@@ -8,13 +8,10 @@ a line to --predictions (default <workdir>/predictions_<split>.txt) and prints t
 """
 import json
 import os
-import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from absl import flags
 
-from absl import flags  # noqa: E402
-
-from lm import cli, evaluation  # noqa: E402
+from lm import cli, evaluation
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "A workdir trained with tools/train.py (seq2seq).", required=True)
 _SPLIT = flags.DEFINE_string("split", "validation", "train | validation | test")
@@ -24,7 +21,7 @@ _BEAM = flags.DEFINE_integer("beam_size", 0, "Beam size; 0: the run's seq2seq.be
 _PENALTY = flags.DEFINE_float("length_penalty", -1.0, "Beam length penalty alpha; < 0: the run's setting.")
 _MAX_EXAMPLES = flags.DEFINE_integer("max_examples", 0, "Decode only the first N examples; 0: all.")
 _BATCH = flags.DEFINE_integer("batch_size", 32, "Examples decoded together.")
-_STEP = flags.DEFINE_integer("step", 0, "Checkpoint step; 0: the best by validation loss, else the newest.")
+_STEP = cli.define_step_flag()
 _LEAD = flags.DEFINE_integer("lead_sentences", 0, "Also score the lead baseline: the input's first N sentences.")
 
 

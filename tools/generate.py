@@ -7,16 +7,13 @@ The continuation goes to stdout, streamed as it is decoded; progress goes to std
 --prompts_file=FILE (one prompt a line; "\\n" inside a line is a newline) decodes them as one
 batch and prints each continuation after a "### prompt N" line. --temperature=0 is greedy.
 """
-import os
 import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from absl import flags
 
-from absl import flags  # noqa: E402
-
-from lm import cli, generate, pretrained, sampling  # noqa: E402
-from lm.config import ConfigError  # noqa: E402
+from lm import cli, generate, pretrained, sampling
+from lm.config import ConfigError
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "A workdir written by tools/train.py (or tools/convert.py).")
 _CHECKPOINT = flags.DEFINE_string("checkpoint", None, "Instead of --workdir: a workdir or one of its checkpoints, "
@@ -29,7 +26,7 @@ _TOP_K = flags.DEFINE_integer("top_k", 0, "Sample among the k most likely tokens
 _TOP_P = flags.DEFINE_float("top_p", 1.0, "Sample among the most likely tokens holding this mass; 1: all.")
 _SEED = flags.DEFINE_integer("seed", 0, "Random seed for sampling.")
 _STOP = flags.DEFINE_list("stop", [], "Extra stop pieces (tokenizer pieces, e.g. '\\n'); EOS always stops.")
-_STEP = flags.DEFINE_integer("step", 0, "Checkpoint step; 0: the newest.")
+_STEP = cli.define_step_flag()
 _STREAM = flags.DEFINE_bool("stream", True, "Print a single prompt's tokens as they come.")
 _STREAM_EVERY = flags.DEFINE_integer("stream_every", 4, "Tokens per streamed chunk.")
 _UNCACHED = flags.DEFINE_bool("uncached", False, "Recompute the whole prefix per token (slow reference).")

@@ -27,7 +27,6 @@ def _preset_devices(argv) -> None:
 
 
 _preset_devices(sys.argv)
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # configs/ importable
 
 import dataclasses  # noqa: E402
 import json  # noqa: E402

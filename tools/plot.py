@@ -9,9 +9,7 @@ import argparse
 import os
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from lm import plots  # noqa: E402
+from lm import plots
 
 
 def main() -> None:

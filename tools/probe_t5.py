@@ -1,5 +1,5 @@
 """Does a T5 model read its input? Attention entropy per layer against uniform attention, and
-the output's confidence, on validation batches (lm/attention_probe.py; docs/t5.md, Measured).
+the output's confidence, on validation batches (diagnostics/attention_probe.py; docs/t5.md, Measured).
 
   python tools/probe_t5.py --workdir=runs/t5_wiki_multi30k[,runs/multi30k,...] [--data_from=runs/multi30k]
 
@@ -7,14 +7,9 @@ the output's confidence, on validation batches (lm/attention_probe.py; docs/t5.m
 pretrained model on Multi30k translation pairs); default each workdir's own. Every workdir
 must use the same tokenizer as the data source.
 """
-import os
-import sys
+from absl import flags
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from absl import flags  # noqa: E402
-
-from lm import cli  # noqa: E402
+from lm import cli
 
 _WORKDIRS = flags.DEFINE_list("workdir", None, "Trained t5 workdirs, comma separated.", required=True)
 _DATA_FROM = flags.DEFINE_string("data_from", "", "Workdir whose task and validation split give the batches.")
@@ -28,16 +23,18 @@ def main(argv):
     import jax
     import numpy as np
 
-    from lm import attention_probe, pretrained, tasks
+    from diagnostics import attention_probe
+    from lm import pretrained, tasks
+    from lm import workdir as workdir_lib
     from lm.config import ConfigError
 
     for workdir in _WORKDIRS.value:
         source = pretrained.load(workdir)
         if source.config.model.family != "t5":
             raise ConfigError(f"{workdir} is model.family={source.config.model.family!r}: the probe reads a t5 model")
-        data_config = pretrained.read_config(_DATA_FROM.value) if _DATA_FROM.value else source.config
+        data_config = workdir_lib.read_config(_DATA_FROM.value) if _DATA_FROM.value else source.config
         data_config = dataclasses.replace(data_config, init_from="", tokenizer=source.config.tokenizer)
-        task = tasks.get(data_config)
+        task = tasks.get(data_config).pipeline
         corpus = task.prepare()
         sums = {}
         for count, batch in enumerate(task.eval_batches(corpus)):

@@ -2,16 +2,14 @@
 
   python tools/profile_step.py --config=configs/bench_cpu.py [--config.model.x=y ...] --steps=3 [--top=25]
 
-Compiles the step exactly as tools/bench.py does (lm/trainer.py's shardings and donation),
+Compiles the step exactly as tools/bench.py does (lm/assembly.py's shardings and donation),
 traces `--steps` steps after warm-up, and prints thread time per XLA:CPU thunk name and per
 kind (matmul libraries, fusions, copies), plus process CPU time per step, which moves far
 less than wall time on a shared machine. The trace stays in --trace_dir for Perfetto.
 """
 import os
-import sys
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import collections  # noqa: E402
 import glob  # noqa: E402
@@ -23,7 +21,8 @@ import time  # noqa: E402
 
 from absl import flags  # noqa: E402
 
-from lm import benchmark, cli, sharding, trainer  # noqa: E402
+from diagnostics import benchmark  # noqa: E402
+from lm import assembly, cli, sharding  # noqa: E402
 
 _CONFIG = cli.define_config_flag("configs/bench_cpu.py")
 _STEPS = flags.DEFINE_integer("steps", 3, "Traced train steps (after one warm-up step).")
@@ -53,9 +52,9 @@ def main(argv):
     import jax
 
     config = cli.load(_CONFIG)
-    model_config = trainer.resolve_model_config(config.model, config.tokenizer.vocab_size)
+    model_config = assembly.resolve_model_config(config.model, config.tokenizer.vocab_size)
     mesh = sharding.make_mesh(config.mesh)
-    _, _, abstract_state, init_fn, train_step, _ = trainer.build_steps(config, model_config, mesh)
+    _, _, abstract_state, init_fn, train_step, _ = assembly.build_steps(config, model_config, mesh)
     with sharding.activation_rules(mesh):
         batch = sharding.to_global(benchmark.random_batch(config, model_config.vocab_size), mesh)
         compiled = train_step.lower(abstract_state, batch).compile()

@@ -6,17 +6,13 @@ Writes the int8 params (orbax) to <workdir>/int8 and prints parameter bytes in m
 disk, validation perplexity and batch-1 decoding speed for both (see lm/quantize.py).
 """
 import json
-import os
-import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from absl import flags
 
-from absl import flags  # noqa: E402
-
-from lm import cli, quantize  # noqa: E402
+from lm import cli, quantize
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "A workdir written by tools/train.py.", required=True)
-_STEP = flags.DEFINE_integer("step", 0, "Checkpoint step; 0: the newest.")
+_STEP = cli.define_step_flag()
 _OUTPUT = flags.DEFINE_string("output", "", "Where to write the int8 params; empty: <workdir>/int8.")
 _MAX_NEW = flags.DEFINE_integer("max_new_tokens", 100, "New tokens for the decoding-speed measurement.")
 _JSON = flags.DEFINE_string("json", "", "Also write the figures to this JSON file.")

@@ -15,11 +15,10 @@ import subprocess
 import sys
 import time
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, REPO)
+from lm import sweep
+from lm.config import ConfigError
 
-from lm import sweep  # noqa: E402
-from lm.config import ConfigError  # noqa: E402
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _run(args, experiment_path, points) -> int:

@@ -10,12 +10,9 @@ Multi-host: run the same command on every host, adding
 (not needed on a Cloud TPU VM pod slice or under SLURM srun, where jax finds the coordinator
 itself). See docs/scale.md and tools/launch.py.
 """
-import os
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # configs/ importable
-
-from lm import host_devices  # noqa: E402 (before jax)
+from lm import host_devices  # before jax
 
 host_devices.configure(sys.argv, default=1)
 

@@ -6,15 +6,10 @@
 Use it with --config.tokenizer.path=/tmp/shakespeare.model. (Without a path, training runs
 train the same tokenizer on first use and cache it.)
 """
-import os
-import sys
+from absl import flags
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from absl import flags  # noqa: E402
-
-from lm import cli  # noqa: E402
-from lm.data import corpus, text, tokenizer  # noqa: E402
+from lm import cli
+from lm.data import corpus, text, tokenizer
 
 _CONFIG = cli.define_config_flag()
 _OUTPUT = flags.DEFINE_string("output", None, "Where to write the .model file.", required=True)

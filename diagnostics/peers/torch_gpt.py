@@ -22,7 +22,7 @@ import time
 
 import numpy as np
 
-from lm import benchmark
+from diagnostics import benchmark
 from lm.config import Config
 
 MODES = ("eager", "compiled")

@@ -36,3 +36,22 @@ def batched(source, global_batch: int, process_index: int, process_count: int, *
     dataset = dataset[process_index::process_count].batch(global_batch // process_count, drop_remainder=True)
     options = grain.ReadOptions(num_threads=min(2, max(prefetch, 1)), prefetch_buffer_size=max(prefetch, 1))
     return dataset.to_iter_dataset(options)
+
+
+def eval_pass(source, num_examples: int, global_batch: int, max_batches: int, process_index: int,
+              process_count: int, *, random_map=None, random_seed: int = 0):
+    """One ordered pass over the first `num_examples` of `source`, padded to whole batches
+    (eval.max_batches caps their number; 0: all). The one evaluation pass of every task.
+
+    Padding keeps the batch shape static (one compiled eval step) and gives every process the
+    same number of batches, so none waits in a collective the others never reach. The contract:
+    `source[i]` for i >= num_examples is a row whose weights are all 0."""
+    check_batch(global_batch, process_count, "eval.batch_size")
+    num_batches = -(-num_examples // global_batch)
+    if max_batches:
+        num_batches = min(num_batches, max_batches)
+    dataset = grain.MapDataset.range(num_batches * global_batch).map(source.__getitem__)
+    if random_map is not None:
+        dataset = dataset.random_map(random_map, seed=random_seed)
+    dataset = dataset[process_index::process_count].batch(global_batch // process_count, drop_remainder=True)
+    return dataset.to_iter_dataset(grain.ReadOptions(num_threads=2, prefetch_buffer_size=4))

@@ -23,7 +23,6 @@ import hashlib
 import json
 import os
 
-import grain
 import numpy as np
 
 from lm.config import ConfigError, DataConfig, TokenizerConfig
@@ -120,16 +119,16 @@ def _prepare(data: DataConfig, tokenizer_config: TokenizerConfig, cache_dir: str
 class Windows:
     """Random-access examples: window i of the token stream, with segments and positions.
 
-    `pad_to` > the natural count appends all-padding examples (segment 0, weight 0), so
-    evaluation batches have a static shape and every process gets the same number."""
+    With `keep_partial` the last, shorter window counts too; indices past the real windows are
+    all-padding rows (segment 0, weight 0): evaluation pads its last batch with them."""
 
     def __init__(self, tokens: np.ndarray, seq_len: int, eos_id: int, pad_id: int, byte_lengths: np.ndarray,
-                 keep_partial: bool = False, pad_to: int = 0):
+                 keep_partial: bool = False):
         self.tokens, self.seq_len, self.eos_id, self.pad_id = tokens, seq_len, eos_id, pad_id
         self.byte_lengths = byte_lengths
         full, remainder = divmod(len(tokens) - 1, seq_len)
         self.num_real = full + (1 if keep_partial and remainder else 0)
-        self.length = max(self.num_real, pad_to)
+        self.length = self.num_real
 
     def __len__(self):
         return self.length
@@ -172,13 +171,6 @@ def train_iterator(corpus: Corpus, seq_len: int, global_batch: int, seed: int, p
 def eval_batches(corpus: Corpus, seq_len: int, global_batch: int, max_batches: int = 0, process_index: int = 0,
                  process_count: int = 1):
     """One pass over the validation split for this process, padded to whole batches."""
-    batching.check_batch(global_batch, process_count, "eval.batch_size")
     tok = corpus.tokenizer
     windows = Windows(corpus.validation_tokens, seq_len, tok.eos_id, tok.pad_id, tok.byte_lengths, keep_partial=True)
-    num_batches = -(-windows.num_real // global_batch)
-    if max_batches:
-        num_batches = min(num_batches, max_batches)
-    windows.length = max(windows.num_real, num_batches * global_batch)
-    dataset = grain.MapDataset.source(windows)[: num_batches * global_batch]
-    dataset = dataset[process_index::process_count].batch(global_batch // process_count, drop_remainder=True)
-    return dataset.to_iter_dataset(grain.ReadOptions(num_threads=2, prefetch_buffer_size=4))
+    return batching.eval_pass(windows, windows.num_real, global_batch, max_batches, process_index, process_count)

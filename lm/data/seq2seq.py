@@ -153,7 +153,7 @@ def tokenize(pairs: Sequence[tuple[str, str]], tokenizer, input_len: int, target
 
 
 def load_tokenizer(config: Config, train_pairs) -> tokenizer_lib.Tokenizer:
-    """tokenizer.path (with init_from, trainer.build sets it to the source run's); else one trained
+    """tokenizer.path (with init_from, assembly.build sets it to the source run's); else one trained
     on the training pairs."""
     if config.tokenizer.path:
         return tokenizer_lib.Tokenizer.load(config.tokenizer.path)
@@ -216,10 +216,9 @@ def plan_rows(pairs: Pairs, order: Sequence[int], input_len: int, target_len: in
 class PackedRows:
     """Random-access packed rows; indices past the plan are all-padding rows (weight 0)."""
 
-    def __init__(self, pairs: Pairs, plan: list[list[int]], input_len: int, target_len: int, pad_id: int,
-                 pad_to: int = 0):
+    def __init__(self, pairs: Pairs, plan: list[list[int]], input_len: int, target_len: int, pad_id: int):
         self.pairs, self.plan, self.input_len, self.target_len, self.pad_id = pairs, plan, input_len, target_len, pad_id
-        self.length = max(len(plan), pad_to)
+        self.length = len(plan)
 
     def __len__(self):
         return self.length
@@ -235,11 +234,7 @@ def train_rows(pairs: Pairs, input_len: int, target_len: int, pad_id: int, seed:
     return PackedRows(pairs, plan_rows(pairs, order, input_len, target_len), input_len, target_len, pad_id)
 
 
-def eval_rows(pairs: Pairs, input_len: int, target_len: int, pad_id: int, global_batch: int,
-              max_batches: int = 0) -> PackedRows:
-    plan = plan_rows(pairs, range(len(pairs.inputs)), input_len, target_len)
-    num_batches = -(-len(plan) // global_batch)
-    if max_batches:
-        num_batches = min(num_batches, max_batches)
-        plan = plan[:num_batches * global_batch]
-    return PackedRows(pairs, plan, input_len, target_len, pad_id, pad_to=num_batches * global_batch)
+def eval_rows(pairs: Pairs, input_len: int, target_len: int, pad_id: int) -> PackedRows:
+    """The validation split packed in order; batching.eval_pass pads it to whole batches."""
+    return PackedRows(pairs, plan_rows(pairs, range(len(pairs.inputs)), input_len, target_len), input_len,
+                      target_len, pad_id)

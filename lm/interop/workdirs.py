@@ -8,22 +8,19 @@ tools/train.py resumes (fine-tunes) it and tools/generate.py decodes from it.
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import shutil
 from typing import Callable
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from lm import checkpoint as checkpoint_lib
-from lm import interop, optimizer, pretrained, sharding, tasks
+from lm import interop, optimizer, pretrained, sharding, steps, tasks
+from lm import workdir as workdir_lib
 from lm.config import CheckpointConfig, Config, DataConfig, MeshConfig, TokenizerConfig, TrainConfig
 from lm.data.tokenizer import Tokenizer
 from lm.interop import core, safetensors_io
-from lm.steps import TrainState
-from lm.workdir import has_checkpoints
 
 TOKENIZER = "tokenizer.model"
 
@@ -70,7 +67,7 @@ def _check_tree(params, abstract_params, source: str) -> None:
 def import_hf(hf_dir: str, workdir: str, tokenizer_path: str = "", log: Callable[[str], None] = print) -> Config:
     """Writes `workdir` (config.json, tokenizer.model if known, checkpoint 0) from a Hugging
     Face directory. Refuses a workdir that already holds checkpoints."""
-    if has_checkpoints(workdir):
+    if workdir_lib.has_checkpoints(workdir):
         raise core.ConversionError(f"{workdir} already holds checkpoints: choose an empty --workdir")
     hf_config, raw = safetensors_io.read_hf_dir(hf_dir)
     architecture = interop.for_model_type(hf_config.get("model_type", ""))
@@ -89,37 +86,35 @@ def import_hf(hf_dir: str, workdir: str, tokenizer_path: str = "", log: Callable
     config = run_config(model, workdir_tokenizer if tokenizer is not None else "", objective)
 
     mesh = sharding.make_mesh(MeshConfig())
-    _, param_shardings, abstract_state = pretrained.abstract_params(config, mesh)
-    _check_tree(params, abstract_state.params, hf_dir)
-    params = jax.tree.map(lambda x, s: jax.device_put(np.asarray(x, s.dtype), s.sharding), params,
-                          abstract_state.params)
-    tx = optimizer.for_task(config, tasks.get(config))  # the state shapes every loader rebuilds
-    rng = jax.random.PRNGKey(config.train.seed)
-    state = TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=jax.jit(tx.init)(params),
-                       rng=jax.random.fold_in(rng, 2))
+    _, abstract, _ = pretrained.abstract_params(config, mesh)
+    _check_tree(params, abstract, hf_dir)
+    params = jax.tree.map(lambda x, s: jax.device_put(np.asarray(x, s.dtype), s.sharding), params, abstract)
+    # Step 0 of a run of `config`, as the trainer would start it: the state every loader rebuilds.
+    tx = optimizer.for_task(config, tasks.objective(config))
+    state = jax.jit(lambda p: steps.state_from_params(p, tx, config.train.seed))(params)
     checkpointer = checkpoint_lib.Checkpointer(os.path.join(workdir, "checkpoints"),
                                                CheckpointConfig(async_save=False), log)
     try:
         checkpointer.save(0, state, None)
     finally:
         checkpointer.close()
-    with open(os.path.join(workdir, "config.json"), "w") as f:
-        json.dump(dataclasses.asdict(config), f, indent=2, sort_keys=True)
-    with open(os.path.join(workdir, "converted_from.json"), "w") as f:
-        json.dump({"hf_dir": os.path.abspath(hf_dir), "model_type": hf_config.get("model_type"),
-                   "hf_config": hf_config}, f, indent=2, sort_keys=True)
+    workdir_lib.write_run_files(workdir, config)
+    workdir_lib.write_json(os.path.join(workdir, "converted_from.json"),
+                           {"hf_dir": os.path.abspath(hf_dir), "model_type": hf_config.get("model_type"),
+                            "hf_config": hf_config})
     return config
 
 
-def export_hf(workdir: str, hf_dir: str, step: int = 0, architecture: str = "",
+def export_hf(workdir: str, hf_dir: str, which: str | int = "best", architecture: str = "",
               log: Callable[[str], None] = print) -> tuple[str, int]:
-    """Writes checkpoint `step` (0: newest) of `workdir` as a Hugging Face directory;
-    returns (architecture, step)."""
-    config = pretrained.read_config(workdir, require_tokenizer=False)
+    """Writes checkpoint `which` (lm/workdir.py's `resolve`: best, latest or a step) of `workdir`
+    as a Hugging Face directory; returns (architecture, step)."""
+    workdir, step = workdir_lib.resolve(workdir, which)
+    config = workdir_lib.read_config(workdir, require_tokenizer=False)
     architecture = architecture or interop.default_architecture(config.model)
     exporter = interop.get(architecture)
     exporter.check_exportable(config.model)  # before the (slow) restore
-    step, _, params, _ = pretrained.restore_params(workdir, config, step, log=log)
+    _, params, _ = pretrained.restore_params(workdir, config, step, log=log)
     params = core.unstack_layers(jax.tree.map(np.asarray, jax.device_get(params)))
     hf_config, tensors = exporter.export(config.model, params)
     safetensors_io.write_hf_dir(hf_dir, hf_config, tensors)

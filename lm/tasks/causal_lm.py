@@ -7,32 +7,14 @@ import math
 import jax.numpy as jnp
 
 from lm import losses
-from lm.config import Config
 from lm.data import pipeline
+from lm.tasks import base
 
 
-class CausalLM:
-    def __init__(self, config: Config):
-        self.config = config
-
-    # Data.
-    def prepare(self) -> pipeline.Corpus:
-        return pipeline.prepare(self.config.data, self.config.tokenizer)
-
-    def train_iterator(self, corpus, process_index: int = 0, process_count: int = 1):
-        c = self.config
-        return pipeline.train_iterator(corpus, c.data.seq_len, c.train.batch_size, c.data.seed, process_index,
-                                       process_count, c.data.prefetch)
-
-    def eval_batches(self, corpus, process_index: int = 0, process_count: int = 1):
-        c = self.config
-        return pipeline.eval_batches(corpus, c.data.seq_len, c.eval.batch_size or c.train.batch_size,
-                                     c.eval.max_batches, process_index, process_count)
-
+class CausalLM(base.Objective):
     def init_inputs(self):
         return (jnp.zeros((1, self.config.data.seq_len), jnp.int32),)
 
-    # Loss and metrics.
     def predictions(self, model, params, batch, rng, deterministic: bool):
         """(logits [B, L, V], target ids [B, L], weights [B, L]): every token predicts the next."""
         logits = model.apply({"params": params}, batch["inputs"], batch["positions"], batch["segment_ids"],
@@ -52,31 +34,42 @@ class CausalLM:
 
     def eval_sums(self, model, params, batch) -> dict:
         """NLL (nats), correct predictions, target tokens and target bytes, summed."""
-        sums = self.loss_sums(model, params, batch, None, True)
-        del sums["z_loss_sum"]
+        sums = super().eval_sums(model, params, batch)
         sums["bytes"] = jnp.sum(batch["target_bytes"]).astype(jnp.float32)
         return sums
 
     def eval_metrics(self, totals) -> dict[str, float]:
         """Loss (nats/token), perplexity, bits per byte and accuracy."""
-        loss = totals["loss_sum"] / max(totals["weight"], 1.0)
-        return {
-            "eval/loss": loss,
-            "eval/perplexity": math.exp(min(loss, 50.0)),
-            "eval/bits_per_byte": totals["loss_sum"] / math.log(2) / max(totals["bytes"], 1.0),
-            "eval/accuracy": totals["correct"] / max(totals["weight"], 1.0),
-        }
+        metrics = base.token_metrics(totals)
+        return {"eval/loss": metrics["eval/loss"], "eval/perplexity": metrics["eval/perplexity"],
+                "eval/bits_per_byte": totals["loss_sum"] / math.log(2) / max(totals["bytes"], 1.0),
+                "eval/accuracy": metrics["eval/accuracy"]}
 
-    def sample(self, run, params) -> str:
+
+class CausalLMPipeline(base.Pipeline):
+    def prepare(self) -> pipeline.Corpus:
+        return pipeline.prepare(self.config.data, self.config.tokenizer)
+
+    def train_iterator(self, corpus, process_index: int = 0, process_count: int = 1):
+        c = self.config
+        return pipeline.train_iterator(corpus, c.data.seq_len, c.train.batch_size, c.data.seed, process_index,
+                                       process_count, c.data.prefetch)
+
+    def eval_batches(self, corpus, process_index: int = 0, process_count: int = 1):
+        c = self.config
+        return pipeline.eval_batches(corpus, c.data.seq_len, self.eval_batch_size, c.eval.max_batches,
+                                     process_index, process_count)
+
+    def sample(self, model, params, corpus) -> str:
         from lm import generate, sampling  # noqa: PLC0415
 
-        cfg, tokenizer = self.config.train, run.corpus.tokenizer
+        cfg, tokenizer, model_config = self.config.train, corpus.tokenizer, model.config
         # Cached decoding (lm/generate.py); a learned position table caps prompt + sample at model.max_len.
         room = cfg.sample_tokens
-        if run.model_config.positions == "learned":
-            room = min(room, run.model_config.max_len - 1 - len(tokenizer.encode(cfg.sample_prompt)))
+        if model_config.positions == "learned":
+            room = min(room, model_config.max_len - 1 - len(tokenizer.encode(cfg.sample_prompt)))
         if room < 1:
             return cfg.sample_prompt + " [no sample: the prompt fills model.max_len]"
         gen = generate.GenerationConfig(max_new_tokens=room, sampler=sampling.Sampler(cfg.sample_temperature),
                                         seed=cfg.seed)
-        return cfg.sample_prompt + generate.generate_text(run.model, params, tokenizer, [cfg.sample_prompt], gen)[0]
+        return cfg.sample_prompt + generate.generate_text(model, params, tokenizer, [cfg.sample_prompt], gen)[0]

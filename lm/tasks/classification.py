@@ -11,23 +11,19 @@ the best checkpoint; at the end the best checkpoint is evaluated again and writt
 from __future__ import annotations
 
 import dataclasses
-import json
-import os
 import re
 
-import grain
-import jax
 import jax.numpy as jnp
 import numpy as np
 
 from lm import losses
-from lm import metrics as metrics_lib
 from lm.config import Config, ConfigError
 from lm.data import batching
 from lm.data import corpus as corpus_lib
 from lm.data import glue
 from lm.data import tokenizer as tokenizer_lib
 from lm.models.bert import ENCODER
+from lm.tasks import base
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,9 +48,9 @@ def metrics_from_confusion(confusion: np.ndarray) -> dict[str, float]:
             "recall": pick(recall), "f1": pick(f1)}
 
 
-class Classification:
+class Classification(base.Objective):
     def __init__(self, config: Config):
-        self.config = config
+        super().__init__(config)
         self.num_classes = config.model.num_classes
         expected = glue.NUM_CLASSES[config.finetune.task]
         if self.num_classes != expected:
@@ -64,39 +60,6 @@ class Classification:
         self.selection = (f"eval/{config.finetune.select_metric}", True)
         # init_from takes only the pretrained encoder; the classifier head starts fresh.
         self.init_from_subtree = ENCODER
-
-    # Data.
-    def _tokenizer(self, train_texts) -> tokenizer_lib.Tokenizer:
-        c = self.config  # with init_from, trainer.build has set tokenizer.path to the pretraining run's
-        texts = list(train_texts)
-        return tokenizer_lib.load_or_train(c.tokenizer, texts, tokenizer_lib.text_identity("glue", texts),
-                                           corpus_lib.cache_root(c.data))
-
-    def prepare(self) -> ClassificationData:
-        c = self.config
-        train = glue.load(c.finetune, "train", c.data.allow_download)
-        validation = glue.load(c.finetune, "validation", c.data.allow_download)
-        if c.data.lowercase:
-            train, validation = glue.lowercased(train), glue.lowercased(validation)
-        tokenizer = self._tokenizer(iter(train.first + (train.second or [])))
-        return ClassificationData(tokenizer, glue.encode(train, tokenizer, c.data.seq_len),
-                                  glue.encode(validation, tokenizer, c.data.seq_len))
-
-    def train_iterator(self, data: ClassificationData, process_index: int = 0, process_count: int = 1):
-        c = self.config
-        return iter(batching.batched(data.train, c.train.batch_size, process_index, process_count, seed=c.data.seed,
-                                     prefetch=c.data.prefetch))
-
-    def eval_batches(self, data: ClassificationData, process_index: int = 0, process_count: int = 1):
-        """The whole validation split (eval.max_batches caps it), padded to whole batches."""
-        c = self.config
-        batch = c.eval.batch_size or c.train.batch_size
-        num_batches = -(-len(data.validation) // batch)
-        if c.eval.max_batches:
-            num_batches = min(num_batches, c.eval.max_batches)
-        dataset = grain.MapDataset.range(num_batches * batch).map(data.validation.__getitem__)
-        dataset = dataset[process_index::process_count].batch(batch // process_count, drop_remainder=True)
-        return dataset.to_iter_dataset(grain.ReadOptions(num_threads=2, prefetch_buffer_size=4))
 
     def init_inputs(self):
         tokens = jnp.zeros((1, self.config.data.seq_len), jnp.int32)
@@ -158,25 +121,33 @@ class Classification:
         depth = 0 if layer is None else layer + 1
         return f.layer_lr_decay ** (num_layers + 1 - depth)
 
-    def sample(self, run, params):
-        del run, params
-        return None
 
-    def write_report(self, run, workdir: str, evaluate, checkpointer) -> dict:
-        """Evaluates the best checkpoint (by the selection metric) and writes eval_report.json."""
-        name = self.selection[0]
-        scores = metrics_lib.records(workdir, name)
-        best = metrics_lib.best_step(workdir, checkpointer.all_steps(), name, higher_is_better=True)
-        if best is None:
-            return {}
-        state, _ = checkpointer.restore(best, run.abstract_state, with_data=False)
-        metrics = evaluate(run, state.params)
-        last = max(scores)
-        report = {"task": self.config.finetune.task, "selected_by": name, "best_step": best,
-                  "validation_examples": len(run.corpus.validation), "best": metrics,
-                  "last_step": last, "last": {k: v for k, v in scores[last].items() if k.startswith("eval/")},
-                  "init_from": self.config.init_from or None}
-        if jax.process_index() == 0:
-            with open(os.path.join(workdir, "eval_report.json"), "w") as f:
-                json.dump(report, f, indent=2)
-        return report
+class ClassificationPipeline(base.Pipeline):
+    def _tokenizer(self, train_texts) -> tokenizer_lib.Tokenizer:
+        c = self.config  # with init_from, assembly.build has set tokenizer.path to the pretraining run's
+        texts = list(train_texts)
+        return tokenizer_lib.load_or_train(c.tokenizer, texts, tokenizer_lib.text_identity("glue", texts),
+                                           corpus_lib.cache_root(c.data))
+
+    def prepare(self) -> ClassificationData:
+        c = self.config
+        train = glue.load(c.finetune, "train", c.data.allow_download)
+        validation = glue.load(c.finetune, "validation", c.data.allow_download)
+        if c.data.lowercase:
+            train, validation = glue.lowercased(train), glue.lowercased(validation)
+        tokenizer = self._tokenizer(iter(train.first + (train.second or [])))
+        return ClassificationData(tokenizer, glue.encode(train, tokenizer, c.data.seq_len),
+                                  glue.encode(validation, tokenizer, c.data.seq_len))
+
+    def train_iterator(self, data: ClassificationData, process_index: int = 0, process_count: int = 1):
+        c = self.config
+        return iter(batching.batched(data.train, c.train.batch_size, process_index, process_count, seed=c.data.seed,
+                                     prefetch=c.data.prefetch))
+
+    def eval_batches(self, data: ClassificationData, process_index: int = 0, process_count: int = 1):
+        return batching.eval_pass(data.validation, len(data.validation), self.eval_batch_size,
+                                  self.config.eval.max_batches, process_index, process_count)
+
+    def report_fields(self, data: ClassificationData) -> dict:
+        """At the end of the run the loop evaluates the best checkpoint into eval_report.json."""
+        return {"task": self.config.finetune.task, "validation_examples": len(data.validation)}

@@ -25,6 +25,7 @@ from lm.data import batching
 from lm.data import corpus as corpus_lib
 from lm.data import glue, pairs
 from lm.data import tokenizer as tokenizer_lib
+from lm.tasks import base
 
 
 @dataclasses.dataclass(frozen=True)
@@ -69,11 +70,61 @@ def task_text(config: Config) -> str:
     return "".join("\n".join(doc) + "\n\n" for doc in documents)
 
 
-class MlmNsp:
-    def __init__(self, config: Config):
-        self.config = config
+class MlmNsp(base.Objective):
+    def init_inputs(self):
+        seq_len, predictions = self.config.data.seq_len, self.config.mlm.max_predictions
+        tokens = jnp.zeros((1, seq_len), jnp.int32)
+        return tokens, tokens, tokens + 1, jnp.zeros((1, predictions), jnp.int32)
 
-    # Data.
+    # Loss and metrics.
+    def loss_sums(self, model, params, batch, rng, deterministic: bool) -> dict:
+        mlm_logits, nsp_logits = model.apply(
+            {"params": params}, batch["inputs"], batch["type_ids"], batch["segment_ids"], batch["mlm_positions"],
+            deterministic=deterministic, rngs=None if deterministic else {"dropout": rng})
+        mlm_nll, mlm_correct = losses.nll_and_correct(mlm_logits, batch["mlm_targets"])[:2]
+        nsp_nll, nsp_correct = losses.nll_and_correct(nsp_logits, batch["nsp_labels"])[:2]
+        mlm_w, nsp_w = batch["mlm_weights"], batch["nsp_weights"]
+        per_example_mlm = jnp.sum(mlm_nll * mlm_w, axis=-1) / jnp.maximum(jnp.sum(mlm_w, axis=-1), 1.0)
+        return {
+            "loss_sum": jnp.sum((per_example_mlm + self.config.mlm.nsp_weight * nsp_nll) * nsp_w),
+            "weight": jnp.sum(nsp_w),
+            "mlm_loss_sum": jnp.sum(mlm_nll * mlm_w), "mlm_correct": jnp.sum(mlm_correct * mlm_w),
+            "mlm_weight": jnp.sum(mlm_w),
+            "nsp_loss_sum": jnp.sum(nsp_nll * nsp_w), "nsp_correct": jnp.sum(nsp_correct * nsp_w),
+        }
+
+    def total_weight(self, batch):
+        return jnp.sum(batch["nsp_weights"])
+
+    def train_metrics(self, sums, total_weight) -> dict:
+        return {"mlm_accuracy": sums["mlm_correct"] / jnp.maximum(sums["mlm_weight"], 1.0),
+                "nsp_accuracy": sums["nsp_correct"] / total_weight}
+
+    def eval_metrics(self, totals) -> dict[str, float]:
+        examples, masked = max(totals["weight"], 1.0), max(totals["mlm_weight"], 1.0)
+        mlm_loss = totals["mlm_loss_sum"] / masked
+        return {
+            "eval/loss": totals["loss_sum"] / examples,
+            "eval/mlm_loss": mlm_loss,
+            "eval/mlm_perplexity": math.exp(min(mlm_loss, 50.0)),
+            "eval/mlm_accuracy": totals["mlm_correct"] / masked,
+            "eval/nsp_loss": totals["nsp_loss_sum"] / examples,
+            "eval/nsp_accuracy": totals["nsp_correct"] / examples,
+        }
+
+
+class _PaddedAnchors:
+    """Anchors by index; past the last one, the (-1, -1) anchor pairs.PretrainingExamples
+    turns into an all-padding example."""
+
+    def __init__(self, anchors: np.ndarray):
+        self.anchors = anchors
+
+    def __getitem__(self, index: int) -> np.ndarray:
+        return self.anchors[index] if index < len(self.anchors) else np.full(2, -1, np.int32)
+
+
+class MlmNspPipeline(base.Pipeline):
     def _text(self, files: list[str]) -> str:
         text = _read(files)
         return text.lower() if self.config.data.lowercase else text
@@ -120,66 +171,9 @@ class MlmNsp:
     def eval_batches(self, data: PretrainingData, process_index: int = 0, process_count: int = 1):
         """A fixed set of validation pairs (same anchors, masks and partners at every
         evaluation), spread over all documents, padded to whole batches."""
-        c = self.config
-        batch = c.eval.batch_size or c.train.batch_size
         anchors = data.validation.anchors()
         anchors = anchors[np.random.default_rng(1234).permutation(len(anchors))]
-        num_batches = -(-len(anchors) // batch)
-        if c.eval.max_batches:
-            num_batches = min(num_batches, c.eval.max_batches)
-        anchors = anchors[:num_batches * batch]
-        padding = np.full((num_batches * batch - len(anchors), 2), -1, np.int32)
-        return batching.batched(np.concatenate([anchors, padding]), batch, process_index, process_count, seed=None,
-                                random_map=self._examples(data, data.validation), random_seed=1234,
-                                what="eval.batch_size")
-
-    def init_inputs(self):
-        seq_len, predictions = self.config.data.seq_len, self.config.mlm.max_predictions
-        tokens = jnp.zeros((1, seq_len), jnp.int32)
-        return tokens, tokens, tokens + 1, jnp.zeros((1, predictions), jnp.int32)
-
-    # Loss and metrics.
-    def _sums(self, model, params, batch, rng, deterministic: bool) -> dict:
-        mlm_logits, nsp_logits = model.apply(
-            {"params": params}, batch["inputs"], batch["type_ids"], batch["segment_ids"], batch["mlm_positions"],
-            deterministic=deterministic, rngs=None if deterministic else {"dropout": rng})
-        mlm_nll, mlm_correct = losses.nll_and_correct(mlm_logits, batch["mlm_targets"])[:2]
-        nsp_nll, nsp_correct = losses.nll_and_correct(nsp_logits, batch["nsp_labels"])[:2]
-        mlm_w, nsp_w = batch["mlm_weights"], batch["nsp_weights"]
-        per_example_mlm = jnp.sum(mlm_nll * mlm_w, axis=-1) / jnp.maximum(jnp.sum(mlm_w, axis=-1), 1.0)
-        return {
-            "loss_sum": jnp.sum((per_example_mlm + self.config.mlm.nsp_weight * nsp_nll) * nsp_w),
-            "weight": jnp.sum(nsp_w),
-            "mlm_loss_sum": jnp.sum(mlm_nll * mlm_w), "mlm_correct": jnp.sum(mlm_correct * mlm_w),
-            "mlm_weight": jnp.sum(mlm_w),
-            "nsp_loss_sum": jnp.sum(nsp_nll * nsp_w), "nsp_correct": jnp.sum(nsp_correct * nsp_w),
-        }
-
-    def loss_sums(self, model, params, batch, rng, deterministic: bool) -> dict:
-        return self._sums(model, params, batch, rng, deterministic)
-
-    def total_weight(self, batch):
-        return jnp.sum(batch["nsp_weights"])
-
-    def train_metrics(self, sums, total_weight) -> dict:
-        return {"mlm_accuracy": sums["mlm_correct"] / jnp.maximum(sums["mlm_weight"], 1.0),
-                "nsp_accuracy": sums["nsp_correct"] / total_weight}
-
-    def eval_sums(self, model, params, batch) -> dict:
-        return self._sums(model, params, batch, None, True)
-
-    def eval_metrics(self, totals) -> dict[str, float]:
-        examples, masked = max(totals["weight"], 1.0), max(totals["mlm_weight"], 1.0)
-        mlm_loss = totals["mlm_loss_sum"] / masked
-        return {
-            "eval/loss": totals["loss_sum"] / examples,
-            "eval/mlm_loss": mlm_loss,
-            "eval/mlm_perplexity": math.exp(min(mlm_loss, 50.0)),
-            "eval/mlm_accuracy": totals["mlm_correct"] / masked,
-            "eval/nsp_loss": totals["nsp_loss_sum"] / examples,
-            "eval/nsp_accuracy": totals["nsp_correct"] / examples,
-        }
-
-    def sample(self, run, params):
-        del run, params
-        return None
+        padded = _PaddedAnchors(anchors)
+        return batching.eval_pass(padded, len(anchors), self.eval_batch_size, self.config.eval.max_batches,
+                                  process_index, process_count, random_map=self._examples(data, data.validation),
+                                  random_seed=1234)

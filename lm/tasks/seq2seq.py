@@ -1,31 +1,31 @@
 """Text-to-text fine-tuning of an encoder-decoder (T5): input text -> target text.
 
 Teacher-forced cross-entropy on the target tokens of packed rows (lm/data/seq2seq.py); the
-loss, metrics and end-of-run sample are shared with span corruption, which differs only in
-where its rows come from. BLEU and ROUGE need decoding and are tools/evaluate.py's job.
+objective and the end-of-run sample are shared with T5's pretraining objectives
+(lm/tasks/span_corruption.py), which differ only in where their rows come from. BLEU and
+ROUGE need decoding and are tools/evaluate.py's job.
 """
 
 from __future__ import annotations
 
-import math
-
 import jax.numpy as jnp
 
 from lm import losses
-from lm.config import Config
 from lm.data import batching
 from lm.data import seq2seq as seq2seq_data
+from lm.tasks import base
 
 
-class EncoderDecoderTask:
-    """Loss and metrics of any task whose batches are packed seq2seq rows."""
+class EncoderDecoderObjective(base.Objective):
+    """Loss and metrics of any objective whose batches are packed encoder-decoder rows."""
 
-    def __init__(self, config: Config):
-        self.config = config
+    def input_lengths(self) -> tuple[int, int]:
+        """(encoder, decoder) row lengths."""
+        return self.config.seq2seq.input_len, self.config.seq2seq.target_len
 
     def init_inputs(self):
-        s2s = self.config.seq2seq
-        return (jnp.zeros((1, s2s.input_len), jnp.int32), jnp.zeros((1, s2s.target_len), jnp.int32))
+        encoder_len, decoder_len = self.input_lengths()
+        return jnp.zeros((1, encoder_len), jnp.int32), jnp.zeros((1, decoder_len), jnp.int32)
 
     def loss_sums(self, model, params, batch, rng, deterministic: bool) -> dict:
         logits = model.apply({"params": params}, batch["encoder_inputs"], batch["decoder_inputs"],
@@ -42,18 +42,15 @@ class EncoderDecoderTask:
     def train_metrics(self, sums, total_weight) -> dict:
         return {"accuracy": sums["correct"] / total_weight}
 
-    def eval_sums(self, model, params, batch) -> dict:
-        sums = self.loss_sums(model, params, batch, None, True)
-        del sums["z_loss_sum"]
-        return sums
-
     def eval_metrics(self, totals) -> dict[str, float]:
         """Target-token loss (nats), perplexity and accuracy under teacher forcing."""
-        loss = totals["loss_sum"] / max(totals["weight"], 1.0)
-        return {"eval/loss": loss, "eval/perplexity": math.exp(min(loss, 50.0)),
-                "eval/accuracy": totals["correct"] / max(totals["weight"], 1.0)}
+        return base.token_metrics(totals)
 
-    def sample_pairs(self, corpus) -> list[tuple[str, str]]:
+
+class EncoderDecoderPipeline(base.Pipeline):
+    """The end-of-run sample of every encoder-decoder objective: decode a few validation inputs."""
+
+    def sample_pairs(self, data) -> list[tuple[str, str]]:
         """(input text, reference text) pairs the end-of-run sample decodes."""
         raise NotImplementedError
 
@@ -63,16 +60,19 @@ class EncoderDecoderTask:
 
         return decoding.DecodeConfig.from_config(self.config.seq2seq)
 
-    def sample(self, run, params) -> str:
+    def sample(self, model, params, data) -> str:
         from lm import decoding  # noqa: PLC0415
 
-        pairs = self.sample_pairs(run.corpus)
-        predictions = decoding.decode_texts(run.model, params, run.corpus.tokenizer, [a for a, _ in pairs],
-                                            self.decode_config())
+        pairs = self.sample_pairs(data)
+        predictions = decoding.decode_texts(model, params, data.tokenizer, [a for a, _ in pairs], self.decode_config())
         return "\n\n".join(f"input:      {a}\nreference:  {b}\nprediction: {p}" for (a, b), p in zip(pairs, predictions))
 
 
-class Seq2Seq(EncoderDecoderTask):
+class Seq2Seq(EncoderDecoderObjective):
+    pass
+
+
+class Seq2SeqPipeline(EncoderDecoderPipeline):
     def prepare(self) -> seq2seq_data.PairCorpus:
         return seq2seq_data.prepare(self.config)
 
@@ -80,14 +80,13 @@ class Seq2Seq(EncoderDecoderTask):
         c, s2s = self.config, self.config.seq2seq
         rows = seq2seq_data.train_rows(corpus.train, s2s.input_len, s2s.target_len, corpus.tokenizer.pad_id, c.data.seed)
         return iter(batching.batched(rows, c.train.batch_size, process_index, process_count, seed=c.data.seed,
-                                         prefetch=c.data.prefetch))
+                                     prefetch=c.data.prefetch))
 
     def eval_batches(self, corpus, process_index: int = 0, process_count: int = 1):
-        c, s2s = self.config, self.config.seq2seq
-        batch = c.eval.batch_size or c.train.batch_size
-        rows = seq2seq_data.eval_rows(corpus.validation, s2s.input_len, s2s.target_len, corpus.tokenizer.pad_id,
-                                      batch, c.eval.max_batches)
-        return batching.batched(rows, batch, process_index, process_count, seed=None)
+        s2s = self.config.seq2seq
+        rows = seq2seq_data.eval_rows(corpus.validation, s2s.input_len, s2s.target_len, corpus.tokenizer.pad_id)
+        return batching.eval_pass(rows, len(rows), self.eval_batch_size, self.config.eval.max_batches,
+                                  process_index, process_count)
 
     def sample_pairs(self, corpus) -> list[tuple[str, str]]:
         return corpus.validation.texts[:2]

@@ -18,10 +18,11 @@ import dataclasses
 
 import numpy as np
 
-from lm.config import Config, ConfigError
+from lm.config import ConfigError
 from lm.data import batching, pipeline
 from lm.data import span_corruption as spans
-from lm.tasks.seq2seq import EncoderDecoderTask
+from lm.tasks.seq2seq import EncoderDecoderObjective, EncoderDecoderPipeline
+
 
 def sentinel_ids(tokenizer) -> np.ndarray:
     """Ids of <extra_id_0>, <extra_id_1>, ... for as long as the tokenizer has them."""
@@ -33,24 +34,29 @@ def sentinel_ids(tokenizer) -> np.ndarray:
             return np.asarray(ids, np.int32)
 
 
-class WindowPretraining(EncoderDecoderTask):
-    """Windows of `lengths.raw` tokens of the corpus stream, each made into one packed row by the
-    subclass's corruptor; `lengths` also fixes the encoder and decoder row lengths."""
-
-    def __init__(self, config: Config):
-        super().__init__(config)
-        self.lengths = self.window_lengths(config.seq2seq)
+class _Windows:
+    """What a window objective's two sides share: `lengths` (the raw window, the encoder and the
+    decoder rows), fixed by the subclass from config.seq2seq."""
 
     def window_lengths(self, s2s) -> spans.SpanLengths:
         raise NotImplementedError
 
+    @property
+    def lengths(self) -> spans.SpanLengths:
+        return self.window_lengths(self.config.seq2seq)
+
+
+class WindowObjective(_Windows, EncoderDecoderObjective):
+    def input_lengths(self) -> tuple[int, int]:
+        return self.lengths.inputs, self.lengths.targets
+
+
+class WindowPipeline(_Windows, EncoderDecoderPipeline):
+    """Windows of `lengths.raw` tokens of the corpus stream, each made into one packed row by the
+    subclass's corruptor."""
+
     def corruptor(self, tokenizer) -> spans.WindowCorruptor:
         raise NotImplementedError
-
-    def init_inputs(self):
-        import jax.numpy as jnp  # noqa: PLC0415
-
-        return (jnp.zeros((1, self.lengths.inputs), jnp.int32), jnp.zeros((1, self.lengths.targets), jnp.int32))
 
     def prepare(self) -> pipeline.Corpus:
         return pipeline.prepare(self.config.data, self.config.tokenizer)
@@ -58,23 +64,20 @@ class WindowPretraining(EncoderDecoderTask):
     def train_iterator(self, corpus, process_index: int = 0, process_count: int = 1):
         c = self.config
         return iter(batching.batched(spans.Windows(corpus.train_tokens, self.lengths.raw), c.train.batch_size,
-                                         process_index, process_count, seed=c.data.seed, prefetch=c.data.prefetch,
-                                         random_map=self.corruptor(corpus.tokenizer)))
+                                     process_index, process_count, seed=c.data.seed, prefetch=c.data.prefetch,
+                                     random_map=self.corruptor(corpus.tokenizer)))
 
     def eval_batches(self, corpus, process_index: int = 0, process_count: int = 1):
-        c = self.config
-        batch = c.eval.batch_size or c.train.batch_size
+        """Whole batches of validation windows (the last, partial batch is dropped, not padded:
+        a window has no padding row), corrupted with a fixed seed."""
+        batch = self.eval_batch_size
         windows = spans.Windows(corpus.validation_tokens, self.lengths.raw)
-        num_batches = len(windows) // batch
-        if c.eval.max_batches:
-            num_batches = min(num_batches, c.eval.max_batches)
-        if num_batches == 0:
+        if len(windows) < batch:
             raise ConfigError(f"the validation split has {len(windows)} windows of {self.lengths.raw} tokens, fewer "
                               f"than eval.batch_size={batch}: lower eval.batch_size or give more validation text")
-        windows.length = num_batches * batch
         corruptor = self.corruptor(corpus.tokenizer)
-        return batching.batched(windows, batch, process_index, process_count, seed=None,
-                                    random_map=lambda tokens, rng: corruptor(tokens, rng))
+        return batching.eval_pass(windows, len(windows) // batch * batch, batch, self.config.eval.max_batches,
+                                  process_index, process_count, random_map=lambda tokens, rng: corruptor(tokens, rng))
 
     def sample_pairs(self, corpus) -> list[tuple[str, str]]:
         tok = corpus.tokenizer
@@ -83,10 +86,16 @@ class WindowPretraining(EncoderDecoderTask):
         return [(tok.decode(inputs[:-1]), tok.decode(targets[:-1]))]
 
 
-class SpanCorruption(WindowPretraining):
+class _SpanLengths:
     def window_lengths(self, s2s) -> spans.SpanLengths:
         return spans.lengths_for_inputs(s2s.input_len, s2s.noise_density, s2s.mean_noise_span_length)
 
+
+class SpanCorruption(_SpanLengths, WindowObjective):
+    pass
+
+
+class SpanCorruptionPipeline(_SpanLengths, WindowPipeline):
     def prepare(self) -> pipeline.Corpus:
         corpus = super().prepare()
         sentinels = sentinel_ids(corpus.tokenizer)
@@ -101,7 +110,7 @@ class SpanCorruption(WindowPretraining):
         return spans.Corruptor(self.lengths, sentinel_ids(tokenizer), tokenizer.eos_id, tokenizer.pad_id)
 
 
-class Denoising(SpanCorruption):
+class _DenoiseLengths(_SpanLengths):
     """Span corruption's inputs (same noise_density and mean_noise_span_length); the decoder
     writes the whole original window, so it learns full-length output aligned with the input."""
 
@@ -109,6 +118,12 @@ class Denoising(SpanCorruption):
         lengths = super().window_lengths(s2s)
         return dataclasses.replace(lengths, targets=lengths.raw + 1)
 
+
+class Denoising(_DenoiseLengths, WindowObjective):
+    pass
+
+
+class DenoisingPipeline(_DenoiseLengths, SpanCorruptionPipeline):
     def corruptor(self, tokenizer) -> spans.Denoiser:
         return spans.Denoiser(self.lengths, sentinel_ids(tokenizer), tokenizer.eos_id, tokenizer.pad_id)
 
@@ -118,7 +133,7 @@ class Denoising(SpanCorruption):
         return dataclasses.replace(super().decode_config(), max_len=self.lengths.targets)
 
 
-class PrefixLM(WindowPretraining):
+class _PrefixLengths:
     """Encoder reads a random-length prefix of a window of seq2seq.input_len - 1 tokens; the
     decoder writes the rest. Same data, loss and metrics as span corruption."""
 
@@ -126,5 +141,11 @@ class PrefixLM(WindowPretraining):
         raw = s2s.input_len - 1
         return spans.SpanLengths(raw, 0, 0, raw + 1, raw + 1)
 
+
+class PrefixLM(_PrefixLengths, WindowObjective):
+    pass
+
+
+class PrefixLMPipeline(_PrefixLengths, WindowPipeline):
     def corruptor(self, tokenizer) -> spans.PrefixSplitter:
         return spans.PrefixSplitter(self.lengths.raw, tokenizer.eos_id, tokenizer.pad_id)

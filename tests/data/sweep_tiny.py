@@ -1,11 +1,6 @@
 """A two-point sweep small enough for a test: a tiny GPT, 6 steps per point."""
-import os
-import sys
-
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
-
-from configs import gpt_tiny  # noqa: E402
-from lm import sweep  # noqa: E402
+from configs import gpt_tiny
+from lm import sweep
 
 
 def get_config():

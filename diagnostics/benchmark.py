@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from lm import planning, sharding, trainer
+from lm import assembly, planning, sharding
 from lm.config import Config
 
 MiB = 2 ** 20
@@ -145,12 +145,12 @@ class StepBenchmark:
 
 def train_steps(config: Config, num_steps: int, warmup: int = 2, rounds: int = 1,
                 between_rounds=None) -> StepBenchmark:
-    """Compiles the real train step (lm/trainer.py, same shardings and donation as training),
+    """Compiles the real train step (lm/assembly.py, same shardings and donation as training),
     runs `warmup` steps, then times `num_steps` steps one by one on a random batch, `rounds`
     times, calling `between_rounds()` after each round (a peer's turn, so the two interleave)."""
-    model_config = trainer.resolve_model_config(config.model, config.tokenizer.vocab_size)
+    model_config = assembly.resolve_model_config(config.model, config.tokenizer.vocab_size)
     mesh = sharding.make_mesh(config.mesh)
-    model, _, abstract_state, init_fn, train_step, _ = trainer.build_steps(config, model_config, mesh)
+    model, _, abstract_state, init_fn, train_step, _ = assembly.build_steps(config, model_config, mesh)
     host_batch = random_batch(config, model_config.vocab_size)
     with sharding.activation_rules(mesh):
         batch = sharding.to_global(host_batch, mesh)

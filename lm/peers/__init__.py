@@ -1,1 +1,0 @@
-"""Other frameworks' training loops at our shapes, for side-by-side benchmarks (optional extras)."""

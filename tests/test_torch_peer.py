@@ -53,3 +53,25 @@ def test_peer_loss_tracks_ours_on_the_same_batch(dtype):
     assert abs(peer["losses"][0] - np.log(512)) < 0.05
     assert peer["losses"][-1] < peer["losses"][0] - 0.3  # the batch is being learned ...
     assert abs(peer["losses"][-1] - ours.loss) < 0.05 * ours.loss, (peer["losses"], ours.loss)  # ... at our pace
+
+
+@pytest.mark.slow  # torch.compile of even a tiny model takes minutes on a busy 2-core machine
+def test_bench_with_the_torch_peer_writes_the_keys_the_acceptance_reads(tmp_path):
+    import json
+    import os
+    import subprocess
+    import sys
+
+    out = tmp_path / "bench.json"
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    small = ["--config.model.num_layers=1", "--config.model.embed_dim=64", "--config.model.num_heads=2",
+             "--config.model.mlp_dim=128", "--config.model.vocab_size=512", "--config.tokenizer.vocab_size=512",
+             "--config.data.seq_len=64", "--config.model.max_len=64", "--config.train.batch_size=2"]
+    subprocess.run([sys.executable, "tools/bench.py", "--config=configs/bench_cpu.py", *small, "--steps=2",
+                    "--warmup=1", "--rounds=2", "--peer=torch", f"--json={out}"], cwd=repo, check=True,
+                   capture_output=True, env={**os.environ, "PYTHONPATH": repo, "JAX_PLATFORMS": "cpu"})
+    figures = json.loads(out.read_text())
+    for key in ("tokens_per_sec", "mfu", "peer_tokens_per_sec", "peer_compiled_tokens_per_sec"):
+        assert figures[key] > 0, key
+    assert len(figures["step_seconds"]) == len(figures["peer_step_seconds"]) == 4  # 2 rounds x 2 steps
+    assert figures["cpu_model"] and isinstance(figures["cpu_flags"], list)

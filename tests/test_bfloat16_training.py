@@ -2,7 +2,6 @@
 weights, norm statistics, softmax and loss; lm/primitives.py) stays within a stated tolerance of
 float32's over a few hundred steps on real text."""
 
-import numpy as np
 import pytest
 
 from configs import gpt_tiny
@@ -38,4 +37,4 @@ def test_bfloat16_loss_curve_stays_within_tolerance_of_float32(tmp_path):
     assert abs(bf16_final[eval_key] - f32_final[eval_key]) < TOLERANCE_NATS, (bf16_final, f32_final)
     print(f"largest train-loss gap {max(gaps.values()):.4f} nats; validation {f32_final[eval_key]:.4f} "
           f"(float32) vs {bf16_final[eval_key]:.4f} (bfloat16)")
-    np.testing.assert_array_less(0, list(gaps.values()) + [1])  # the runs really differ (bfloat16 is on)
+    assert max(gaps.values()) > 0  # the runs really differ: bfloat16 was on

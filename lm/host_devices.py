@@ -9,6 +9,10 @@ device on bench_cpu in float32 (docs/performance.md). It is a property of the pr
 when jax starts, so tools read `--cpu_devices` from the command line before importing jax.
 The XLA flag only shapes the CPU platform: on GPU and TPU hosts it changes nothing.
 
+`cpu_info()` and `cpu_has_bfloat16_matmul()` read what this CPU is and whether it multiplies
+bfloat16 in hardware: lm/primitives.py picks its bfloat16 matmul kernel by it, and benchmarks
+record it beside every figure.
+
 `--cpu_fuse_elementwise` lets XLA:CPU's matmul library (YNNPACK) take the elementwise work
 around each matmul into its own fusion. Without it, the residual stream's gradient, a chain of
 additions across all layers, is fused into every layout copy that feeds a weight-gradient matmul

@@ -4,7 +4,8 @@ Each is a `jax.custom_vjp` because the backward autodiff derives is either slow 
 purpose on some backend, and each is tested against autodiff of its plain formula
 (tests/test_performance.py):
 - `dot`: a matmul in the compute dtype with float32 accumulation whose backward matmuls also
-  run in the compute dtype (autodiff would hand them a float32 cotangent);
+  run in the compute dtype (autodiff would hand them a float32 cotangent); on a CPU without
+  bfloat16 matmul hardware the bfloat16-rounded operands are multiplied as float32 (faster there);
 - `gelu_tanh` and `normalize` (LayerNorm / RMSNorm): they keep only their inputs (and the norm's
   row statistics) and compute the backward in closed form, so XLA:CPU emits one forward pass
   instead of writing intermediates out for the backward (docs/performance.md).

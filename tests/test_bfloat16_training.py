@@ -9,9 +9,10 @@ from lm import plots, trainer
 from lm.config import from_config_dict
 
 STEPS = 300
-# Train loss at each logged step, and the final validation loss, may differ by this many nats
-# (gpt_tiny's loss falls from ~6.9 to ~2.6 over these steps; two float32 runs with different
-# seeds differ by about as much).
+# Train loss at each logged step (every 25), and the final validation loss, may differ by this
+# many nats. gpt_tiny's loss falls from ln(1024) = 6.9 to ~4.3 over these steps; measured on an
+# Intel Xeon (AVX-512, no AVX512-BF16) the gaps were at most ~0.01 nats, so 0.05 leaves room for
+# other CPUs' kernels while still catching a bfloat16 path that drifts (docs/performance.md).
 TOLERANCE_NATS = 0.05
 
 
@@ -32,7 +33,7 @@ def test_bfloat16_loss_curve_stays_within_tolerance_of_float32(tmp_path):
     assert f32_curve.keys() == bf16_curve.keys() and len(f32_curve) >= STEPS // 25
     gaps = {step: abs(bf16_curve[step] - f32_curve[step]) for step in f32_curve}
     assert max(gaps.values()) < TOLERANCE_NATS, gaps
-    assert f32_curve[max(f32_curve)] < f32_curve[min(f32_curve)] - 3.0  # the curve really fell
+    assert f32_curve[max(f32_curve)] < f32_curve[min(f32_curve)] - 1.0  # the curve really fell
     eval_key = next(k for k in f32_final if k.endswith("loss"))
     assert abs(bf16_final[eval_key] - f32_final[eval_key]) < TOLERANCE_NATS, (bf16_final, f32_final)
     print(f"largest train-loss gap {max(gaps.values()):.4f} nats; validation {f32_final[eval_key]:.4f} "

@@ -17,27 +17,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from lm import assembly, planning, sharding
+from lm.hardware import matmul_cpu_peak, matmul_peak, reset_peak_rss, rss_bytes  # noqa: F401 (tools/bench.py)
 from lm.config import Config
 
 MiB = 2 ** 20
-
-
-def matmul_peak(dtype: str = "float32", size: int = 2048, repeats: int = 9, clock=time.perf_counter) -> float:
-    """FLOP/s of a large jitted square matmul in `dtype`, accumulated in float32 (what the
-    model's matmuls do), median of `repeats`. bfloat16 inputs with a bfloat16 result run
-    slower than float32 on XLA:CPU; with float32 accumulation they run faster. `clock`:
-    wall time by default; `time.process_time` gives FLOPs per CPU second (`matmul_cpu_peak`)."""
-    key_a, key_b = jax.random.split(jax.random.PRNGKey(0))
-    a = jax.random.normal(key_a, (size, size), jnp.float32).astype(dtype)
-    b = jax.random.normal(key_b, (size, size), jnp.float32).astype(dtype)
-    matmul = jax.jit(lambda x, y: jnp.dot(x, y, preferred_element_type=jnp.float32))
-    matmul(a, b).block_until_ready()
-    times = []
-    for _ in range(repeats):
-        started = clock()
-        matmul(a, b).block_until_ready()
-        times.append(clock() - started)
-    return 2 * size ** 3 / float(np.median(times))
 
 
 def random_batch(config: Config, vocab_size: int, seed: int = 0) -> dict:
@@ -49,12 +32,6 @@ def random_batch(config: Config, vocab_size: int, seed: int = 0) -> dict:
             "positions": np.broadcast_to(np.arange(shape[1], dtype=np.int32), shape).copy(),
             "segment_ids": np.ones(shape, np.int32), "weights": np.ones(shape, np.float32),
             "target_bytes": np.ones(shape, np.int32)}
-
-
-def matmul_cpu_peak(dtype: str = "float32", size: int = 2048, repeats: int = 9) -> float:
-    """As `matmul_peak`, per second of process CPU time (all threads): the denominator of the
-    CPU-time MFU, which a busy machine disturbs far less than the wall-clock one."""
-    return matmul_peak(dtype, size, repeats, clock=time.process_time)
 
 
 def write_report(table: list[str], figures, json_path: str = "", markdown_path: str = "") -> None:
@@ -75,22 +52,6 @@ def load_average() -> float:
         return float(open("/proc/loadavg").read().split()[0])
     except OSError:
         return float("nan")
-
-
-def _rss(field: str) -> int:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1]) * 1024
-    return 0
-
-
-def _reset_peak_rss() -> None:
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")  # Linux: reset VmHWM to the current resident size.
-    except OSError:
-        pass
 
 
 def _tree_bytes(tree) -> int:
@@ -158,8 +119,8 @@ def train_steps(config: Config, num_steps: int, warmup: int = 2, rounds: int = 1
         compiled = train_step.lower(abstract_state, batch).compile()
         compile_seconds = time.perf_counter() - started
         memory = compiled.memory_analysis()
-        baseline = _rss("VmRSS")
-        _reset_peak_rss()  # compiling is not training
+        baseline = rss_bytes("VmRSS")
+        reset_peak_rss()  # compiling is not training
         state = init_fn()
         parts = {"params": _tree_bytes(state.params), "optimizer_state": _tree_bytes(state.opt_state),
                  "gradients": _tree_bytes(state.params)}
@@ -179,7 +140,7 @@ def train_steps(config: Config, num_steps: int, warmup: int = 2, rounds: int = 1
                 cpu_times.append(time.process_time() - cpu_started)
             if between_rounds is not None:
                 between_rounds()
-        peak = _rss("VmHWM") - baseline
+        peak = rss_bytes("VmHWM") - baseline
     tokens = config.train.batch_size * config.data.seq_len
     return StepBenchmark(times, cpu_times, compile_seconds, tokens, planning.flops_per_token(model_config, config.data.seq_len),
                          int(peak), parts, int(getattr(memory, "temp_size_in_bytes", 0) or 0),

@@ -1,0 +1,105 @@
+"""Searching layouts for a run: mesh shapes, microbatches and remat policies on a target.
+
+`candidates` scores every layout the devices, batch and heads allow with the step-time model
+(lm/step_time.py) and a rough memory estimate from shapes; `search` compiles them fastest first
+with `planning.plan` until enough fit by the compiled program (tools/plan.py --search).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+
+import jax
+
+from lm import planning, step_time
+from lm.config import Config, MeshConfig
+from lm.hardware import GiB, Chip
+from lm.planning import HEADROOM, Plan
+
+
+def memory_estimate(run: step_time.Shapes, mesh: dict, chip: Chip, remat: str) -> float:
+    """Rough per-device peak bytes from shapes (the search's screen; compiling decides): float32
+    params, AdamW moments and gradients over fsdp x tensor, the gathered weights of two layers,
+    what the remat policy keeps per layer and token, and one layer's backward working set."""
+    m = run.model
+    data, fsdp, tensor = mesh["data"], mesh["fsdp"], mesh["tensor"]
+    params = step_time._num_params(m)
+    itemsize = 2 if m.dtype == "bfloat16" else 4
+    state = params / (fsdp * tensor) * 4 * (4 + (run.microbatches > 1))
+    layers = m.num_layers + (m.num_decoder_layers or (m.num_layers if m.family == "t5" else 0))
+    gathered = 2 * params / max(layers, 1) / tensor * itemsize
+    tokens = run.tokens / run.microbatches / (data * fsdp)
+    rows = run.batch_size / run.microbatches / (data * fsdp)
+    head_dim = m.head_dim or m.embed_dim // m.num_heads
+    kv = m.num_kv_heads or m.num_heads
+    flash = step_time.attention_kind(m, chip) == "flash"
+    heads = m.num_heads / tensor
+    scores = 0.0 if flash else rows * heads * run.seq_len ** 2 * 0.5 * 10  # f32 scores, exp, bf16 weights
+    projections = (2 * m.num_heads + 2 * kv) * head_dim / tensor + m.embed_dim + 3 * m.mlp_dim / tensor
+    kept = {"full": m.embed_dim * itemsize,
+            "save_dots": (projections + m.embed_dim) * itemsize,
+            "none": (projections + 6 * m.embed_dim + 2 * m.mlp_dim / tensor) * itemsize + scores / max(tokens, 1)}[remat]
+    working = tokens * (6 * m.embed_dim + 4 * m.mlp_dim / tensor) * 4 + scores
+    logits = tokens * m.vocab_size / tensor * 4 * 3
+    return state + gathered + tokens * layers * kept + working + logits
+
+
+@dataclasses.dataclass
+class Candidate:
+    mesh: dict
+    microbatches: int
+    remat: str
+    time: step_time.StepTime
+    tokens_per_second: float
+    estimated_peak_bytes: float
+    plan: Plan | None = None  # compiled, for the candidates that were confirmed
+
+    def describe(self) -> str:
+        mesh = ",".join(f"{k}={v}" for k, v in self.mesh.items())
+        peak = (f"peak {self.plan.peak_bytes / GiB:.2f} GiB compiled, {'FITS' if self.plan.fits else 'DOES NOT FIT'}"
+                if self.plan else f"~{self.estimated_peak_bytes / GiB:.2f} GiB estimated")
+        return (f"--mesh={mesh} --config.train.microbatches={self.microbatches} --config.model.remat={self.remat}: "
+                f"{self.tokens_per_second:,.0f} tokens/s, MFU {self.time.mfu:.1%}, {peak}")
+
+
+def candidates(config: Config, chip: Chip, num_devices: int) -> list[Candidate]:
+    """Every mesh (data x fsdp x tensor = devices), microbatch count and remat policy the batch
+    and the heads divide, scored by predicted tokens/s (fastest first)."""
+    m, batch = config.model, config.train.batch_size
+    kv = m.num_kv_heads or m.num_heads
+    found = []
+    for tensor in (t for t in (1, 2, 4, 8) if num_devices % t == 0 and kv % t == 0 and m.mlp_dim % t == 0):
+        rest = num_devices // tensor
+        for fsdp in (f for f in range(1, rest + 1) if rest % f == 0):
+            mesh = {"data": rest // fsdp, "fsdp": fsdp, "tensor": tensor}
+            for microbatches, remat in itertools.product(range(1, batch + 1), ("none", "save_dots", "full")):
+                if batch % microbatches or (batch // microbatches) % rest:
+                    continue
+                run = dataclasses.replace(planning.shapes(config), microbatches=microbatches)
+                predicted = step_time.estimate(run, mesh, chip, remat=remat)
+                found.append(Candidate(mesh, microbatches, remat, predicted, run.tokens / predicted.seconds,
+                                       memory_estimate(run, mesh, chip, remat)))
+    return sorted(found, key=lambda c: -c.tokens_per_second)
+
+
+def search(config: Config, chip: Chip, devices=None, confirm: int = 3, log=None) -> list[Candidate]:
+    """The fastest layouts that fit: candidates whose estimated peak is within 1.3 x the usable
+    memory are compiled in order of predicted tokens/s until `confirm` of them fit."""
+    devices = list(devices if devices is not None else jax.devices())
+    fitting = []
+    for candidate in candidates(config, chip, len(devices)):
+        if candidate.estimated_peak_bytes > 1.3 * HEADROOM * chip.hbm_bytes:
+            continue
+        trial = dataclasses.replace(
+            config, mesh=MeshConfig(**candidate.mesh),
+            model=dataclasses.replace(config.model, remat=candidate.remat),
+            train=dataclasses.replace(config.train, microbatches=candidate.microbatches))
+        candidate.plan = planning.plan(trial, chip, devices)
+        if log:
+            log(candidate.describe())
+        if candidate.plan.fits:
+            fitting.append(candidate)
+            if len(fitting) == confirm:
+                break
+    return fitting

@@ -9,10 +9,6 @@ device on bench_cpu in float32 (docs/performance.md). It is a property of the pr
 when jax starts, so tools read `--cpu_devices` from the command line before importing jax.
 The XLA flag only shapes the CPU platform: on GPU and TPU hosts it changes nothing.
 
-`cpu_info()` and `cpu_has_bfloat16_matmul()` read what this CPU is and whether it multiplies
-bfloat16 in hardware: lm/primitives.py picks its bfloat16 matmul kernel by it, and benchmarks
-record it beside every figure.
-
 `--cpu_fuse_elementwise` lets XLA:CPU's matmul library (YNNPACK) take the elementwise work
 around each matmul into its own fusion. Without it, the residual stream's gradient, a chain of
 additions across all layers, is fused into every layout copy that feeds a weight-gradient matmul
@@ -25,9 +21,7 @@ default, for shapes where it might.
 
 from __future__ import annotations
 
-import functools
 import os
-import platform
 import re
 
 _FLAG = "--xla_force_host_platform_device_count"
@@ -59,30 +53,3 @@ HELP = ("XLA:CPU devices to split this host into (0: one per core); the batch is
 FUSE_HELP = ("Let XLA:CPU's matmul library fuse the elementwise work around matmuls (see lm/host_devices.py); "
              "read before jax starts.")
 
-
-def cpu_info() -> dict:
-    """This host CPU's model name and feature flags from /proc/cpuinfo (Linux; empty elsewhere)."""
-    info = {}
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                key, _, value = line.partition(":")
-                info.setdefault(key.strip(), value.strip())
-    except OSError:
-        pass
-    flags = info.get("flags") or info.get("Features") or ""  # x86 | aarch64
-    return {"cpu_model": info.get("model name", platform.processor() or "unknown"), "cpu_flags": flags.split()}
-
-
-# x86: AVX512-BF16 (AMD Zen 4+, Intel Cooper Lake+) or AMX (Intel Sapphire Rapids+); aarch64: BF16.
-_BFLOAT16_MATMUL_FLAGS = {"avx512_bf16", "amx_bf16", "bf16"}
-
-
-@functools.cache
-def cpu_has_bfloat16_matmul() -> bool:
-    """Whether this CPU multiplies bfloat16 in hardware. Without it XLA:CPU emulates bfloat16 x
-    bfloat16 -> float32 matmuls, measured ~30% slower than the same products in float32 on an
-    Intel Xeon with AVX-512 but no AVX512-BF16/AMX (docs/performance.md). Unknown CPUs count as
-    having it (the plain path)."""
-    flags = set(cpu_info()["cpu_flags"])
-    return not flags or bool(flags & _BFLOAT16_MATMUL_FLAGS)

@@ -18,7 +18,7 @@ import functools
 import jax
 import jax.numpy as jnp
 
-from lm import host_devices
+from lm import hardware
 
 
 _GELU_C = (2.0 / 3.141592653589793) ** 0.5
@@ -62,13 +62,13 @@ def dot(equation: str, x, w, dtype, out_dtype=None):
 
 
 def _products_in_float32(dtype) -> bool:
-    """bfloat16 on a CPU without bfloat16 matmul hardware (lm/host_devices.py): there XLA:CPU
+    """bfloat16 on a CPU without bfloat16 matmul hardware (lm/hardware.py): there XLA:CPU
     emulates bfloat16 x bfloat16 -> float32, measured 20-35% slower than multiplying the same
     bfloat16-rounded operands as float32 (a bfloat16 product is exact in float32, so the result
     is the same up to summation order). The operands stay bfloat16 in memory and in the saved
     residuals; only the matmul kernel changes."""
     return (jnp.dtype(dtype) == jnp.bfloat16 and jax.default_backend() == "cpu"
-            and not host_devices.cpu_has_bfloat16_matmul())
+            and not hardware.cpu_has_bfloat16_matmul())
 
 
 def _rounded_einsum(equation: str, x, w, dtype):

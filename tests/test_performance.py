@@ -256,7 +256,7 @@ def test_bfloat16_dot_without_bfloat16_hardware_multiplies_the_same_products_in_
     """On a CPU without bfloat16 matmul units, `dot` multiplies the bfloat16-rounded operands as
     float32 (faster there); the values and gradients are those of the bfloat16 matmul, and the
     compiled step really runs float32 (or, with the hardware, bfloat16) dots."""
-    from lm import host_devices, primitives
+    from lm import hardware, primitives
 
     equation = "BLD,DF->BLF"
     keys = jax.random.split(jax.random.PRNGKey(5), 3)
@@ -268,7 +268,7 @@ def test_bfloat16_dot_without_bfloat16_hardware_multiplies_the_same_products_in_
         return jnp.sum(layers.dot(equation, x, w, jnp.bfloat16, jnp.float32) * probe)
 
     want = jax.jit(jax.value_and_grad(loss, (0, 1)))(x, w)  # this machine's own path
-    monkeypatch.setattr(host_devices, "cpu_has_bfloat16_matmul", lambda: native)
+    monkeypatch.setattr(hardware, "cpu_has_bfloat16_matmul", lambda: native)
     assert primitives._products_in_float32(jnp.bfloat16) == (not native)
     step = jax.jit(jax.value_and_grad(loss, (0, 1)))
     hlo = step.lower(x, w).compile().as_text()
@@ -283,9 +283,9 @@ def test_bfloat16_dot_without_bfloat16_hardware_multiplies_the_same_products_in_
 
 
 def test_cpu_info_names_the_cpu_and_its_flags():
-    from lm import host_devices
+    from lm import hardware
 
-    info = host_devices.cpu_info()
+    info = hardware.cpu_info()
     assert info["cpu_model"] and isinstance(info["cpu_flags"], list)
-    has = host_devices.cpu_has_bfloat16_matmul()
+    has = hardware.cpu_has_bfloat16_matmul()
     assert has == (not info["cpu_flags"] or bool({"avx512_bf16", "amx_bf16", "bf16"} & set(info["cpu_flags"])))

@@ -33,7 +33,7 @@ import numpy as np  # noqa: E402
 from absl import flags  # noqa: E402
 
 from diagnostics import benchmark  # noqa: E402
-from lm import cli  # noqa: E402
+from lm import cli, hardware  # noqa: E402
 
 _CONFIG = cli.define_config_flag("configs/bench_cpu.py")
 _STEPS = flags.DEFINE_integer("steps", 10, "Timed train steps (after warm-up).")
@@ -70,7 +70,7 @@ def main(argv):
     name = os.path.splitext(os.path.basename(flags.FLAGS["config"].config_filename))[0]
     figures = {"config": name, "dtype": dtype, "devices": jax.device_count(),
                "machine": f"{platform.machine()}, {os.cpu_count()} cores, jax {jax.__version__}",
-               "xla_flags": os.environ.get("XLA_FLAGS", ""), **host_devices.cpu_info()}
+               "xla_flags": os.environ.get("XLA_FLAGS", ""), **hardware.cpu_info()}
     print(f"{jax.device_count()} {jax.default_backend()} device(s); the batch is sharded over them (mesh data axis)",
           flush=True)
 

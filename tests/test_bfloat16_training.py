@@ -11,7 +11,7 @@ from lm.config import from_config_dict
 STEPS = 300
 # Train loss at each logged step (every 25), and the final validation loss, may differ by this
 # many nats. gpt_tiny's loss falls from ln(1024) = 6.9 to ~4.3 over these steps; measured on an
-# Intel Xeon (AVX-512, no AVX512-BF16) the gaps were at most ~0.01 nats, so 0.05 leaves room for
+# Intel Xeon (AVX-512, no AVX512-BF16) the gaps were at most 0.014 nats, so 0.05 leaves room for
 # other CPUs' kernels while still catching a bfloat16 path that drifts (docs/performance.md).
 TOLERANCE_NATS = 0.05
 

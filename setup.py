@@ -31,6 +31,11 @@ EXTRAS = {
         "portpicker>=1.6,<2",
         "tensorboard>=2.21,<2.22",  # tests read our event files back with TensorBoard's own reader
         "scikit-learn>=1.5,<2",  # BERT fine-tuning metrics are checked against it; tools/baseline_tfidf.py.
+        "wandb>=0.31,<0.32",  # tests/test_tracking.py writes an offline W&B run and reads it back
+    ],
+    # Experiment tracking: logging.wandb=true mirrors the metrics and config to Weights & Biases.
+    "tracking": [
+        "wandb>=0.31,<0.32",
     ],
     # Hugging Face interop and the PyTorch peer benchmark. torch is pinned exactly: a range
     # pulls the multi-GB CUDA build instead of the CPU wheel.

@@ -23,7 +23,8 @@ from lm.config_fields import ConfigError, build, schema_fields, setting
 
 __all__ = [
     "CheckpointConfig", "Config", "ConfigError", "DataConfig", "DistillConfig", "EvalConfig", "FinetuneConfig",
-    "MeshConfig", "MlmConfig", "ModelConfig", "OptimizerConfig", "Seq2SeqConfig", "TokenizerConfig", "TrainConfig",
+    "LoggingConfig", "MeshConfig", "MlmConfig", "ModelConfig", "OptimizerConfig", "ProfileConfig", "Seq2SeqConfig",
+    "TokenizerConfig", "TrainConfig",
     "from_config_dict", "guarded_keys", "is_guarded", "nan_steps", "to_dict", "validate",
 ]
 
@@ -289,6 +290,29 @@ class FinetuneConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class LoggingConfig:
+    """Where metrics go besides metrics.jsonl and TensorBoard (lm/metrics.py)."""
+    guarded_on_resume: ClassVar[bool] = False
+
+    wandb: bool = setting(False, "also log the same scalars and the config to Weights & Biases (pip install "
+                                 "'.[tracking]'); the run resumes with its workdir.")
+    wandb_project: str = setting("lm", "the W&B project.")
+    wandb_entity: str = setting("", "the W&B team or user; empty: the account's default.")
+    wandb_mode: str = setting("", "how W&B syncs.", choices={
+        "": "the WANDB_MODE environment variable, else online", "online": "uploads as the run goes",
+        "offline": "writes <workdir>/wandb only (upload later with `wandb sync`)"})
+
+
+@dataclasses.dataclass(frozen=True)
+class ProfileConfig:
+    """A jax.profiler trace of a few steps of the run, in <workdir>/profile (Perfetto, TensorBoard's profile plugin)."""
+    guarded_on_resume: ClassVar[bool] = False
+
+    start_step: int = setting(0, "the first traced step (1-based, as logged); 0: no trace.")
+    num_steps: int = setting(3, "steps traced from start_step.")
+
+
+@dataclasses.dataclass(frozen=True)
 class Config:
     guarded_on_resume: ClassVar[bool] = False  # init_from (a resume ignores it); sections decide for themselves
 
@@ -304,6 +328,8 @@ class Config:
     seq2seq: Seq2SeqConfig = Seq2SeqConfig()
     mlm: MlmConfig = MlmConfig()
     finetune: FinetuneConfig = FinetuneConfig()
+    logging: LoggingConfig = LoggingConfig()
+    profile: ProfileConfig = ProfileConfig()
     init_from: str = setting("", "start from the params of a trained run (lm/init_from.py): a workdir (its best or "
                                  "latest checkpoint, finetune.init_checkpoint) or one of its checkpoints "
                                  "(<workdir>/checkpoints/<step>); empty: from scratch. Ignored on resume. A classifier "

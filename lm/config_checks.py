@@ -33,11 +33,14 @@ def validate(config: Config) -> None:
         "train.steps": t.steps, "train.batch_size": t.batch_size, "train.microbatches": t.microbatches,
         "train.log_every_steps": t.log_every_steps, "eval.every_steps": config.eval.every_steps,
         "checkpoint.every_steps": config.checkpoint.every_steps, "checkpoint.keep": config.checkpoint.keep,
-        "train.max_consecutive_nonfinite": t.max_consecutive_nonfinite,
+        "train.max_consecutive_nonfinite": t.max_consecutive_nonfinite, "profile.num_steps": config.profile.num_steps,
     }
     for name, value in positive.items():
         if value <= 0:
             raise ConfigError(f"config '{name}' must be positive, got {value}")
+    if config.profile.start_step < 0:
+        raise ConfigError(f"config 'profile.start_step' is {config.profile.start_step}: give the first step to "
+                          f"trace (1-based), or 0 for no trace")
     if m.head_dim == 0 and m.embed_dim % m.num_heads:
         raise ConfigError(
             f"model.num_heads={m.num_heads} does not divide model.embed_dim={m.embed_dim}: "

@@ -1,21 +1,67 @@
 """Where metrics go: `metrics.jsonl` (the machine-readable record), TensorBoard event files,
-and a progress line on the terminal. Only process 0 writes."""
+optionally Weights & Biases (logging.wandb), and a progress line on the terminal. Only
+process 0 writes."""
 
 from __future__ import annotations
 
 import json
 import os
 import time
+import uuid
 
 import jax
 import numpy as np
 
+from lm.config import ConfigError, LoggingConfig
+
+
+class _WandbRun:
+    """The run's Weights & Biases mirror: the same scalars (x axis "step") and the config.
+
+    Its id is kept in <workdir>/wandb/run_id, so a resumed workdir continues the same W&B run;
+    steps are logged as a metric rather than W&B's own step counter, which refuses a step lower
+    than one already logged (a resume repeats the steps after its checkpoint)."""
+
+    def __init__(self, workdir: str, logging: LoggingConfig):
+        try:
+            import wandb  # noqa: PLC0415 (optional: pip install '.[tracking]')
+        except ImportError:
+            raise ConfigError("logging.wandb=true needs the wandb package: pip install '.[tracking]' (or wandb), "
+                              "or set --config.logging.wandb=false") from None
+        directory = os.path.join(workdir, "wandb")
+        os.makedirs(directory, exist_ok=True)
+        id_path = os.path.join(directory, "run_id")
+        if not os.path.exists(id_path):
+            with open(id_path, "w") as f:
+                f.write(uuid.uuid4().hex[:12])
+        with open(id_path) as f:
+            run_id = f.read().strip()
+        self._run = wandb.init(project=logging.wandb_project, entity=logging.wandb_entity or None,
+                               mode=logging.wandb_mode or None, dir=workdir, id=run_id, resume="allow",
+                               name=os.path.basename(os.path.abspath(workdir)))
+        self._run.define_metric("step")
+        self._run.define_metric("*", step_metric="step")
+
+    def log(self, step: int, values: dict) -> None:
+        self._run.log({"step": step, **values})
+
+    def text(self, tag: str, text: str) -> None:
+        self._run.summary[tag] = text
+
+    def config(self, config: dict) -> None:
+        self._run.config.update(config, allow_val_change=True)  # a resume may change unguarded fields
+
+    def close(self) -> None:
+        self._run.finish()
+
 
 class MetricsWriter:
-    def __init__(self, workdir: str, enabled: bool | None = None):
+    def __init__(self, workdir: str, enabled: bool | None = None, logging: LoggingConfig | None = None):
         self.enabled = jax.process_index() == 0 if enabled is None else enabled
         self.start_time = time.time()
-        self._jsonl = self._tensorboard = None
+        self._jsonl = self._tensorboard = self._wandb = None
+        if self.enabled and logging is not None and logging.wandb:
+            self._wandb = _WandbRun(workdir, logging)
         if self.enabled:
             from tensorboardX import SummaryWriter  # noqa: PLC0415 (only process 0 needs it)
             os.makedirs(workdir, exist_ok=True)
@@ -33,20 +79,29 @@ class MetricsWriter:
         self._jsonl.write(json.dumps(record) + "\n")
         for key, value in values.items():
             self._tensorboard.add_scalar(key, value, int(step))
+        if self._wandb:
+            self._wandb.log(int(step), values)
 
     def write_text(self, tag: str, text: str, step: int = 0) -> None:
         if self.enabled:
             self._tensorboard.add_text(tag, text, step)
+            if self._wandb:
+                self._wandb.text(tag, text)
 
     def write_config(self, config: dict, step: int = 0) -> None:
-        """The run's config as a TensorBoard text panel ("config"): a table of dotted keys."""
+        """The run's config as a TensorBoard text panel ("config"): a table of dotted keys; W&B
+        gets it as the run's config."""
         if self.enabled:
             self._tensorboard.add_text("config", config_markdown(config), step)
+            if self._wandb:
+                self._wandb.config(config)
 
     def close(self) -> None:
         if self.enabled:
             self._jsonl.close()
             self._tensorboard.close()
+            if self._wandb:
+                self._wandb.close()
 
 
 def _drop_partial_last_line(path: str) -> None:

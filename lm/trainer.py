@@ -21,7 +21,7 @@ from jax.experimental import multihost_utils
 
 from lm import assembly
 from lm import checkpoint as checkpoint_lib
-from lm import init_from, sharding
+from lm import goodput, init_from, planning, profiling, sharding
 from lm import metrics as metrics_lib
 from lm import workdir as workdir_lib
 from lm.assembly import Run
@@ -150,8 +150,10 @@ class _Progress:
     """Train-metric records and the progress line (steps, loss, tokens/s, lr, ETA). A step's
     metrics are read one step late, so the host never stalls the device waiting for them."""
 
-    def __init__(self, writer: metrics_lib.MetricsWriter, total_steps: int, tokens_per_step: int):
+    def __init__(self, writer: metrics_lib.MetricsWriter, total_steps: int, tokens_per_step: int,
+                 flops_per_token: float, peak_flops: float, timeline: goodput.Timeline):
         self.writer, self.total_steps, self.tokens_per_step = writer, total_steps, tokens_per_step
+        self.flops_per_token, self.peak_flops, self.timeline = flops_per_token, peak_flops, timeline
         self.pending = None  # (step, metrics on device) to report once the next step is queued
         self.restart_clock()
 
@@ -179,11 +181,13 @@ class _Progress:
         tokens_per_sec = self.interval_steps * self.tokens_per_step / max(elapsed, 1e-9)
         record = {f"train/{k}": v for k, v in values.items() if k != "tokens"}
         record["train/tokens_per_sec"] = tokens_per_sec
+        record["train/mfu"] = tokens_per_sec * self.flops_per_token / self.peak_flops
+        record.update(self.timeline.record())
         self.writer.write(at_step, record)
         eta = (self.total_steps - at_step) * elapsed / max(self.interval_steps, 1)
         log(f"step {at_step:>6}/{self.total_steps} | loss {float(values['loss']):.4f} | "
-            f"{tokens_per_sec:,.0f} tokens/s | lr {float(values['learning_rate']):.2e} | "
-            f"eta {metrics_lib.format_duration(eta)}")
+            f"{tokens_per_sec:,.0f} tokens/s | mfu {record['train/mfu']:.1%} | goodput {record['train/goodput']:.0%} | "
+            f"lr {float(values['learning_rate']):.2e} | eta {metrics_lib.format_duration(eta)}")
         self.restart_clock()
 
 
@@ -232,42 +236,52 @@ def _initial_state(run: Run, config: Config, checkpointer, train_iter):
 
 
 def _train(config: Config, workdir: str, allow_config_change: bool, preemption: _Preemption) -> dict[str, float]:
-    started = time.time()
     cfg = config
-    run = _prepare(config, workdir, allow_config_change)
-    pipeline = run.task.pipeline
-    # The validation metric that picks the best checkpoint and stops early: an objective may name its own.
-    select_name, select_higher = run.task.objective.selection
-    checkpointer = checkpoint_lib.Checkpointer(os.path.join(workdir, workdir_lib.CHECKPOINTS), cfg.checkpoint, log,
-                                               select_name, select_higher)
-    train_iter = pipeline.train_iterator(run.data, jax.process_index(), jax.process_count())
-    state, latest = _initial_state(run, config, checkpointer, train_iter)
+    timeline = goodput.Timeline()  # where the wall time goes: goodput and the breakdown at the end
+    with timeline.part("setup"):
+        run = _prepare(config, workdir, allow_config_change)
+        pipeline = run.task.pipeline
+        # The validation metric that picks the best checkpoint and stops early: an objective may name its own.
+        select_name, select_higher = run.task.objective.selection
+        checkpointer = checkpoint_lib.Checkpointer(os.path.join(workdir, workdir_lib.CHECKPOINTS), cfg.checkpoint,
+                                                   log, select_name, select_higher)
+        train_iter = pipeline.train_iterator(run.data, jax.process_index(), jax.process_count())
+        state, latest = _initial_state(run, config, checkpointer, train_iter)
 
-    writer = metrics_lib.MetricsWriter(workdir)
-    step = int(jax.device_get(state.step))
-    writer.write_config(dataclasses.asdict(dataclasses.replace(config, model=run.model_config)), step)
-    last_eval: dict[str, float] = {}
-    early_stopping = _EarlyStopping(cfg.train.early_stopping_patience, select_higher)
-    if latest is not None:
-        early_stopping.replay(workdir, select_name, latest)
-    progress = _Progress(writer, cfg.train.steps, cfg.train.batch_size * cfg.data.seq_len)
-    stop_early = False
-    guard = _NonFiniteGuard(config, checkpointer)
+        writer = metrics_lib.MetricsWriter(workdir, logging=config.logging)
+        step = int(jax.device_get(state.step))
+        writer.write_config(dataclasses.asdict(dataclasses.replace(config, model=run.model_config)), step)
+        last_eval: dict[str, float] = {}
+        early_stopping = _EarlyStopping(cfg.train.early_stopping_patience, select_higher)
+        if latest is not None:
+            early_stopping.replay(workdir, select_name, latest)
+        progress = _Progress(writer, cfg.train.steps, cfg.train.batch_size * cfg.data.seq_len,
+                             planning.flops_per_token(run.model_config, cfg.data.seq_len),
+                             goodput.peak_flops(run.model_config.dtype), timeline)
+        stop_early = False
+        guard = _NonFiniteGuard(config, checkpointer)
+        trace = profiling.TraceWindow(cfg.profile, workdir, log)
 
     with sharding.activation_rules(run.mesh):
         while step < cfg.train.steps and not stop_early:
-            batch = sharding.to_global(next(train_iter), run.mesh)
-            state, device_metrics = run.train_step(state, batch)
-            step += 1
-            guard.push(step, device_metrics)
-            progress.after_step(step, device_metrics,
-                                first_of_run=step == 1 or (latest is not None and step == latest + 1),
-                                log_now=step % cfg.train.log_every_steps == 0 or step == cfg.train.steps)
+            with timeline.part("data_wait"):
+                batch = sharding.to_global(next(train_iter), run.mesh)
+            with timeline.part("train_step"):
+                with trace.step(step + 1):
+                    state, device_metrics = run.train_step(state, batch)
+                step += 1
+                trace.after_step(step, device_metrics)
+                guard.push(step, device_metrics)
+                progress.after_step(step, device_metrics,
+                                    first_of_run=step == 1 or (latest is not None and step == latest + 1),
+                                    log_now=step % cfg.train.log_every_steps == 0 or step == cfg.train.steps)
             eval_now = step % cfg.eval.every_steps == 0 or step == cfg.train.steps
             if eval_now:
-                progress.flush()
-                last_eval = assembly.evaluate(run, state.params)
-                writer.write(step, last_eval)
+                with timeline.part("train_step"):
+                    progress.flush()
+                with timeline.part("eval"):
+                    last_eval = assembly.evaluate(run, state.params)
+                    writer.write(step, last_eval)
                 log(f"eval at step {step}: " + " | ".join(
                     f"{name.split('/', 1)[1].replace('_', ' ')} {value:.4f}" for name, value in last_eval.items()))
                 if early_stopping.update(last_eval[select_name]):
@@ -278,31 +292,46 @@ def _train(config: Config, workdir: str, allow_config_change: bool, preemption: 
             preempted = preemption.poll(step)  # every step: hosts agree on the step to stop at
             at_end = step == cfg.train.steps or stop_early or preempted
             if step % cfg.checkpoint.every_steps == 0 or at_end:
-                guard.flush()  # a run that is to stop on a non-finite step stops before writing this checkpoint
-                checkpointer.save(step, state, train_iter.get_state(), last_eval if eval_now else None)
+                with timeline.part("train_step"):
+                    guard.flush()  # a run that is to stop on a non-finite step stops before writing this checkpoint
+                with timeline.part("checkpoint"):
+                    checkpointer.save(step, state, train_iter.get_state(), last_eval if eval_now else None)
             if preemption.requested:
                 break
-        guard.flush()
-        progress.flush()
+        with timeline.part("train_step"):
+            trace.stop(state)  # a run that ended inside the trace window
+            guard.flush()
+            progress.flush()
         fields = pipeline.report_fields(run.data)
         if fields is not None and not preemption.requested:
-            checkpointer.wait()
-            _write_report(run, workdir, checkpointer, fields)
+            with timeline.part("checkpoint"):
+                checkpointer.wait()
+            with timeline.part("eval"):
+                _write_report(run, workdir, checkpointer, fields)
 
-        checkpointer.close()
+        with timeline.part("checkpoint"):
+            checkpointer.close()
         if preemption.requested:
-            writer.close()
+            _finish(writer, timeline, step)
             log(f"preempted: stopped after step {step} on SIGTERM; checkpoint {step} written to "
                 f"{checkpointer.directory}. Run the same command again to resume.")
             return last_eval
-        if not last_eval:  # resumed a finished run: report where it stands.
-            last_eval = assembly.evaluate(run, state.params)
-        sample = pipeline.sample(run.model, state.params, run.data)
+        with timeline.part("eval"):
+            if not last_eval:  # resumed a finished run: report where it stands.
+                last_eval = assembly.evaluate(run, state.params)
+            sample = pipeline.sample(run.model, state.params, run.data)
     _write_sample(workdir, writer, sample, step)
-    writer.close()
-    log(f"done: step {step} in {metrics_lib.format_duration(time.time() - started)}; "
+    _finish(writer, timeline, step)
+    log(f"done: step {step} in {metrics_lib.format_duration(timeline.wall_seconds())}; "
         + ", ".join(f"{k} {v:.4f}" for k, v in last_eval.items()))
     return last_eval
+
+
+def _finish(writer: metrics_lib.MetricsWriter, timeline: goodput.Timeline, step: int) -> None:
+    """The run's whole time breakdown: printed, and recorded at the last step."""
+    writer.write(step, timeline.record())
+    log(timeline.breakdown())
+    writer.close()
 
 
 def _write_report(run: Run, workdir: str, checkpointer, fields: dict) -> dict:

@@ -3,6 +3,10 @@
   python tools/bench.py --config=configs/bench_cpu.py [--config.model.dtype=bfloat16 ...] \
       --steps=10 [--peer=torch|hf] [--rounds=3] [--input_pipeline] [--json=FILE] [--markdown=FILE]
 
+On a GPU or TPU (set JAX_PLATFORMS, e.g. JAX_PLATFORMS=cuda: this tool defaults to the CPU), MFU
+is against the chips' datasheet peak (lm/hardware.py, as the training loop's train/mfu), with the
+measured matmul peak beside it (`matmul_mfu`).
+
 Order: this machine's matmul peak (a large jitted matmul in the model's compute dtype with
 float32 accumulation), our step (compile timed on its own, then warm-up, then `--steps` timed
 steps), the peer's step at identical shapes, the peak again. With `--peer=torch` (a minimal PyTorch GPT of
@@ -33,7 +37,7 @@ import numpy as np  # noqa: E402
 from absl import flags  # noqa: E402
 
 from diagnostics import benchmark  # noqa: E402
-from lm import cli, hardware  # noqa: E402
+from lm import cli, goodput, hardware  # noqa: E402
 
 _CONFIG = cli.define_config_flag("configs/bench_cpu.py")
 _STEPS = flags.DEFINE_integer("steps", 10, "Timed train steps (after warm-up).")
@@ -101,6 +105,11 @@ def main(argv):
     cpu_peak = max(cpu_peak, benchmark.matmul_cpu_peak(dtype))  # the better reading: CPU time is not flattered by load
     cpu_median = float(np.median(ours.step_cpu_seconds))
 
+    accelerator = jax.default_backend() != "cpu"
+    if accelerator:  # MFU against the chips' datasheet peak (lm/hardware.py), as train/mfu; the matmul beside it
+        figures.update({"chip": hardware.chip_name(), "matmul_peak_flops": peak,
+                        "matmul_mfu": ours.model_flops_per_sec / peak})
+        peak = goodput.peak_flops(dtype)
     figures.update({
         "tokens_per_sec": ours.tokens_per_sec,
         "mfu": ours.model_flops_per_sec / peak,
@@ -132,8 +141,13 @@ def main(argv):
     mib = benchmark.MiB
     parts = ", ".join(f"{k} {v / mib:,.0f}" for k, v in ours.memory_parts.items())
     print(f"\nFLOPs per token {ours.flops_per_token / 1e6:.1f} M (6 x matmul weights + 12 x layers x seq x width)")
-    print(f"MFU {figures['mfu']:.1%} of the measured {dtype} peak {peak / 1e9:.1f} GFLOP/s "
-          f"(readings {peak_before / 1e9:.1f}, {peak_after / 1e9:.1f})")
+    if accelerator:
+        print(f"MFU {figures['mfu']:.1%} of {jax.device_count()} x {figures['chip']}'s {dtype} peak "
+              f"({peak / 1e12:,.0f} TFLOP/s in all; lm/hardware.py); {figures['matmul_mfu']:.1%} of the measured "
+              f"matmul peak {figures['matmul_peak_flops'] / 1e12:.1f} TFLOP/s")
+    else:
+        print(f"MFU {figures['mfu']:.1%} of the measured {dtype} peak {peak / 1e9:.1f} GFLOP/s "
+              f"(readings {peak_before / 1e9:.1f}, {peak_after / 1e9:.1f})")
     print(f"memory: peak {ours.peak_memory_bytes / mib:,.0f} MiB vs estimate {ours.memory_estimate_bytes / mib:,.0f} "
           f"MiB ({parts}) = {ours.peak_memory_bytes / ours.memory_estimate_bytes:.2f}x")
     print(f"per CPU second: {figures['tokens_per_cpu_sec']:,.0f} tokens, MFU {figures['cpu_mfu']:.1%} of "

@@ -93,20 +93,26 @@ class LocalText(tfds.core.GeneratorBasedBuilder):
         return {"train": self._generate_examples(train), "validation": self._generate_examples(validation)}
 
     def _documents(self, files: Sequence[str]) -> list[str]:
-        documents = []
-        for path in files:
-            opener = gzip.open if path.endswith(".gz") else open  # e.g. Multi30k's train.de.gz as monolingual text
-            with opener(path, "rb") as f:
-                content = text_lib.clean(text_lib.decode_utf8(f.read()))
-            if self.builder_config.document_unit == "paragraph":
-                documents.extend(text_lib.split_paragraphs(content))
-            elif content:
-                documents.append(content)
-        return documents
+        return read_documents(files, self.builder_config.document_unit)
 
     def _generate_examples(self, documents: Sequence[str]) -> Iterator:
         for doc_id, document in enumerate(documents):
             yield doc_id, {"text": document, "doc_id": doc_id}
+
+
+def read_documents(files: Sequence[str], document_unit: str = "file") -> list[str]:
+    """The cleaned documents of local text files: one a file, or one a paragraph (blank-line
+    separated) with document_unit="paragraph". Empty documents are dropped."""
+    documents = []
+    for path in files:
+        opener = gzip.open if path.endswith(".gz") else open  # e.g. Multi30k's train.de.gz as monolingual text
+        with opener(path, "rb") as f:
+            content = text_lib.clean(text_lib.decode_utf8(f.read()))
+        if document_unit == "paragraph":
+            documents.extend(text_lib.split_paragraphs(content))
+        elif content:
+            documents.append(content)
+    return documents
 
 
 def _hold_out_tail(documents: list[str], fraction: float, split_documents: bool) -> tuple[list[str], list[str]]:

@@ -58,24 +58,11 @@ def _tokenize_cached(source: corpus_lib.TextSource, tokenizer: tokenizer_lib.Tok
         os.makedirs(os.path.dirname(base), exist_ok=True)
         dtype = np.uint16 if tokenizer.vocab_size <= np.iinfo(np.uint16).max else np.uint32
         tmp = f"{base}.bin.tmp{os.getpid()}"
-        count, num_bytes, pending = 0, 0, []
+        count, num_bytes = 0, 0
         with open(tmp, "wb") as out:
-            def flush():
-                nonlocal count
-                for ids in tokenizer.encode_batch(pending):
-                    row = np.asarray([tokenizer.eos_id, *ids], dtype)
-                    out.write(row.tobytes())
-                    count += len(row)
-                pending.clear()
-
-            for document in _cleaned(source):
-                pending.append(document)
-                num_bytes += len(document.encode())
-                if len(pending) == _ENCODE_CHUNK:
-                    flush()
-            flush()
-            out.write(np.asarray([tokenizer.eos_id], dtype).tobytes())
-            count += 1
+            for row, row_bytes in _stream_rows(_cleaned(source), tokenizer, dtype):
+                out.write(row.tobytes())
+                count, num_bytes = count + len(row), num_bytes + row_bytes
         if count < 3:
             raise ConfigError(f"{source.identity} has no text after cleaning: give a corpus with text in it")
         os.replace(tmp, base + ".bin")
@@ -85,6 +72,31 @@ def _tokenize_cached(source: corpus_lib.TextSource, tokenizer: tokenizer_lib.Tok
     with open(base + ".json") as f:
         meta = json.load(f)
     return np.memmap(base + ".bin", dtype=meta["dtype"], mode="r", shape=(meta["length"],)), meta["bytes"]
+
+
+def _stream_rows(documents, tokenizer: tokenizer_lib.Tokenizer, dtype):
+    """The stream's layout, `[EOS] doc0 [EOS] doc1 ... [EOS]`, as pieces: ([EOS, *ids], UTF-8
+    bytes of the document) per cleaned document, then ([EOS], 0)."""
+    pending = []
+
+    def encoded():
+        for document, ids in zip(pending, tokenizer.encode_batch(pending)):
+            yield np.asarray([tokenizer.eos_id, *ids], dtype), len(document.encode())
+        pending.clear()
+
+    for document in documents:
+        pending.append(document)
+        if len(pending) == _ENCODE_CHUNK:
+            yield from encoded()
+    yield from encoded()
+    yield np.asarray([tokenizer.eos_id], dtype), 0
+
+
+def token_stream(documents, tokenizer: tokenizer_lib.Tokenizer) -> tuple[np.ndarray, int]:
+    """(token stream, UTF-8 bytes) of cleaned documents, in memory, laid out as training's
+    cached streams are (tools/evaluate.py scores other text with it)."""
+    rows = list(_stream_rows(documents, tokenizer, np.int32))
+    return np.concatenate([row for row, _ in rows]), sum(num_bytes for _, num_bytes in rows)
 
 
 @contextlib.contextmanager
@@ -171,6 +183,13 @@ def train_iterator(corpus: Corpus, seq_len: int, global_batch: int, seed: int, p
 def eval_batches(corpus: Corpus, seq_len: int, global_batch: int, max_batches: int = 0, process_index: int = 0,
                  process_count: int = 1):
     """One pass over the validation split for this process, padded to whole batches."""
-    tok = corpus.tokenizer
-    windows = Windows(corpus.validation_tokens, seq_len, tok.eos_id, tok.pad_id, tok.byte_lengths, keep_partial=True)
+    return stream_batches(corpus.validation_tokens, corpus.tokenizer, seq_len, global_batch, max_batches,
+                          process_index, process_count)
+
+
+def stream_batches(tokens: np.ndarray, tok: tokenizer_lib.Tokenizer, seq_len: int, global_batch: int,
+                   max_batches: int = 0, process_index: int = 0, process_count: int = 1):
+    """One pass over a token stream in windows of `seq_len` (the last one partial), for this
+    process, padded to whole batches of `global_batch` rows; `max_batches` > 0 stops early."""
+    windows = Windows(tokens, seq_len, tok.eos_id, tok.pad_id, tok.byte_lengths, keep_partial=True)
     return batching.eval_pass(windows, windows.num_real, global_batch, max_batches, process_index, process_count)

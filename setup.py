@@ -31,6 +31,7 @@ EXTRAS = {
         "portpicker>=1.6,<2",
         "tensorboard>=2.21,<2.22",  # tests read our event files back with TensorBoard's own reader
         "scikit-learn>=1.5,<2",  # BERT fine-tuning metrics are checked against it; tools/baseline_tfidf.py.
+        "seqeval>=1.2.2,<1.3",  # entity-level F1 (lm/tagging.py) is checked against it
         "wandb>=0.31,<0.32",  # tests/test_tracking.py writes an offline W&B run and reads it back
     ],
     # Experiment tracking: logging.wandb=true mirrors the metrics and config to Weights & Biases.
@@ -40,6 +41,7 @@ EXTRAS = {
     # Hugging Face interop and the PyTorch peer benchmark. torch is pinned exactly: a range
     # pulls the multi-GB CUDA build instead of the CPU wheel.
     "hf": [
+        "tokenizers>=0.23,<0.24",  # Hugging Face tokenizer.json (lm/data/hf_tokenizer.py)
         "torch==2.13.0",
         "transformers>=5.23,<6",
         "safetensors>=0.8,<0.9",

@@ -104,9 +104,11 @@ class StepBenchmark:
         return sum(self.memory_parts.values())
 
 
-def train_steps(config: Config, num_steps: int, warmup: int = 2) -> StepBenchmark:
+def train_steps(config: Config, num_steps: int, warmup: int = 2, rounds: int = 1,
+                between_rounds=None) -> StepBenchmark:
     """Compiles the real train step (lm/assembly.py, same shardings and donation as training),
-    runs `warmup` steps, then times `num_steps` steps one by one on a random batch."""
+    runs `warmup` steps, then times `num_steps` steps one by one on a random batch, `rounds`
+    times, calling `between_rounds()` after each round (a peer's turn, so the two interleave)."""
     model_config = assembly.resolve_model_config(config.model, config.tokenizer.vocab_size)
     mesh = sharding.make_mesh(config.mesh)
     model, _, abstract_state, init_fn, train_step, _ = assembly.build_steps(config, model_config, mesh)
@@ -129,12 +131,15 @@ def train_steps(config: Config, num_steps: int, warmup: int = 2) -> StepBenchmar
             state, metrics = compiled(state, batch)
             jax.block_until_ready(metrics)
         times, cpu_times = [], []
-        for _ in range(num_steps):
-            started, cpu_started = time.perf_counter(), time.process_time()
-            state, metrics = compiled(state, batch)
-            jax.block_until_ready(metrics)
-            times.append(time.perf_counter() - started)
-            cpu_times.append(time.process_time() - cpu_started)
+        for _ in range(rounds):
+            for _ in range(num_steps):
+                started, cpu_started = time.perf_counter(), time.process_time()
+                state, metrics = compiled(state, batch)
+                jax.block_until_ready(metrics)
+                times.append(time.perf_counter() - started)
+                cpu_times.append(time.process_time() - cpu_started)
+            if between_rounds is not None:
+                between_rounds()
         peak = rss_bytes("VmHWM") - baseline
     tokens = config.train.batch_size * config.data.seq_len
     return StepBenchmark(times, cpu_times, compile_seconds, tokens, planning.flops_per_token(model_config, config.data.seq_len),

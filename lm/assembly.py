@@ -14,6 +14,7 @@ from typing import Any, NamedTuple
 
 import flax.linen as nn
 import jax
+import numpy as np
 
 from lm import checkpoint as checkpoint_lib
 from lm import config as config_lib
@@ -122,11 +123,15 @@ def build_steps(config: Config, model_config: ModelConfig, mesh, objective=None,
     return Steps(model, state_shardings, abstract_state, init_fn, train_step, eval_step)
 
 
-def evaluate(run: Run, params) -> dict[str, float]:
-    """The objective's metrics over the validation split (for causal LM: loss in nats/token,
-    perplexity, bits per byte and accuracy)."""
+def evaluate(run: Run, params, batches=None) -> dict[str, float]:
+    """The objective's metrics over the validation split, or over `batches` (for causal LM: loss in
+    nats/token, perplexity, bits per byte and accuracy)."""
     totals = None
-    for batch in run.task.pipeline.eval_batches(run.data, jax.process_index(), jax.process_count()):
+    if batches is None:
+        batches = run.task.pipeline.eval_batches(run.data, jax.process_index(), jax.process_count())
+    for batch in batches:
         sums = run.eval_step(params, sharding.to_global(batch, run.mesh))
         totals = sums if totals is None else jax.tree.map(lambda a, b: a + b, totals, sums)
-    return run.task.objective.eval_metrics(jax.tree.map(float, jax.device_get(totals)))
+    # Scalars as floats; an objective may also sum vectors (extractive QA's per-window spans).
+    totals = jax.tree.map(lambda x: float(x) if np.ndim(x) == 0 else np.asarray(x), jax.device_get(totals))
+    return run.task.objective.eval_metrics(totals)

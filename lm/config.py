@@ -20,6 +20,7 @@ from typing import Any, ClassVar
 
 from lm.config_checks import nan_steps, validate
 from lm.config_fields import ConfigError, build, schema_fields, setting
+from lm.config_objectives import DistillConfig, FinetuneConfig, MlmConfig, Seq2SeqConfig
 
 __all__ = [
     "CheckpointConfig", "Config", "ConfigError", "DataConfig", "DistillConfig", "EvalConfig", "FinetuneConfig",
@@ -76,6 +77,9 @@ class ModelConfig:
                                     "(0: one block, the dense path).")
     num_classes: int = setting(0, "0: the family's pretraining heads; >= 2: a classifier with this many classes "
                                   "(train.objective=classification).")
+    classify: str = setting("sequence", "what a classifier (num_classes >= 2) labels.", choices={
+        "sequence": "each row, from its pooled states (train.objective=classification)",
+        "token": "each token (token_classification's tags; extractive_qa's start and end, num_classes=2)"})
 
     # Read by the gpt family only; other families must leave the defaults (checked).
     logit_softcap: float = setting(0.0, "cap * tanh(logits / cap) on the output logits (Gemma 2's soft-capping); "
@@ -86,8 +90,9 @@ class ModelConfig:
 
     # Read by the bert family only; other families must leave the defaults (checked).
     type_vocab_size: int = setting(2, "token-type (segment A/B) embeddings.", family="bert")
-    pooling: str = setting("cls", "what the pooler reads.", family="bert", choices={
-        "cls": "the first token, BERT's", "mean": "the mean over real tokens"})
+    pooling: str = setting("cls", "what a sequence classifier pools.", choices={
+        "cls": "the first token, BERT's [CLS] (bert)", "mean": "the mean over real tokens (bert, gpt, t5)",
+        "last": "the last real token, the one that has seen the whole text (gpt)"})
     norm_position: str = setting("pre", "where each block's norms sit.", family="bert", choices={
         "pre": "ours: x + f(norm(x)), then a final norm",
         "post": "the original BERT's, so HF checkpoints convert: norm(x + f(x)), no final norm"})
@@ -133,7 +138,7 @@ class DataConfig:
     seq_len: int = setting(128, "tokens per training row.")
     cache_dir: str = setting("", "empty: $LM_CACHE_DIR or ~/.cache/lm", guarded=False)
     seed: int = setting(0, "seed of the data order.")
-    prefetch: int = setting(4, "batches prepared ahead by background threads.", guarded=False, within="[0, inf)")
+    prefetch: int = setting(4, "batches prepared ahead by background threads.", guarded=False)
     lowercase: bool = setting(False, "lowercase all text before tokenizing (an uncased model); mlm_nsp and "
                                      "classification.")
     streaming: bool = setting(False, "read, clean, tokenize and pack documents while training runs, with no "
@@ -174,7 +179,7 @@ class OptimizerConfig:
                "end_learning_rate_fraction"})
     warmup_steps: int = setting(100, "steps of linear warm-up from 0.", within="[0, inf)")
     decay_steps: int = setting(0, "steps the schedule decays over; 0: train.steps", within="[0, inf)")
-    end_learning_rate_fraction: float = setting(0.1, "linear, cosine, wsd end at this share of peak", within="[0, 1]")
+    end_learning_rate_fraction: float = setting(0.1, "linear, cosine and wsd end at this share of the peak.")
     cooldown_fraction: float = setting(0.2, "schedule='wsd': share of the steps (of decay_steps, or train.steps) "
                                             "over which the rate falls, at the end.")
     weight_decay: float = setting(0.1, "decoupled; never applied to norms and biases.", within="[0, inf)")
@@ -196,7 +201,10 @@ class TrainConfig:
         "causal_lm": "next-token prediction (gpt)", "mlm_nsp": "masked LM + next sentence (bert)",
         "classification": "sentence classification (bert, finetune.*)", "span_corruption": "T5 pretraining (t5)",
         "seq2seq": "input -> target pairs (t5, seq2seq.*)", "prefix_lm": "continue a text's prefix (t5)",
-        "denoise": "span corruption's inputs, the whole window as target (t5)"})
+        "denoise": "span corruption's inputs, the whole window as target (t5)",
+        "token_classification": "a tag per word, BIO entities (gpt, bert; finetune.*)",
+        "extractive_qa": "answer spans of SQuAD-format data (gpt, bert; finetune.*)",
+        "sft": "prompt -> response, the loss on the response (gpt; finetune.*)"})
     steps: int = setting(1000, "optimizer steps of the whole run.")
     batch_size: int = setting(32, "global, across all devices and hosts.", guarded=True)
     microbatches: int = setting(1, "gradient accumulation: batch_size is split into this many.")
@@ -241,84 +249,6 @@ class MeshConfig:
     data: int = setting(-1, "size of the data-parallel mesh axis; -1: the rest of the devices.")
     fsdp: int = setting(1, "size of the parameter-sharding mesh axis; -1: the rest of the devices.")
     tensor: int = setting(1, "size of the tensor-parallel mesh axis; -1: the rest of the devices.")
-
-
-@dataclasses.dataclass(frozen=True)
-class DistillConfig:
-    """Knowledge distillation (lm/distill.py): a trained workdir with the same tokenizer teaches this run's model.
-    loss = alpha * T^2 * KL(teacher_T || student_T) + (1 - alpha) * cross-entropy."""
-    guarded_on_resume: ClassVar[bool] = False
-
-    teacher_workdir: str = setting("", "empty: no teacher (ordinary training).", guarded=True)
-    teacher_step: int = setting(0, "0: the teacher's best checkpoint (lm/workdir.py's resolve); else that step.", guarded=True)
-    temperature: float = setting(2.0, "T above: softens both distributions; > 0.", within="(0, inf)")
-    alpha: float = setting(0.5, "weight of the distillation term, in [0, 1].", within="[0, 1]")
-
-
-@dataclasses.dataclass(frozen=True)
-class Seq2SeqConfig:
-    """Encoder-decoder tasks (lm/tasks/seq2seq.py, span_corruption.py). Local pairs come from data.train_files /
-    data.validation_files / test_files: JSON lines with input_key and target_key, or parallel text files named with
-    a "{key}" placeholder (e.g. "multi30k/train.{key}.gz", one example a line, .gz read as gzip); a tfds dataset
-    (data.tfds_name) gives its features input_key and target_key."""
-    guarded_on_resume: ClassVar[bool] = False
-
-    input_key: str = setting("inputs", "field (or file {key}) of the inputs.", guarded=True)
-    target_key: str = setting("targets", "field (or file {key}) of the targets.", guarded=True)
-    input_prefix: str = setting("", "prepended to every input, e.g. \"translate English to German: \"", guarded=True)
-    test_files: str = setting("", "local files for tools/evaluate.py --split=test")
-    test_reference_keys: str = setting("", "the test split's reference fields when they are not target_key, comma "
-                                           "separated (DialogSum's test file: \"summary1,summary2,summary3\"): BLEU "
-                                           "and ROUGE score against all of them; the first is the target.")
-    input_len: int = setting(128, "encoder tokens per row (longer inputs are truncated)", guarded=True)
-    target_len: int = setting(64, "decoder tokens per row; span corruption derives its own from input_len",
-                              guarded=True)
-    noise_density: float = setting(0.15, "span corruption: fraction of tokens masked ...", guarded=True)
-    mean_noise_span_length: float = setting(3.0, "... in spans of this mean length", guarded=True)
-    beam_size: int = setting(1, "decoding (samples, tools/evaluate.py): 1 is greedy", within="[1, inf)")
-    length_penalty: float = setting(0.6, "beam search: score / ((5 + length) / 6) ** length_penalty")
-
-
-@dataclasses.dataclass(frozen=True)
-class MlmConfig:
-    """Masked-LM + next-sentence pretraining (train.objective=mlm_nsp, lm/tasks/mlm_nsp.py)."""
-    guarded_on_resume: ClassVar[bool] = True  # they decide what the examples are
-
-    document_boundary: str = setting("heading", "where documents of data.train_files start.", choices={
-        "heading": "WikiText ` = Title = ` lines start articles", "paragraph": "blank lines"})
-    mask_rate: float = setting(0.15, "share of a pair's tokens selected for prediction ...")
-    mask_token_fraction: float = setting(0.8, "... of which this share becomes [MASK],")
-    random_token_fraction: float = setting(0.1, "this share a random piece, and the rest stays unchanged.")
-    max_predictions: int = setting(20, "masked positions per example the MLM head scores (static shape).")
-    short_pair_rate: float = setting(0.1, "pairs made shorter than data.seq_len, so short inputs are seen too.")
-    nsp_weight: float = setting(1.0, "loss = MLM loss + nsp_weight * NSP loss.", within="[0, inf)")
-    corpus: str = setting("files", "where the documents come from.", choices={
-        "files": "documents from data.train_files",
-        "finetune_task": "finetune.task's own training inputs, labels dropped (task-adaptive pretraining: continue "
-                         "a pretrained encoder's MLM on the task's text)"})
-
-
-@dataclasses.dataclass(frozen=True)
-class FinetuneConfig:
-    """Sentence classification on a pretrained encoder (train.objective=classification, lm/tasks/classification.py)."""
-    guarded_on_resume: ClassVar[bool] = False
-
-    task: str = setting("sst2", "the GLUE task.", choices=("sst2", "mrpc", "rte"), guarded=True)
-    data_dir: str = setting("", "folder with the task's files; empty: <data.data_dir or $LM_DATA_DIR>/<task>.",
-                            guarded=True)
-    tfds_name: str = setting("", "e.g. \"glue/sst2\": read from tfds instead (needs the dataset prepared or "
-                                 "allow_download).", guarded=True)
-    select_metric: str = setting("accuracy", "validation metric for early stopping and the best checkpoint (higher "
-                                             "is better).", choices=("accuracy", "f1", "precision", "recall"))
-    freeze_encoder: bool = setting(False, "train the head (and pooler) only.")
-    layer_lr_decay: float = setting(1.0, "layer-wise learning-rate decay: layer i of N gets decay^(N - i); 1.0: off.")
-    init_checkpoint: str = setting("best", "which checkpoint of an init_from workdir.", choices={
-        "best": "by validation loss", "latest": "the newest"})
-    init_shrink: float = setting(1.0, "init_from: shrink and perturb (Ash & Adams, 2020). Each pretrained matrix it "
-                                      "takes (all, or the task's subtree: BERT's encoder) starts as init_shrink * "
-                                      "pretrained + init_perturb * a fresh init (norm scales and biases stay as "
-                                      "trained). 1.0 and 0.0: the pretrained params unchanged.")
-    init_perturb: float = setting(0.0, "see init_shrink.")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -129,10 +129,15 @@ def _check_family(config: Config) -> None:
         raise ConfigError(
             f"train.objective={objective!r} does not fit model.family={m.family!r}: the t5 family trains with "
             f"{' or '.join(_SEQ2SEQ_OBJECTIVES)}, other families with causal_lm")
-    if objective in ("mlm_nsp", "classification") and m.family != "bert":
-        raise ConfigError(f"train.objective={objective} needs model.family=bert (got {m.family!r})")
-    if m.family == "bert" and objective == "causal_lm":
-        raise ConfigError("model.family=bert is an encoder: set train.objective to mlm_nsp or classification")
+    families = {"mlm_nsp": ("bert",), "classification": ("bert", "gpt"), "token_classification": ("bert", "gpt"),
+                "extractive_qa": ("bert", "gpt"), "sft": ("gpt",)}
+    if objective in families and m.family not in families[objective]:
+        needed = " or ".join(f"model.family={family}" for family in families[objective])
+        raise ConfigError(f"train.objective={objective} needs {needed} (got {m.family!r})")
+    if m.family == "bert" and objective in ("causal_lm", "sft"):
+        raise ConfigError("model.family=bert is an encoder: set train.objective to mlm_nsp, classification, "
+                          "token_classification or extractive_qa")
+    _check_head(config)
     if m.positions == "relative" and m.family != "t5":
         raise ConfigError("model.positions='relative' is T5's bias and needs model.family='t5'; use learned or rotary")
     specs = list(schema_fields(type(config)))
@@ -144,6 +149,26 @@ def _check_family(config: Config) -> None:
                 f"{spec.key}={value!r}, but {owned} are {spec.family.upper()} options, read by "
                 f"model.family={spec.family!r} only: model.family={m.family!r} needs the default "
                 f"{spec.key}={spec.default!r}")
+
+
+def _check_head(config: Config) -> None:
+    """A classifier's shape fits the objective and the family's pooling."""
+    m, objective = config.model, config.train.objective
+    heads = {"classification": "sequence", "token_classification": "token", "extractive_qa": "token"}
+    if objective in heads and m.classify != heads[objective]:
+        raise ConfigError(f"train.objective={objective} needs model.classify={heads[objective]} (got {m.classify!r})")
+    if objective == "extractive_qa" and m.num_classes != 2:
+        raise ConfigError(f"train.objective=extractive_qa scores a start and an end per token: set "
+                          f"model.num_classes=2 (got {m.num_classes})")
+    if objective not in heads and m.classify != "sequence":
+        raise ConfigError(f"model.classify={m.classify!r} is read by classification, token_classification and "
+                          f"extractive_qa only: leave it at 'sequence'")
+    # What pools: BERT's pooler (always built), a GPT's sequence classifier; T5 reads none.
+    allowed = {"bert": ("cls", "mean"), "gpt": ("last", "mean"), "t5": ("cls",)}[m.family]
+    pools = m.family == "bert" or (m.family == "gpt" and m.num_classes and m.classify == "sequence")
+    if pools and m.pooling not in allowed:
+        raise ConfigError(f"model.pooling={m.pooling!r} does not fit model.family={m.family!r}: use "
+                          f"{' or '.join(allowed)}")
 
 
 def _validate_seq2seq(config: Config) -> None:
@@ -169,8 +194,9 @@ def _validate_bert(config: Config) -> None:
     if objective == "mlm_nsp" and m.num_classes:
         raise ConfigError(f"train.objective=mlm_nsp uses the MLM and NSP heads: set model.num_classes=0 "
                           f"(got {m.num_classes})")
-    if objective == "classification" and m.num_classes < 2:
-        raise ConfigError(f"train.objective=classification needs model.num_classes >= 2 (got {m.num_classes})")
+    if objective in ("classification", "token_classification", "extractive_qa") and m.num_classes < 2:
+        raise ConfigError(f"train.objective={objective} needs model.num_classes >= 2 (got {m.num_classes}); for "
+                          f"the user's own labels, the number of distinct labels in finetune.train_files")
     mlm = config.mlm
     if not 0.0 < mlm.mask_rate < 1.0 or mlm.max_predictions <= 0:
         raise ConfigError(f"mlm.mask_rate must be in (0, 1) and mlm.max_predictions positive, got "
@@ -178,8 +204,9 @@ def _validate_bert(config: Config) -> None:
     if min(mlm.mask_token_fraction, mlm.random_token_fraction) < 0 or \
             mlm.mask_token_fraction + mlm.random_token_fraction > 1.0:
         raise ConfigError("mlm.mask_token_fraction and mlm.random_token_fraction must be >= 0 and sum to at most 1")
-    if config.data.lowercase and objective not in ("mlm_nsp", "classification"):
-        raise ConfigError(f"data.lowercase is read by train.objective=mlm_nsp and classification only, not "
+    if config.data.lowercase and objective not in ("mlm_nsp", "classification", "token_classification"):
+        raise ConfigError(f"data.lowercase is read by train.objective=mlm_nsp, classification and "
+                          f"token_classification only, not "
                           f"{objective}: lowercase the corpus files instead, or drop data.lowercase")
     if not 0.0 < config.finetune.layer_lr_decay <= 1.0:
         raise ConfigError(f"finetune.layer_lr_decay must be in (0, 1] (1.0: off), got {config.finetune.layer_lr_decay}")

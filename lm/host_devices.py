@@ -57,3 +57,4 @@ HELP = ("XLA:CPU devices to split this host into (0: one per core); the batch is
         "(mesh data axis). Ignored where XLA_FLAGS already sets the host device count.")
 FUSE_HELP = ("Let XLA:CPU's matmul library fuse the elementwise work around matmuls (see lm/host_devices.py); "
              "read before jax starts.")
+

@@ -136,9 +136,15 @@ def shrink_and_perturb(pretrained_params, fresh_params, shrink: float, perturb: 
         pretrained_params, fresh_params)
 
 
-def restore(state, config: Config, subtree: str | None = None, log: Log = print):
+def restore(state, config: Config, subtree: str | None = None, log: Log = print, new: tuple[str, ...] = ()):
     """`state` (a freshly initialised TrainState) with the params of `config.init_from`: the task's
-    `subtree` only, or all of them; then shrunk and perturbed as `config.finetune` says."""
+    `subtree` only, or all of them but the top-level subtrees `new` (a classifier head the source
+    does not have, which starts fresh); then shrunk and perturbed as `config.finetune` says."""
+    if subtree is None and new:
+        kept = {k: v for k, v in state.params.items() if k not in new}
+        restored = restore(state.replace(params=kept), config, None, log)
+        log(f"init_from: {', '.join(new)} freshly initialised")
+        return state.replace(params={**state.params, **restored.params})
     found = check(config)
     theirs = read_params(found, log)
     fresh = state.params if subtree is None else state.params[subtree]

@@ -199,7 +199,6 @@ def compiled_figures(config: Config, chip: Chip, devices) -> tuple[dict, str]:
     scanned = m.scan_layers and m.num_layers > 4 and m.num_decoder_layers in (0, m.num_layers)
     if not scanned:
         figures, how = _compile(config, chip, devices), "compiled at full depth"
-        per_layer_flops = None
     else:
         low, high = _compile(_with_depth(config, 2), chip, devices), _compile(_with_depth(config, 4), chip, devices)
         scale = (m.num_layers - 2) / 2

@@ -162,7 +162,8 @@ def _initial_state(run: Run, config: Config, checkpointer, train_iter):
             f"{checkpointer.corrupt_directory}): this run starts from step 1")
     state = run.init_fn()
     if config.init_from:  # an objective may take only a subtree of the pretrained params (BERT's encoder)
-        state = init_from.restore(state, config, run.task.objective.init_from_subtree, log)
+        state = init_from.restore(state, config, run.task.objective.init_from_subtree, log,
+                                  run.task.objective.init_from_new)
     return state, None
 
 
@@ -314,6 +315,10 @@ def _write_report(run: Run, workdir: str, checkpointer, fields: dict) -> dict:
     report = {**fields, "selected_by": name, "best_step": best, "best": assembly.evaluate(run, state.params),
               "last_step": last, "last": {k: v for k, v in scores[last].items() if k.startswith("eval/")},
               "init_from": run.config.init_from or None}
+    test = run.task.pipeline.test_batches(run.data, jax.process_index(), jax.process_count())
+    if test is not None:  # the held-out split, scored once, on the checkpoint validation chose
+        report["test"] = {k.replace("eval/", "test/", 1): v for k, v in assembly.evaluate(run, state.params, test).items()}
+        log("test split (best checkpoint): " + ", ".join(f"{k} {v:.4f}" for k, v in report["test"].items()))
     if jax.process_index() == 0:
         workdir_lib.write_json(os.path.join(workdir, "eval_report.json"), report)
     return report

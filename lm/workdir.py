@@ -169,9 +169,9 @@ def read_config(workdir: str, require_tokenizer: bool = True) -> Config:
     if not os.path.exists(tokenizer_path):
         if require_tokenizer:
             raise ConfigError(
-                f"{workdir!r} has no {TOKENIZER}. A workdir converted from Hugging Face needs a sentencepiece "
-                f"model whose ids match the checkpoint's vocabulary: copy one to {tokenizer_path}, or convert again "
-                f"into a new workdir with `tools/convert.py --from_hf=HF_DIR --workdir=NEW_DIR --tokenizer=PATH.model`")
+                f"{workdir!r} has no {TOKENIZER}. A workdir converted from Hugging Face needs a tokenizer whose ids "
+                f"match the checkpoint's vocabulary (a sentencepiece model or a tokenizer.json): convert again into a "
+                f"new workdir with `tools/convert.py --from_hf=HF_DIR --workdir=NEW_DIR --tokenizer=PATH`")
         tokenizer_path = ""
     values.setdefault("tokenizer", {})["path"] = tokenizer_path
     return config_lib.from_config_dict(values)

@@ -53,7 +53,7 @@ def test_family_fields_are_the_gpt_bert_and_t5_only_fields():
     owned = {family: {s.key for s in SPECS if s.family == family} for family in FAMILIES}
     assert owned == {
         "gpt": {"model.logit_softcap", "model.unet_skips"},
-        "bert": {"model.type_vocab_size", "model.pooling", "model.norm_position", "model.embedding_norm",
+        "bert": {"model.type_vocab_size", "model.norm_position", "model.embedding_norm",
                  "model.nsp_head"},
         "t5": {"model.num_decoder_layers", "model.relative_buckets", "model.relative_max_distance", "model.init",
                "model.scale_decoder_outputs"},
@@ -77,6 +77,10 @@ def test_a_family_field_set_on_another_family_is_refused_naming_field_and_family
 LEGACY_GUARDED = ("model.", "tokenizer.", "data.", "train.batch_size", "train.seed", "train.objective",
                   "seq2seq.input_", "seq2seq.target_", "seq2seq.noise_density", "seq2seq.mean_noise_span_length",
                   "mlm.", "finetune.task", "finetune.data_dir", "finetune.tfds_name", "distill.teacher_")
+# Guarded fields added since (what the examples are: the user's files, fields, windows, template).
+LEGACY_GUARDED += ("finetune.train_files", "finetune.validation_files", "finetune.test_files", "finetune.text_fields",
+                   "finetune.label_field", "finetune.max_question_tokens", "finetune.doc_stride",
+                   "finetune.chat_template")
 LEGACY_UNGUARDED = ("data.prefetch", "data.cache_dir", "data.tfds_data_dir", "data.allow_download",
                     "data.num_workers", "data.data_dir")  # where or how fast, not what
 

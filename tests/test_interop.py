@@ -134,7 +134,7 @@ def test_refusals_name_the_problem(tmp_path):
     os.makedirs(tmp_path / "no_tokenizer")
     with open(tmp_path / "no_tokenizer" / "config.json", "w") as f:
         f.write("{}")
-    with pytest.raises(pretrained.ConfigError, match="--tokenizer=PATH.model"):
+    with pytest.raises(pretrained.ConfigError, match="--tokenizer=PATH`"):
         workdir_lib.read_config(str(tmp_path / "no_tokenizer"))
 
 

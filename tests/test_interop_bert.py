@@ -198,7 +198,7 @@ def test_bert_masked_lm_imports_with_fresh_nsp_head_and_a_wordpiece_note(tmp_pat
     config = workdirs.import_hf(str(tmp_path / "hf"), str(tmp_path / "ours"), log=messages.append)
     assert config.train.objective == "mlm_nsp"
     assert any("NSP head" in message and "freshly initialised" in message for message in messages), messages
-    assert any("WordPiece (vocab.txt)" in message for message in messages), messages
+    assert any("WordPiece comes as vocab.txt only" in message for message in messages), messages
     inputs = _bert_inputs()
     loaded = pretrained.load(str(tmp_path / "ours"), "latest", require_tokenizer=False)
     model, params = loaded.model, loaded.params

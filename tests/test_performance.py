@@ -5,6 +5,7 @@ jax.nn.dot_product_attention, the fused loss, the GELU and the norms with a reco
 way, on logits and gradients, with packed documents and padding in the batch."""
 
 import dataclasses
+import re
 
 import jax
 import jax.numpy as jnp
@@ -248,3 +249,43 @@ def test_cpu_elementwise_fusion_switch_computes_the_same_gradients():
     np.testing.assert_allclose(fused["logits"], plain["logits"], atol=1e-5, rtol=1e-5)
     for got, want in zip(fused["grads"], plain["grads"], strict=True):
         np.testing.assert_allclose(got, want, atol=1e-6, rtol=1e-4)
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_bfloat16_dot_without_bfloat16_hardware_multiplies_the_same_products_in_float32(native, monkeypatch):
+    """On a CPU without bfloat16 matmul units, `dot` multiplies the bfloat16-rounded operands as
+    float32 (faster there); the values and gradients are those of the bfloat16 matmul, and the
+    compiled step really runs float32 (or, with the hardware, bfloat16) dots."""
+    from lm import hardware, primitives
+
+    equation = "BLD,DF->BLF"
+    keys = jax.random.split(jax.random.PRNGKey(5), 3)
+    x = jax.random.normal(keys[0], (2, 8, 32)).astype(jnp.bfloat16)
+    w = jax.random.normal(keys[1], (32, 16))
+    probe = jax.random.normal(keys[2], (2, 8, 16))
+
+    def loss(x, w):
+        return jnp.sum(layers.dot(equation, x, w, jnp.bfloat16, jnp.float32) * probe)
+
+    want = jax.jit(jax.value_and_grad(loss, (0, 1)))(x, w)  # this machine's own path
+    monkeypatch.setattr(hardware, "cpu_has_bfloat16_matmul", lambda: native)
+    assert primitives._products_in_float32(jnp.bfloat16) == (not native)
+    step = jax.jit(jax.value_and_grad(loss, (0, 1)))
+    hlo = step.lower(x, w).compile().as_text()
+    types = dict(re.findall(r"(%[\w.-]+) = (\w+)\[", hlo))  # each value's element type
+    dot_operands = [re.search(r" dot\((%[\w.-]+), (%[\w.-]+)\)", line).groups()
+                    for line in hlo.splitlines() if " dot(" in line]
+    assert len(dot_operands) == 3
+    assert {types[name] for pair in dot_operands for name in pair} == ({"bf16"} if native else {"f32"})
+    got = step(x, w)
+    for g, r in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
+        np.testing.assert_allclose(np.asarray(g, np.float32), np.asarray(r, np.float32), rtol=1e-2, atol=1e-2)
+
+
+def test_cpu_info_names_the_cpu_and_its_flags():
+    from lm import hardware
+
+    info = hardware.cpu_info()
+    assert info["cpu_model"] and isinstance(info["cpu_flags"], list)
+    has = hardware.cpu_has_bfloat16_matmul()
+    assert has == (not info["cpu_flags"] or bool({"avx512_bf16", "amx_bf16", "bf16"} & set(info["cpu_flags"])))

@@ -1,7 +1,7 @@
 """Train-step throughput, MFU and memory, beside a peer framework, measured in one run.
 
   python tools/bench.py --config=configs/bench_cpu.py [--config.model.dtype=bfloat16 ...] \
-      --steps=10 [--peer=hf] [--input_pipeline] [--json=FILE] [--markdown=FILE]
+      --steps=10 [--peer=torch|hf] [--rounds=3] [--input_pipeline] [--json=FILE] [--markdown=FILE]
 
 On a GPU or TPU (set JAX_PLATFORMS, e.g. JAX_PLATFORMS=cuda: this tool defaults to the CPU), MFU
 is against the chips' datasheet peak (lm/hardware.py, as the training loop's train/mfu), with the
@@ -9,7 +9,9 @@ measured matmul peak beside it (`matmul_mfu`).
 
 Order: this machine's matmul peak (a large jitted matmul in the model's compute dtype with
 float32 accumulation), our step (compile timed on its own, then warm-up, then `--steps` timed
-steps), the peer's step at identical shapes, the peak again. MFU = model FLOPs per second
+steps), the peer's step at identical shapes, the peak again. With `--peer=torch` (a minimal PyTorch GPT of
+our exact shapes, diagnostics/peers/torch_gpt.py, eager and under torch.compile, autocast when ours
+is bfloat16) our steps and the peer's alternate for `--rounds` rounds of `--steps` each. MFU = model FLOPs per second
 (lm.planning.flops_per_token) / the lower of the two peak readings, so a machine that slowed
 down during the run does not flatter the result. Prints a summary and a markdown table row.
 
@@ -40,7 +42,8 @@ from lm import cli, goodput, hardware  # noqa: E402
 _CONFIG = cli.define_config_flag("configs/bench_cpu.py")
 _STEPS = flags.DEFINE_integer("steps", 10, "Timed train steps (after warm-up).")
 _WARMUP = flags.DEFINE_integer("warmup", 2, "Untimed steps after compiling.")
-_PEER = flags.DEFINE_enum("peer", "none", ["none", "hf"], "Also train this peer at identical shapes.")
+_PEER = flags.DEFINE_enum("peer", "none", ["none", "hf", "torch"], "Also train this peer at identical shapes.")
+_ROUNDS = flags.DEFINE_integer("rounds", 1, "--peer=torch: rounds of --steps steps, ours and the peer's alternating.")
 _INPUT = flags.DEFINE_bool("input_pipeline", False, "Also measure the data pipeline's tokens/s on its own.")
 _JSON = flags.DEFINE_string("json", "", "Write every figure to this JSON file.")
 flags.DEFINE_integer("cpu_devices", 0, host_devices.HELP + " Default here: one per core.")
@@ -64,11 +67,14 @@ def main(argv):
     if _PEER.value == "hf":
         from diagnostics.peers import hf_gpt2
         hf_gpt2.check_shapes(config)  # before any long work
+    if _PEER.value == "torch":
+        from diagnostics.peers import torch_gpt
+        torch_gpt.check_shapes(config)
     dtype = config.model.dtype
     name = os.path.splitext(os.path.basename(flags.FLAGS["config"].config_filename))[0]
     figures = {"config": name, "dtype": dtype, "devices": jax.device_count(),
                "machine": f"{platform.machine()}, {os.cpu_count()} cores, jax {jax.__version__}",
-               "xla_flags": os.environ.get("XLA_FLAGS", "")}
+               "xla_flags": os.environ.get("XLA_FLAGS", ""), **hardware.cpu_info()}
     print(f"{jax.device_count()} {jax.default_backend()} device(s); the batch is sharded over them (mesh data axis)",
           flush=True)
 
@@ -83,7 +89,12 @@ def main(argv):
               f"streaming {figures['streaming_tokens_per_sec_workers_0']:,.0f} in-process, "
               f"{figures['streaming_tokens_per_sec_workers_2']:,.0f} with 2 worker processes", flush=True)
 
-    ours = benchmark.train_steps(config, _STEPS.value, _WARMUP.value)
+    torch_peer = torch_gpt.Peer(config, _STEPS.value, _WARMUP.value) if _PEER.value == "torch" else None
+    ours = benchmark.train_steps(config, _STEPS.value, _WARMUP.value, _ROUNDS.value,
+                                 torch_peer.run_round if torch_peer else None)
+    if torch_peer:
+        torch_peer.close()
+        figures.update(torch_peer.figures())
     print(f"ours: compile {ours.compile_seconds:.1f} s | step {spread(ours.step_seconds)} | "
           f"{ours.tokens_per_sec:,.0f} tokens/s | {ours.model_flops_per_sec / 1e9:.1f} model GFLOP/s", flush=True)
     if _PEER.value == "hf":
@@ -126,6 +137,8 @@ def main(argv):
     if "peer_tokens_per_sec" in figures:
         figures["speedup_over_peer"] = ours.tokens_per_sec / figures["peer_tokens_per_sec"]
         figures["speedup_over_peer_cpu"] = figures["tokens_per_cpu_sec"] / figures["peer_tokens_per_cpu_sec"]
+    if "peer_compiled_tokens_per_sec" in figures:
+        figures["speedup_over_peer_compiled"] = ours.tokens_per_sec / figures["peer_compiled_tokens_per_sec"]
 
     mib = benchmark.MiB
     parts = ", ".join(f"{k} {v / mib:,.0f}" for k, v in ours.memory_parts.items())
@@ -150,6 +163,9 @@ def main(argv):
     if "speedup_over_peer" in figures:
         print(f"ours / peer tokens/s: {figures['speedup_over_peer']:.2f}x "
               f"(per CPU second: {figures['speedup_over_peer_cpu']:.2f}x)")
+    if "speedup_over_peer_compiled" in figures:
+        print(f"ours / peer under torch.compile: {figures['speedup_over_peer_compiled']:.2f}x "
+              f"({figures['peer_compiled_tokens_per_sec']:,.0f} tokens/s)")
     row = (f"| {figures['config']} | {dtype} | {ours.tokens_per_sec:,.0f} | {figures['mfu']:.1%} | "
            f"{spread(ours.step_seconds)} | {ours.compile_seconds:.1f} s | "
            f"{ours.peak_memory_bytes / mib:,.0f} / {ours.memory_estimate_bytes / mib:,.0f} MiB | "

@@ -1,7 +1,7 @@
 """Move weights between Hugging Face transformers and our workdirs (GPT-2, Llama, T5 v1.0, BERT).
 
   # import: config.json + safetensors -> a workdir tools/train.py and tools/generate.py accept
-  python tools/convert.py --from_hf=HF_DIR --workdir=DIR [--tokenizer=PATH.model]
+  python tools/convert.py --from_hf=HF_DIR --workdir=DIR [--tokenizer=PATH.model or tokenizer.json]
   # export: a workdir's checkpoint -> a directory transformers' from_pretrained loads
   python tools/convert.py --to_hf=HF_DIR --workdir=DIR [--step=N] [--architecture=gpt2|llama|t5|bert]
 
@@ -21,8 +21,9 @@ from lm.interop import workdirs
 _FROM_HF = flags.DEFINE_string("from_hf", "", "A Hugging Face model directory to import into --workdir.")
 _TO_HF = flags.DEFINE_string("to_hf", "", "A directory to write --workdir's checkpoint to, in Hugging Face format.")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Our workdir (written on import, read on export).", required=True)
-_TOKENIZER = flags.DEFINE_string("tokenizer", "", "Import: a sentencepiece .model matching the checkpoint's ids "
-                                 "(default: the HF directory's tokenizer.model, if it has one).")
+_TOKENIZER = flags.DEFINE_string("tokenizer", "", "Import: a sentencepiece .model or a Hugging Face tokenizer.json "
+                                 "matching the checkpoint's ids (default: the HF directory's tokenizer.model, else "
+                                 "its tokenizer.json).")
 _STEP = cli.define_step_flag()  # export: which checkpoint
 _ARCHITECTURE = flags.DEFINE_enum("architecture", "", ["", *interop.ARCHITECTURES],
                                   "Export: the Hugging Face architecture; default: the one the model's shape is.")

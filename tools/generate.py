@@ -7,6 +7,8 @@ The prompt and its continuation go to stdout, the continuation streamed as it is
 progress goes to stderr.
 --prompts_file=FILE (one prompt a line; "\\n" inside a line is a newline) decodes them as one
 batch and prints each continuation after a "### prompt N" line. --temperature=0 is greedy.
+--chat (a workdir fine-tuned with train.objective=sft) renders each prompt with the run's chat
+template, as training did, and prints the response.
 """
 import sys
 import time
@@ -15,6 +17,7 @@ from absl import flags
 
 from lm import cli, generate, pretrained, sampling
 from lm.config import ConfigError
+from lm.data import sft
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "A workdir written by tools/train.py (or tools/convert.py).")
 _CHECKPOINT = flags.DEFINE_string("checkpoint", None, "Instead of --workdir: a workdir or one of its checkpoints, "
@@ -30,6 +33,8 @@ _STOP = flags.DEFINE_list("stop", [], "Extra stop pieces (tokenizer pieces, e.g.
 _STEP = cli.define_step_flag()
 _STREAM = flags.DEFINE_bool("stream", True, "Print a single prompt's tokens as they come.")
 _STREAM_EVERY = flags.DEFINE_integer("stream_every", 4, "Tokens per streamed chunk.")
+_CHAT = flags.DEFINE_bool("chat", False, "Show each prompt through the workdir's chat template (an sft run's "
+                          "finetune.chat_template) and print the response.")
 _UNCACHED = flags.DEFINE_bool("uncached", False, "Recompute the whole prefix per token (slow reference).")
 
 
@@ -56,6 +61,9 @@ def main(argv):
         raise ConfigError("give exactly one of --workdir=DIR and --checkpoint=DIR[/checkpoints/STEP]")
     loaded = pretrained.load(_WORKDIR.value or _CHECKPOINT.value, _STEP.value)
     tokenizer = loaded.tokenizer
+    if _CHAT.value:
+        template = sft.ChatTemplate(loaded.config.finetune.chat_template)
+        prompts = [template.render(p) for p in prompts]
     stop_ids = (tokenizer.eos_id,) + tuple(tokenizer.piece_id(p.replace("\\n", "\n")) for p in _STOP.value)
     gen = generate.GenerationConfig(
         max_new_tokens=_MAX_NEW.value, seed=_SEED.value, stop_ids=stop_ids, cached=not _UNCACHED.value,

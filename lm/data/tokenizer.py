@@ -13,6 +13,7 @@ import numpy as np
 import sentencepiece as spm
 
 from lm.config import ConfigError, TokenizerConfig
+from lm.data import hf_tokenizer
 from lm.data import text as text_lib
 
 PAD_ID, UNK_ID, BOS_ID, EOS_ID = 0, 1, 2, 3
@@ -34,15 +35,19 @@ class Tokenizer:
             raise ConfigError("the tokenizer has no end-of-sequence piece (eos_id); train one with tools/train_tokenizer.py")
 
     @classmethod
-    def load(cls, path: str) -> "Tokenizer":
+    def load(cls, path: str) -> "Tokenizer | hf_tokenizer.HFTokenizer":
+        """A sentencepiece .model, or a Hugging Face tokenizer.json (told apart by content, so a
+        workdir's `tokenizer.model` may hold either)."""
         if not os.path.exists(path):
             raise ConfigError(f"tokenizer file {path!r} does not exist: give a sentencepiece .model "
-                              f"(tools/train_tokenizer.py makes one)")
+                              f"(tools/train_tokenizer.py makes one) or a Hugging Face tokenizer.json")
         with open(path, "rb") as f:
             proto = f.read()
         if not proto:
             raise ConfigError(f"tokenizer file {path!r} is empty (a copy or a save cut short?): give the .model file "
                               f"again (a workdir's copy is written from the tokenizer the run was given)")
+        if hf_tokenizer.is_hf_tokenizer(proto):
+            return hf_tokenizer.HFTokenizer.load_bytes(proto, path)
         try:
             return cls(proto)
         except RuntimeError as error:  # sentencepiece's parse error names no file
@@ -66,6 +71,22 @@ class Tokenizer:
 
     def encode_batch(self, texts: Sequence[str], num_threads: int = 0) -> list[list[int]]:
         return self._sp.encode(list(texts), num_threads=num_threads or os.cpu_count() or 1)
+
+    def encode_with_offsets(self, text: str) -> tuple[list[int], list[tuple[int, int]]]:
+        """Ids and each piece's [start, end) character span in `text`. sentencepiece reports UTF-8
+        byte offsets (normalisation is the identity here, so they index the original text); they
+        are mapped to characters. Byte-fallback pieces of one character share its span, all but
+        the last of them empty."""
+        proto = self._sp.encode(text, return_type="proto")
+        char_at_byte = np.zeros(len(text.encode()) + 1, np.int64)
+        position = 0
+        for index, char in enumerate(text):
+            width = len(char.encode())
+            char_at_byte[position:position + width] = index
+            position += width
+        char_at_byte[position] = len(text)
+        return ([p.id for p in proto.pieces],
+                [(int(char_at_byte[p.begin]), int(char_at_byte[p.end])) for p in proto.pieces])
 
     def decode(self, ids: Iterable[int]) -> str:
         return self._sp.decode([int(i) for i in ids])

@@ -88,11 +88,12 @@ def import_notes(hf: dict, hf_dir: str) -> list[str]:
         fresh = "the NSP head" if architecture == "BertForMaskedLM" else "the MLM and NSP heads"
         notes.append(f"note: {architecture} has no pretraining heads of its own: {fresh} (and the pooler, if the "
                      f"file has none) start freshly initialised; fine-tune before trusting their outputs")
-    if os.path.exists(os.path.join(hf_dir, "vocab.txt")):
-        notes.append("note: this BERT tokenizes with WordPiece (vocab.txt), which our tools cannot read: they need a "
-                     "sentencepiece model with [CLS], [SEP] and [MASK] pieces whose ids are the checkpoint's "
-                     "(--tokenizer=PATH.model). The imported weights keep the checkpoint's vocabulary and ids; any "
-                     "other tokenizer makes its embeddings meaningless")
+    if os.path.exists(os.path.join(hf_dir, "vocab.txt")) and not os.path.exists(os.path.join(hf_dir, "tokenizer.json")):
+        notes.append("note: this BERT's WordPiece comes as vocab.txt only, which our tools do not read: they take its "
+                     "tokenizer.json (transformers' BertTokenizerFast.save_pretrained writes one) or a sentencepiece "
+                     "model with [CLS], [SEP] and [MASK] pieces whose ids are the checkpoint's (--tokenizer=PATH). "
+                     "The imported weights keep the checkpoint's vocabulary and ids; any other tokenizer makes its "
+                     "embeddings meaningless")
     return notes
 
 

@@ -1,5 +1,9 @@
 """Hugging Face directory <-> our workdir (config.json, tokenizer.model, orbax checkpoint).
 
+A checkpoint's tokenizer comes in as the workdir's `tokenizer.model`: a sentencepiece model as
+is, or a Hugging Face tokenizer.json wrapped with its special tokens (lm/data/hf_tokenizer.py);
+every reader tells the two apart by content.
+
 An imported workdir looks like one tools/train.py wrote at step 0: the full train state
 (converted params, a fresh optimizer state) is checkpointed through lm/checkpoint.py, so
 tools/train.py resumes (fine-tunes) it and tools/generate.py decodes from it.
@@ -19,23 +23,27 @@ from lm import checkpoint as checkpoint_lib
 from lm import interop, optimizer, pretrained, sharding, steps, tasks
 from lm import workdir as workdir_lib
 from lm.config import CheckpointConfig, Config, DataConfig, MeshConfig, TokenizerConfig, TrainConfig
+from lm.data.hf_tokenizer import HFTokenizer
 from lm.data.tokenizer import Tokenizer
 from lm.interop import core, safetensors_io
 
-TOKENIZER = "tokenizer.model"
+TOKENIZER = "tokenizer.model"  # the workdir's tokenizer file: sentencepiece, or our HF wrapper (JSON)
+HF_TOKENIZER = "tokenizer.json"
 
 
-def _find_tokenizer(hf_dir: str, tokenizer_path: str, vocab_size: int, log) -> Tokenizer | None:
-    """The explicit --tokenizer, else the HF dir's sentencepiece tokenizer.model, else None."""
-    path = tokenizer_path or os.path.join(hf_dir, TOKENIZER)
-    if not os.path.exists(path):
-        if tokenizer_path:
-            raise core.ConversionError(f"--tokenizer={tokenizer_path} does not exist")
-        log(f"note: {hf_dir} has no sentencepiece {TOKENIZER} (a tokenizer.json, such as GPT-2's byte-level BPE, "
-            f"is not one). "
+def _find_tokenizer(hf_dir: str, tokenizer_path: str, vocab_size: int, log) -> Tokenizer | HFTokenizer | None:
+    """The explicit --tokenizer (a sentencepiece .model or a tokenizer.json), else the HF dir's
+    sentencepiece tokenizer.model, else its tokenizer.json (with tokenizer_config.json's special
+    tokens), else None."""
+    if tokenizer_path and not os.path.exists(tokenizer_path):
+        raise core.ConversionError(f"--tokenizer={tokenizer_path} does not exist")
+    candidates = [tokenizer_path] if tokenizer_path else [os.path.join(hf_dir, n) for n in (TOKENIZER, HF_TOKENIZER)]
+    path = next((p for p in candidates if os.path.exists(p)), None)
+    if path is None:
+        log(f"note: {hf_dir} has neither a sentencepiece {TOKENIZER} nor a Hugging Face {HF_TOKENIZER}. "
             f"The workdir gets weights and config only: tools/train.py and tools/generate.py need a tokenizer, so "
-            f"copy one to WORKDIR/{TOKENIZER} or convert into a new workdir with --tokenizer=PATH.model (a "
-            f"sentencepiece model whose ids match the checkpoint's). tools/convert.py --to_hf works without one.")
+            f"convert into a new workdir with --tokenizer=PATH (a sentencepiece .model or a tokenizer.json whose "
+            f"ids match the checkpoint's). tools/convert.py --to_hf works without one.")
         return None
     tokenizer = Tokenizer.load(path)
     if tokenizer.vocab_size > vocab_size:
@@ -118,6 +126,13 @@ def export_hf(workdir: str, hf_dir: str, which: str | int = "best", architecture
     params = core.unstack_layers(jax.tree.map(np.asarray, jax.device_get(params)))
     hf_config, tensors = exporter.export(config.model, params)
     safetensors_io.write_hf_dir(hf_dir, hf_config, tensors)
-    if config.tokenizer.path:  # our sentencepiece model, for users who tokenize with it
-        shutil.copyfile(config.tokenizer.path, os.path.join(hf_dir, TOKENIZER))
+    if config.tokenizer.path:
+        tokenizer = Tokenizer.load(config.tokenizer.path)
+        if isinstance(tokenizer, HFTokenizer):  # back to the files transformers' AutoTokenizer reads
+            tokenizer.save_tokenizer_json(os.path.join(hf_dir, HF_TOKENIZER))
+            workdir_lib.write_json(os.path.join(hf_dir, "tokenizer_config.json"), {
+                "tokenizer_class": "PreTrainedTokenizerFast",
+                **{f"{role}_token": name for role, name in tokenizer.special_tokens.items() if name}})
+        else:  # our sentencepiece model, for users who tokenize with it
+            shutil.copyfile(config.tokenizer.path, os.path.join(hf_dir, TOKENIZER))
     return architecture, step

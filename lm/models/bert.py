@@ -21,6 +21,7 @@ import jax.numpy as jnp
 
 from lm import layers
 from lm.config import ModelConfig
+from lm.models import heads
 
 ENCODER = "encoder"  # the parameter subtree a fine-tuning run takes from a pretrained checkpoint
 
@@ -81,13 +82,15 @@ class Bert(nn.Module):
         segment_ids_BL: 1 real / 0 padding. Pretraining (num_classes == 0): returns
         (MLM logits [B, P, V] at masked_positions_BP, NSP logits [B, 2]); scoring only the P
         masked positions instead of all L keeps the vocabulary matmul ~L/P times cheaper.
-        Classification: returns logits [B, num_classes]."""
+        Classification: returns logits [B, num_classes]; with classify=token, [B, L, num_classes]."""
         cfg = self.config
         if type_ids_BL is None:
             type_ids_BL = jnp.zeros_like(tokens_BL)
         if segment_ids_BL is None:
             segment_ids_BL = jnp.ones_like(tokens_BL)
         x_BLD, pooled_BD, embed = BertEncoder(cfg, name=ENCODER)(tokens_BL, type_ids_BL, segment_ids_BL, deterministic)
+        if cfg.num_classes and cfg.classify == "token":  # tags or answer spans (lm/models/heads.py)
+            return heads.ClassifierHead(cfg, name=heads.HEAD)(x_BLD, segment_ids_BL, deterministic)
         pooled_BD = nn.Dropout(cfg.dropout_rate)(pooled_BD, deterministic=deterministic)
         if cfg.num_classes:
             logits_BC = _dense(self, "classifier", pooled_BD, cfg.num_classes, ("embed", None))

@@ -11,6 +11,7 @@ import jax.numpy as jnp
 
 from lm import layers
 from lm.config import ModelConfig
+from lm.models import heads
 
 
 class GPT(nn.Module):
@@ -19,7 +20,8 @@ class GPT(nn.Module):
     @nn.compact
     def __call__(self, tokens_BL, positions_BL=None, segment_ids_BL=None, deterministic: bool = True):
         """tokens_BL: int32 ids. positions_BL restart at 0 in every packed document;
-        segment_ids_BL number the documents of a row (0 = padding). Returns logits [B, L, V]."""
+        segment_ids_BL number the documents of a row (0 = padding). Returns logits [B, L, V]; with
+        model.num_classes, a classifier's logits: [B, C] (classify=sequence) or [B, L, C] (token)."""
         cfg = self.config
         batch, length = tokens_BL.shape
         if positions_BL is None:
@@ -39,6 +41,8 @@ class GPT(nn.Module):
         mask_B1LS = layers.attention_mask(segment_ids_BL, segment_ids_BL, causal=True)
         x_BLD = layers.TransformerStack(cfg, causal=True, name="decoder")(x_BLD, mask_B1LS, positions_BL, deterministic)
         x_BLD = layers.Norm(cfg, name="final_norm")(x_BLD)
+        if cfg.num_classes:  # a classifier instead of the language-model head (lm/models/heads.py)
+            return heads.ClassifierHead(cfg, name=heads.HEAD)(x_BLD, segment_ids_BL, deterministic)
 
         if cfg.tie_embeddings:
             logits_BLV = embed.attend(x_BLD)

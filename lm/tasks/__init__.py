@@ -23,6 +23,9 @@ _REGISTRY = {
     "denoise": ("span_corruption", "Denoising", "DenoisingPipeline"),
     "prefix_lm": ("span_corruption", "PrefixLM", "PrefixLMPipeline"),
     "seq2seq": ("seq2seq", "Seq2Seq", "Seq2SeqPipeline"),
+    "token_classification": ("token_classification", "TokenClassification", "TokenClassificationPipeline"),
+    "extractive_qa": ("extractive_qa", "ExtractiveQA", "ExtractiveQAPipeline"),
+    "sft": ("sft", "Sft", "SftPipeline"),
 }
 
 

@@ -25,6 +25,8 @@ never meet:
   selection                       -> (eval metric, higher is better): early stopping and the best
                                      checkpoint
   init_from_subtree               -> the params subtree `init_from` restores (None: all of them)
+  init_from_new                   -> top-level params init_from leaves fresh when it restores all the
+                                     others (a classifier head the pretrained run does not have)
 
 `Pipeline`, the host side: data in, text out.
 
@@ -32,6 +34,9 @@ never meet:
   train_iterator(data, i, n)      -> endless batches for process i of n (with get/set_state)
   eval_batches(data, i, n)        -> one pass over the validation split, padded to whole batches
                                      (lm/data/batching.py: `eval_pass`)
+  test_batches(data, i, n)        -> None, or one pass over a held-out test split: the end-of-run
+                                     report scores the best checkpoint on it (test/...), apart from
+                                     the validation split that selected it
   sample(model, params, data)     -> text shown at the end of a run, or None
   report_fields(data)             -> None, or fields for `eval_report.json`: the loop then
                                      evaluates the best checkpoint at the end of the run and
@@ -51,6 +56,7 @@ from lm.config import Config
 class Objective:
     selection: tuple[str, bool] = ("eval/loss", False)
     init_from_subtree: str | None = None
+    init_from_new: tuple[str, ...] = ()
 
     def __init__(self, config: Config):
         self.config = config
@@ -105,6 +111,10 @@ class Pipeline:
 
     def eval_batches(self, data, process_index: int = 0, process_count: int = 1):
         raise NotImplementedError
+
+    def test_batches(self, data, process_index: int = 0, process_count: int = 1):
+        del data, process_index, process_count
+        return None
 
     def sample(self, model, params, data) -> str | None:
         del model, params, data

@@ -1,6 +1,13 @@
-"""Sentence(-pair) classification with a BERT encoder: a head on the pooled [CLS] output.
+"""Sentence(-pair) classification: BERT's pooled [CLS] (or mean) output, or a GPT decoder's last
+real token (or mean over real tokens, model.pooling; lm/models/heads.py), into any number of
+classes.
 
-The encoder usually starts from a pretraining run (`init_from`, lm/init_from.py), whose
+Data: finetune.task's GLUE data (SST-2, MRPC, RTE: local files or tfds), or the user's CSV, TSV
+or JSON lines (finetune.train_files / validation_files / test_files, text_fields, label_field;
+lm/data/labelled_files.py). A test split is scored once, on the checkpoint the validation split
+selected, and reported apart (eval_report.json: test/...).
+
+The model usually starts from a pretraining run (`init_from`, lm/init_from.py), whose
 tokenizer this run then reuses. Evaluation sums a confusion matrix, so accuracy, precision,
 recall and F1 (of class 1 for two classes, macro-averaged for more) are exact over the whole
 validation split. The validation metric `finetune.select_metric` drives early stopping and
@@ -11,6 +18,7 @@ the best checkpoint; at the end the best checkpoint is evaluated again and writt
 from __future__ import annotations
 
 import dataclasses
+import functools
 import re
 
 import jax.numpy as jnp
@@ -18,12 +26,12 @@ import numpy as np
 
 from lm import losses
 from lm.config import Config, ConfigError
-from lm.data import batching
+from lm.data import batching, glue, labelled_files, rows
 from lm.data import corpus as corpus_lib
-from lm.data import glue
 from lm.data import tokenizer as tokenizer_lib
 from lm.models.bert import ENCODER
-from lm.tasks import base
+from lm.models.heads import HEAD
+from lm.tasks import base, labelled
 
 
 @dataclasses.dataclass(frozen=True)
@@ -31,6 +39,8 @@ class ClassificationData:
     tokenizer: tokenizer_lib.Tokenizer
     train: glue.EncodedSplit
     validation: glue.EncodedSplit
+    test: glue.EncodedSplit | None  # finetune.test_files: scored once, on the selected checkpoint
+    label_names: list[str]
 
 
 def metrics_from_confusion(confusion: np.ndarray) -> dict[str, float]:
@@ -52,24 +62,27 @@ class Classification(base.Objective):
     def __init__(self, config: Config):
         super().__init__(config)
         self.num_classes = config.model.num_classes
+        self.family = config.model.family
         expected = glue.NUM_CLASSES[config.finetune.task]
-        if self.num_classes != expected:
+        if not config.finetune.train_files and self.num_classes != expected:  # the user's files: checked on reading
             raise ConfigError(f"finetune.task={config.finetune.task} has {expected} classes but model.num_classes="
                               f"{self.num_classes}: set model.num_classes={expected}")
         # The validation metric that picks the best checkpoint and stops early (higher is better).
         self.selection = (f"eval/{config.finetune.select_metric}", True)
-        # init_from takes only the pretrained encoder; the classifier head starts fresh.
-        self.init_from_subtree = ENCODER
+        # init_from takes BERT's pretrained encoder, or all of a GPT but its head; the classifier starts fresh.
+        if self.family == "bert":
+            self.init_from_subtree = ENCODER
+        else:
+            self.init_from_new = (HEAD,)
 
     def init_inputs(self):
         tokens = jnp.zeros((1, self.config.data.seq_len), jnp.int32)
-        return tokens, tokens, tokens + 1
+        return (tokens, tokens, tokens + 1) if self.family == "bert" else (tokens, None, tokens + 1)
 
     # Loss and metrics.
     def predictions(self, model, params, batch, rng, deterministic: bool):
         """(class logits [B, C], labels [B], weights [B]): what knowledge distillation softens."""
-        logits_BC = model.apply({"params": params}, batch["inputs"], batch["type_ids"], batch["segment_ids"],
-                                deterministic=deterministic, rngs=None if deterministic else {"dropout": rng})
+        logits_BC = labelled.logits(model, params, batch, self.family, rng, deterministic)
         return logits_BC, batch["labels"], batch["weights"]
 
     def loss_sums(self, model, params, batch, rng, deterministic: bool) -> dict:
@@ -110,6 +123,8 @@ class Classification(base.Objective):
         i + 1, final norm, pooler and head N + 1) learns at d^(N + 1 - k) of the rate."""
         f, num_layers = self.config.finetune, self.config.model.num_layers
         names = [str(getattr(key, "key", key)) for key in path]
+        if self.family != "bert":  # a decoder: everything but the head is the "encoder" here
+            return 0.0 if f.freeze_encoder and names[0] != HEAD else 1.0
         if names[0] != ENCODER:
             return 1.0
         in_pooler = any(n.startswith("pooler") for n in names)
@@ -129,16 +144,38 @@ class ClassificationPipeline(base.Pipeline):
         return tokenizer_lib.load_or_train(c.tokenizer, texts, tokenizer_lib.text_identity("glue", texts),
                                            corpus_lib.cache_root(c.data))
 
+    def _splits(self):
+        """(train, validation, test or None, label names) from the user's files or finetune.task's."""
+        c, f = self.config, self.config.finetune
+        if not f.train_files:
+            root = corpus_lib.data_dir(c.data)
+            return (glue.load(f, "train", c.data.allow_download, root),
+                    glue.load(f, "validation", c.data.allow_download, root),
+                    None, [str(i) for i in range(glue.NUM_CLASSES[f.task])])
+        labelled.require_files(c, "classification")
+        fields = [name.strip() for name in f.text_fields.split(",") if name.strip()]
+        train, names = labelled_files.read_split(f.train_files, "finetune.train_files", fields, f.label_field)
+        if len(names) != c.model.num_classes:
+            raise ConfigError(f"finetune.train_files has {len(names)} labels ({', '.join(names[:10])}): set "
+                              f"model.num_classes={len(names)} (got {c.model.num_classes})")
+        validation, _ = labelled_files.read_split(f.validation_files, "finetune.validation_files", fields,
+                                                  f.label_field, names)
+        test = labelled_files.read_split(f.test_files, "finetune.test_files", fields, f.label_field, names)[0] \
+            if f.test_files else None
+        return train, validation, test, names
+
     def prepare(self) -> ClassificationData:
         c = self.config
-        root = corpus_lib.data_dir(c.data)
-        train = glue.load(c.finetune, "train", c.data.allow_download, root)
-        validation = glue.load(c.finetune, "validation", c.data.allow_download, root)
+        train, validation, test, names = self._splits()
         if c.data.lowercase:
             train, validation = glue.lowercased(train), glue.lowercased(validation)
+            test = glue.lowercased(test) if test is not None else None
         tokenizer = self._tokenizer(iter(train.first + (train.second or [])))
-        return ClassificationData(tokenizer, glue.encode(train, tokenizer, c.data.seq_len),
-                                  glue.encode(validation, tokenizer, c.data.seq_len))
+        encode = glue.encode if c.model.family == "bert" else functools.partial(
+            _encode_rows, layout=rows.RowLayout.for_family(c.model.family, tokenizer))
+        return ClassificationData(tokenizer, encode(train, tokenizer, c.data.seq_len),
+                                  encode(validation, tokenizer, c.data.seq_len),
+                                  encode(test, tokenizer, c.data.seq_len) if test is not None else None, names)
 
     def train_iterator(self, data: ClassificationData, process_index: int = 0, process_count: int = 1):
         c = self.config
@@ -149,6 +186,27 @@ class ClassificationPipeline(base.Pipeline):
         return batching.eval_pass(data.validation, len(data.validation), self.eval_batch_size,
                                   self.config.eval.max_batches, process_index, process_count)
 
+    def test_batches(self, data: ClassificationData, process_index: int = 0, process_count: int = 1):
+        if data.test is None:
+            return None
+        return batching.eval_pass(data.test, len(data.test), self.eval_batch_size, 0, process_index, process_count)
+
     def report_fields(self, data: ClassificationData) -> dict:
         """At the end of the run the loop evaluates the best checkpoint into eval_report.json."""
-        return {"task": self.config.finetune.task, "validation_examples": len(data.validation)}
+        f = self.config.finetune
+        return {"task": "user files" if f.train_files else f.task, "label_names": data.label_names,
+                "validation_examples": len(data.validation),
+                "test_examples": len(data.test) if data.test is not None else 0}
+
+
+def _encode_rows(split: glue.LabelledSplit, tokenizer, seq_len: int, layout: rows.RowLayout) -> glue.EncodedSplit:
+    """A decoder's rows (lm/data/rows.py): EOS a (EOS b), the pair cut to fit as glue.encode cuts it."""
+    second = split.second if split.second is not None else [None] * len(split.first)
+    columns = []
+    for a, b in zip(split.first, second):
+        ids_a = np.asarray(tokenizer.encode(a), np.int32)
+        ids_b = None if b is None else np.asarray(tokenizer.encode(b), np.int32)
+        ids_a, ids_b = glue.truncate_pair(ids_a, ids_b, seq_len - layout.overhead(ids_b is not None))
+        columns.append(rows.encode(ids_a, ids_b, layout, seq_len))
+    inputs, type_ids, segment_ids = (np.stack(column) for column in zip(*columns))
+    return glue.EncodedSplit(inputs, type_ids, segment_ids, split.labels)

@@ -1,0 +1,53 @@
+"""What the fine-tuning tasks on one-example rows share (classification on user files,
+token_classification, extractive_qa): the family's forward call, the tokenizer rule, and
+random-access rows with padding for whole evaluation batches."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+from lm.config import Config, ConfigError
+from lm.data import corpus as corpus_lib
+from lm.data import tokenizer as tokenizer_lib
+
+
+def logits(model, params, batch, family: str, rng, deterministic: bool):
+    """The classifier's logits for a batch of rows (lm/data/rows.py's fields)."""
+    rngs = None if deterministic else {"dropout": rng}
+    if family == "bert":
+        return model.apply({"params": params}, batch["inputs"], batch["type_ids"], batch["segment_ids"],
+                           deterministic=deterministic, rngs=rngs)
+    return model.apply({"params": params}, batch["inputs"], None, batch["segment_ids"], deterministic=deterministic,
+                       rngs=rngs)
+
+
+def tokenizer_for(config: Config, texts: list[str], kind: str):
+    """init_from's tokenizer (lm/assembly.py has set tokenizer.path to it), config.tokenizer.path,
+    or one trained on the training texts and cached."""
+    return tokenizer_lib.load_or_train(config.tokenizer, texts, tokenizer_lib.text_identity(kind, texts),
+                                       corpus_lib.cache_root(config.data))
+
+
+def require_files(config: Config, objective: str) -> None:
+    f = config.finetune
+    if not f.train_files or not f.validation_files:
+        raise ConfigError(f"train.objective={objective} reads the user's files: set finetune.train_files and "
+                          f"finetune.validation_files (finetune.test_files for a held-out test split)")
+
+
+@dataclasses.dataclass
+class Rows:
+    """Named arrays with a leading example axis; indices past the end are padding rows (all
+    zeros, or `fill` per field), whose weights must be 0."""
+    arrays: dict[str, np.ndarray]
+    fill: dict[str, int] = dataclasses.field(default_factory=dict)
+
+    def __len__(self):
+        return len(next(iter(self.arrays.values())))
+
+    def __getitem__(self, index: int) -> dict[str, np.ndarray]:
+        if index < len(self):
+            return {k: v[index] for k, v in self.arrays.items()}
+        return {k: np.full_like(v[0], self.fill.get(k, 0)) for k, v in self.arrays.items()}

@@ -1,0 +1,73 @@
+"""Supervised fine-tuning of a decoder (train.objective=sft): prompt -> response, the loss on the
+response tokens only, examples packed without seeing each other (lm/data/sft.py).
+
+Data: JSON lines (finetune.train_files / validation_files) with the prompt in
+finetune.text_fields and the response in finetune.label_field. The chat template
+(finetune.chat_template) is part of the run's config, so the workdir keeps it and
+`tools/generate.py --chat` shows a prompt the way training did. init_from takes every parameter
+of a causal-LM run (and its tokenizer). Evaluation: the response tokens' loss, perplexity and
+accuracy under teacher forcing; the end-of-run sample answers two validation prompts greedily.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from lm.config import Config
+from lm.data import batching
+from lm.data import sft as sft_data
+from lm.tasks import base, labelled
+from lm.tasks.causal_lm import CausalLM
+
+
+@dataclasses.dataclass
+class SftData:
+    tokenizer: object
+    template: sft_data.ChatTemplate
+    train: sft_data.SftExamples
+    validation: sft_data.SftExamples
+
+
+class Sft(CausalLM):
+    """Causal-LM cross-entropy on the rows' weights, which cover the responses only."""
+
+
+class SftPipeline(base.Pipeline):
+    def prepare(self) -> SftData:
+        c, f = self.config, self.config.finetune
+        labelled.require_files(c, "sft")
+        prompt_field = f.text_fields.split(",")[0].strip()
+        train = sft_data.read_jsonl(f.train_files, "finetune.train_files", prompt_field, f.label_field)
+        validation = sft_data.read_jsonl(f.validation_files, "finetune.validation_files", prompt_field, f.label_field)
+        template = sft_data.ChatTemplate(f.chat_template)
+        tokenizer = labelled.tokenizer_for(c, [t for pair in train for t in (template.render(pair[0]), pair[1])],
+                                           "sft")
+        encode = lambda pairs: sft_data.encode(pairs, tokenizer, template, c.data.seq_len)  # noqa: E731
+        return SftData(tokenizer, template, encode(train), encode(validation))
+
+    def train_iterator(self, data: SftData, process_index: int = 0, process_count: int = 1):
+        c, tok = self.config, data.tokenizer
+        rows = sft_data.train_rows(data.train, c.data.seq_len, tok.pad_id, tok.byte_lengths, c.data.seed)
+        return iter(batching.batched(rows, c.train.batch_size, process_index, process_count, seed=c.data.seed,
+                                     prefetch=c.data.prefetch))
+
+    def eval_batches(self, data: SftData, process_index: int = 0, process_count: int = 1):
+        c, tok = self.config, data.tokenizer
+        rows = sft_data.eval_rows(data.validation, c.data.seq_len, tok.pad_id, tok.byte_lengths, self.eval_batch_size,
+                                  c.eval.max_batches)
+        return batching.eval_pass(rows, len(rows), self.eval_batch_size, c.eval.max_batches, process_index,
+                                  process_count)
+
+    def sample(self, model, params, data: SftData) -> str:
+        from lm import generate, sampling  # noqa: PLC0415
+
+        pairs = data.validation.texts[:2]
+        prompts = [data.template.render(prompt) for prompt, _ in pairs]
+        room = self.config.train.sample_tokens
+        if model.config.positions == "learned":
+            room = min(room, model.config.max_len - 1 - max(len(data.tokenizer.encode(p)) for p in prompts))
+        if room < 1:
+            return "[no sample: the prompts fill model.max_len]"
+        gen = generate.GenerationConfig(max_new_tokens=room, sampler=sampling.Sampler(0.0))
+        answers = generate.generate_text(model, params, data.tokenizer, prompts, gen)
+        return "\n\n".join(f"prompt:     {p}\nreference:  {r}\nresponse:   {a}" for (p, r), a in zip(pairs, answers))

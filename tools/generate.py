@@ -72,15 +72,17 @@ def main(argv):
     stream = len(prompts) == 1 and _STREAM.value
     write = lambda text: (sys.stdout.write(text), sys.stdout.flush())  # noqa: E731
     started = time.time()
+    # A continuation is shown after its prompt; a chat answer alone (the template is not what was typed).
+    shown = [""] * len(prompts) if _CHAT.value else prompts
     if stream:
-        write(prompts[0])  # the continuation follows it, as it is decoded
+        write(shown[0])  # the continuation follows it, as it is decoded
     texts = generate.generate_text(loaded.model, loaded.params, tokenizer, prompts, gen,
                                    stream=write if stream else None, stream_every=_STREAM_EVERY.value)
     elapsed = time.time() - started
     if stream:
         print()
     else:
-        for i, (prompt, text) in enumerate(zip(prompts, texts)):
+        for i, (prompt, text) in enumerate(zip(shown, texts)):
             print(f"### prompt {i}" if len(texts) > 1 else "", end="\n" if len(texts) > 1 else "")
             print(prompt + text)
     new_tokens = sum(len(tokenizer.encode(t)) for t in texts)

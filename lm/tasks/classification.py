@@ -58,26 +58,16 @@ def metrics_from_confusion(confusion: np.ndarray) -> dict[str, float]:
             "recall": pick(recall), "f1": pick(f1)}
 
 
-class Classification(base.Objective):
+class Classification(labelled.HeadObjective):
     def __init__(self, config: Config):
         super().__init__(config)
         self.num_classes = config.model.num_classes
-        self.family = config.model.family
         expected = glue.NUM_CLASSES[config.finetune.task]
         if not config.finetune.train_files and self.num_classes != expected:  # the user's files: checked on reading
             raise ConfigError(f"finetune.task={config.finetune.task} has {expected} classes but model.num_classes="
                               f"{self.num_classes}: set model.num_classes={expected}")
         # The validation metric that picks the best checkpoint and stops early (higher is better).
         self.selection = (f"eval/{config.finetune.select_metric}", True)
-        # init_from takes BERT's pretrained encoder, or all of a GPT but its head; the classifier starts fresh.
-        if self.family == "bert":
-            self.init_from_subtree = ENCODER
-        else:
-            self.init_from_new = (HEAD,)
-
-    def init_inputs(self):
-        tokens = jnp.zeros((1, self.config.data.seq_len), jnp.int32)
-        return (tokens, tokens, tokens + 1) if self.family == "bert" else (tokens, None, tokens + 1)
 
     # Loss and metrics.
     def predictions(self, model, params, batch, rng, deterministic: bool):

@@ -27,7 +27,6 @@ from lm import extractive_qa
 from lm.config import Config, ConfigError
 from lm.data import batching, rows, squad
 from lm.data import corpus as corpus_lib
-from lm.models.heads import HEAD
 from lm.tasks import base, labelled
 
 _SPLITS = ("validation", "test")
@@ -102,23 +101,13 @@ def best_spans(start_BL, end_BL, context_BL, max_answer_tokens: int):
     return flat // length, flat % length, score
 
 
-class ExtractiveQA(base.Objective):
+class ExtractiveQA(labelled.HeadObjective):
     def __init__(self, config: Config):
         super().__init__(config)
-        self.family = config.model.family
         if config.finetune.select_metric not in ("f1", "accuracy"):
             raise ConfigError("train.objective=extractive_qa selects by finetune.select_metric=f1 (or accuracy: "
                               "exact match)")
         self.selection = ("eval/f1" if config.finetune.select_metric == "f1" else "eval/exact_match", True)
-        if self.family == "bert":
-            from lm.models.bert import ENCODER  # noqa: PLC0415
-            self.init_from_subtree = ENCODER
-        else:
-            self.init_from_new = (HEAD,)
-
-    def init_inputs(self):
-        tokens = jnp.zeros((1, self.config.data.seq_len), jnp.int32)
-        return (tokens, tokens, tokens + 1) if self.family == "bert" else (tokens, None, tokens + 1)
 
     def _logits(self, model, params, batch, rng, deterministic):
         logits_BL2 = labelled.logits(model, params, batch, self.family, rng, deterministic)

@@ -8,9 +8,35 @@ import dataclasses
 
 import numpy as np
 
+import jax.numpy as jnp
+
 from lm.config import Config, ConfigError
 from lm.data import corpus as corpus_lib
 from lm.data import tokenizer as tokenizer_lib
+from lm.models.heads import HEAD
+from lm.tasks import base
+
+
+class HeadObjective(base.Objective):
+    """An objective that puts a fresh head on a (usually pretrained) body and reads rows of
+    lm/data/rows.py: init_from takes BERT's encoder subtree, or all of a GPT but its head."""
+
+    def __init__(self, config: Config):
+        super().__init__(config)
+        self.family = config.model.family
+        if self.family == "bert":
+            from lm.models.bert import ENCODER  # noqa: PLC0415
+
+            self.init_from_subtree = ENCODER
+        else:
+            self.init_from_new = (HEAD,)
+
+    def init_inputs(self):
+        tokens = jnp.zeros((1, self.config.data.seq_len), jnp.int32)
+        return (tokens, tokens, tokens + 1) if self.family == "bert" else (tokens, None, tokens + 1)
+
+    def logits(self, model, params, batch, rng, deterministic: bool):
+        return logits(model, params, batch, self.family, rng, deterministic)
 
 
 def logits(model, params, batch, family: str, rng, deterministic: bool):

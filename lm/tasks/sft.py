@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import dataclasses
 
-from lm.config import Config
 from lm.data import batching
 from lm.data import sft as sft_data
 from lm.tasks import base, labelled

@@ -22,7 +22,6 @@ from lm import losses, tagging
 from lm.config import Config, ConfigError
 from lm.data import batching, conll, rows
 from lm.data import corpus as corpus_lib
-from lm.models.heads import HEAD
 from lm.tasks import base, labelled
 
 
@@ -75,20 +74,12 @@ def encode(sentences: list[conll.TaggedSentence], tokenizer, layout: rows.RowLay
     return labelled.Rows({k: np.stack(v) for k, v in columns.items()}, fill={"labels": conll.IGNORE}), truncated
 
 
-class TokenClassification(base.Objective):
+class TokenClassification(labelled.HeadObjective):
     selection = ("eval/f1", True)
-    init_from_new = (HEAD,)  # BERT: the encoder subtree only (below); GPT: all but the head
 
     def __init__(self, config: Config):
         super().__init__(config)
-        if config.model.family == "bert":
-            from lm.models.bert import ENCODER  # noqa: PLC0415
-            self.init_from_subtree, self.init_from_new = ENCODER, ()
         self._label_names: list[str] | None = None
-
-    def init_inputs(self):
-        tokens = jnp.zeros((1, self.config.data.seq_len), jnp.int32)
-        return (tokens, tokens, tokens + 1) if self.config.model.family == "bert" else (tokens, None, tokens + 1)
 
     def loss_sums(self, model, params, batch, rng, deterministic: bool) -> dict:
         logits_BLC = labelled.logits(model, params, batch, self.config.model.family, rng, deterministic)

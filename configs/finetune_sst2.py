@@ -19,6 +19,12 @@ def get_config():
     # training), and still ahead of [CLS] on the 4,000-step checkpoint whose NSP learned: 0.757 vs 0.740
     # pretrained, 0.758 vs 0.744 from scratch (seed 0, docs/bert.md).
     config.model.pooling = "mean"
+    return sst2_recipe(config)
+
+
+def sst2_recipe(config):
+    """SST-2's data, schedule, evaluation and selection, the same for every family's classifier
+    (configs/finetune_sst2_gpt.py takes it too)."""
     config.train.objective = "classification"
     config.finetune.task = "sst2"
     config.finetune.select_metric = "accuracy"

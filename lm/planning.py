@@ -79,7 +79,7 @@ def shapes(config: Config) -> step_time.Shapes:
 def _lengths(config: Config) -> tuple[int, int]:
     from lm import tasks
 
-    encoder, decoder = tasks.get(config).init_inputs()[:2]
+    encoder, decoder = tasks.objective(config).init_inputs()[:2]
     return encoder.shape[1], decoder.shape[1]
 
 

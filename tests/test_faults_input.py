@@ -22,7 +22,8 @@ from lm.config import ConfigError
 from conftest import CORPUS, REPO, small_config
 from test_end_to_end import SMALL_FLAGS, TRAIN, read_metrics
 
-pytestmark = pytest.mark.faults
+# Slow as a whole (about 4.5 min on 2 cores): CI runs it after the default suite; `pytest -m faults` runs it too.
+pytestmark = [pytest.mark.faults, pytest.mark.slow]
 
 TEXT = CORPUS.read_bytes()[:200_000]
 

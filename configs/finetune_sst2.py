@@ -31,6 +31,13 @@ def sst2_recipe(config):
     config.data.seq_len = 64
     config.train.batch_size = 32
     config.train.steps = 600  # ~2.8 epochs of 6,920 sentences
+    config.eval.max_batches = 0  # the whole validation split (872 sentences)
+    return finetune_schedule(config)
+
+
+def finetune_schedule(config):
+    """The fine-tuning schedule every labelled-data config shares (finetune_wnut17 too): early
+    stopping, a linear decay after warm-up, light weight decay, evaluation and keeping the best."""
     config.train.early_stopping_patience = 4
     config.train.log_every_steps = 50
     # Best of {1e-4, 3e-4, 1e-3, 2e-3} for the pretrained encoder (and of {3e-4, 1e-3, 2e-3} from scratch) at
@@ -42,7 +49,6 @@ def sst2_recipe(config):
     config.optimizer.weight_decay = 0.01
     config.eval.every_steps = 100
     config.eval.batch_size = 64
-    config.eval.max_batches = 0  # the whole validation split (872 sentences)
     config.checkpoint.every_steps = 100
     config.checkpoint.keep = 1
     return config

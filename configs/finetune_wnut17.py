@@ -14,7 +14,7 @@ Data: ../shared/data/wnut17 beside the repository (CC BY 4.0); point finetune.tr
 validation_files / test_files at your copy of the CoNLL files otherwise. Without init_from the
 encoder trains from scratch with a tokenizer trained on the training sentences.
 """
-from configs import bert_tiny
+from configs import finetune_sst2, bert_tiny
 
 WNUT17 = "../shared/data/wnut17"
 
@@ -32,16 +32,5 @@ def get_config():
     config.data.seq_len = 128
     config.train.steps = 600  # ~5.7 epochs of 3,394 sentences
     config.train.batch_size = 32
-    config.train.early_stopping_patience = 4
-    config.train.log_every_steps = 50
-    config.optimizer.learning_rate = 1e-3
-    config.optimizer.warmup_steps = 60
-    config.optimizer.schedule = "linear"
-    config.optimizer.end_learning_rate_fraction = 0.0
-    config.optimizer.weight_decay = 0.01
-    config.eval.every_steps = 100
-    config.eval.batch_size = 64
     config.eval.max_batches = 0
-    config.checkpoint.every_steps = 100
-    config.checkpoint.keep = 1
-    return config
+    return finetune_sst2.finetune_schedule(config)

@@ -122,15 +122,21 @@ def validate(config: Config) -> None:
 _SEQ2SEQ_OBJECTIVES = ("span_corruption", "seq2seq", "prefix_lm", "denoise")
 
 
+def encoder_decoder_rows(config: Config) -> bool:
+    """A T5 trained on packed encoder-decoder rows (not its encoder alone, as a classifier)."""
+    return config.model.family == "t5" and config.train.objective in _SEQ2SEQ_OBJECTIVES
+
+
 def _check_family(config: Config) -> None:
     """The objective fits the family, and no field read by another family only is set (it would be ignored)."""
     m, objective = config.model, config.train.objective
-    if (m.family == "t5") != (objective in _SEQ2SEQ_OBJECTIVES):
+    families = {"mlm_nsp": ("bert",), "classification": ("bert", "gpt", "t5"),
+                "token_classification": ("bert", "gpt", "t5"), "extractive_qa": ("bert", "gpt"), "sft": ("gpt",)}
+    t5_objectives = (*_SEQ2SEQ_OBJECTIVES, *(o for o, fits in families.items() if "t5" in fits))
+    if (objective not in t5_objectives) if m.family == "t5" else (objective in _SEQ2SEQ_OBJECTIVES):
         raise ConfigError(
             f"train.objective={objective!r} does not fit model.family={m.family!r}: the t5 family trains with "
-            f"{' or '.join(_SEQ2SEQ_OBJECTIVES)}, other families with causal_lm")
-    families = {"mlm_nsp": ("bert",), "classification": ("bert", "gpt"), "token_classification": ("bert", "gpt"),
-                "extractive_qa": ("bert", "gpt"), "sft": ("gpt",)}
+            f"{' or '.join(t5_objectives)}, other families with causal_lm")
     if objective in families and m.family not in families[objective]:
         needed = " or ".join(f"model.family={family}" for family in families[objective])
         raise ConfigError(f"train.objective={objective} needs {needed} (got {m.family!r})")
@@ -163,9 +169,9 @@ def _check_head(config: Config) -> None:
     if objective not in heads and m.classify != "sequence":
         raise ConfigError(f"model.classify={m.classify!r} is read by classification, token_classification and "
                           f"extractive_qa only: leave it at 'sequence'")
-    # What pools: BERT's pooler (always built), a GPT's sequence classifier; T5 reads none.
-    allowed = {"bert": ("cls", "mean"), "gpt": ("last", "mean"), "t5": ("cls",)}[m.family]
-    pools = m.family == "bert" or (m.family == "gpt" and m.num_classes and m.classify == "sequence")
+    # What pools: BERT's pooler (always built), a GPT's or a T5 encoder's sequence classifier.
+    allowed = {"bert": ("cls", "mean"), "gpt": ("last", "mean"), "t5": ("mean",)}[m.family]
+    pools = m.family == "bert" or (m.num_classes and m.classify == "sequence")
     if pools and m.pooling not in allowed:
         raise ConfigError(f"model.pooling={m.pooling!r} does not fit model.family={m.family!r}: use "
                           f"{' or '.join(allowed)}")

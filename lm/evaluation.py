@@ -28,7 +28,7 @@ _SENTENCE_END = re.compile(r"(?<=[.!?])\s+|\n+")
 
 
 def scores(predictions: list[str], references: list[str] | list[Sequence[str]]) -> dict:
-    """{"bleu", "bleu_signature", "rouge1", "rouge2", "rougeL"}, on a 0-100 scale. `references`
+    """{"bleu", "bleu_signature", "rouge1", "rouge2", "rougeL", "exact_match"}, on a 0-100 scale. `references`
     holds one string per prediction, or one sequence of strings each (the same number for all):
     BLEU counts n-gram matches against all of them, ROUGE takes the best-matching one.
     Also BLEU's parts: "bleu_precisions" (1- to 4-gram, 0-100), "bleu_brevity_penalty" (0-1)
@@ -52,6 +52,9 @@ def scores(predictions: list[str], references: list[str] | list[Sequence[str]]) 
     rouge = [scorer.score_multi(list(refs), pred) for pred, refs in zip(predictions, per_example)]
     for name in ROUGE_TYPES:
         result[name] = 100.0 * float(np.mean([s[name].fmeasure for s in rouge]))
+    # Label words decoded (T5's text-to-text classification): the accuracy.
+    result["exact_match"] = 100.0 * float(np.mean([pred.strip() in {r.strip() for r in refs}
+                                                   for pred, refs in zip(predictions, per_example)]))
     return result
 
 

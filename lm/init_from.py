@@ -9,7 +9,8 @@ for every family.
 - `restore` reads its params into the source run's own shapes (rebuilt from its config.json,
   verified against the checkpoint's fingerprint), checks every leaf against this model's
   shape (an error names the parameter and both shapes), and replaces the task's subtree
-  (BERT fine-tuning: `encoder`; the head stays fresh) or every param (seq2seq fine-tuning).
+  (BERT fine-tuning: `encoder`; the head stays fresh), every param but a fresh head (a GPT or
+  T5 classifier; a T5's decoder is left behind), or every param (seq2seq fine-tuning).
   Matrices may then be shrunk and perturbed (`finetune.init_shrink`, `finetune.init_perturb`).
 
 Only params are taken: the optimizer state and the step start fresh, and the new run's own
@@ -139,14 +140,25 @@ def shrink_and_perturb(pretrained_params, fresh_params, shrink: float, perturb: 
 def restore(state, config: Config, subtree: str | None = None, log: Log = print, new: tuple[str, ...] = ()):
     """`state` (a freshly initialised TrainState) with the params of `config.init_from`: the task's
     `subtree` only, or all of them but the top-level subtrees `new` (a classifier head the source
-    does not have, which starts fresh); then shrunk and perturbed as `config.finetune` says."""
+    does not have, which starts fresh); then shrunk and perturbed as `config.finetune` says.
+    With `new`, the source's top-level subtrees this model does not have (a T5's decoder under
+    an encoder classifier, an untied LM output layer) are left behind, and said so."""
     if subtree is None and new:
         kept = {k: v for k, v in state.params.items() if k not in new}
-        restored = restore(state.replace(params=kept), config, None, log)
+        restored = _restore(state.replace(params=kept), config, None, log, keep_only=tuple(kept))
         log(f"init_from: {', '.join(new)} freshly initialised")
         return state.replace(params={**state.params, **restored.params})
+    return _restore(state, config, subtree, log, keep_only=())
+
+
+def _restore(state, config: Config, subtree: str | None, log: Log, keep_only: tuple[str, ...]):
     found = check(config)
     theirs = read_params(found, log)
+    if keep_only:
+        left = sorted(set(theirs) - set(keep_only))
+        if left:
+            log(f"init_from: the source's {', '.join(left)} left behind (this model has none)")
+        theirs = {k: v for k, v in theirs.items() if k in keep_only}
     fresh = state.params if subtree is None else state.params[subtree]
     taken = replace_params(fresh, theirs if subtree is None else subtree_of(theirs, subtree), subtree or "")
     taken = shrink_and_perturb(taken, fresh, config.finetune.init_shrink, config.finetune.init_perturb, log)

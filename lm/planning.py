@@ -31,6 +31,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from lm import config_checks
 from lm import hardware as hardware_lib
 from lm import step_time
 from lm.config import Config, ConfigError, ModelConfig
@@ -68,7 +69,7 @@ def flops_per_token(m: ModelConfig, seq_len: int) -> float:
 def shapes(config: Config) -> step_time.Shapes:
     """The cost model's view of a run: model, global batch, lengths, microbatches."""
     m = config.model
-    if m.family == "t5":
+    if config_checks.encoder_decoder_rows(config):
         encoder, decoder = _lengths(config)
         return step_time.Shapes(m, config.train.batch_size, encoder, config.train.microbatches, target_len=decoder)
     predictions = config.mlm.max_predictions if config.train.objective == "mlm_nsp" else 0
@@ -93,7 +94,7 @@ def abstract_batch(config: Config, batch_sharding) -> dict:
         return jax.ShapeDtypeStruct(shape, dtype, sharding=batch_sharding)
 
     objective = config.train.objective
-    if config.model.family == "t5":
+    if config_checks.encoder_decoder_rows(config):
         encoder, decoder = _lengths(config)
         batch = {k: spec(encoder) for k in ("encoder_inputs", "encoder_segment_ids", "encoder_positions")}
         batch.update({k: spec(decoder) for k in ("decoder_inputs", "decoder_targets", "decoder_segment_ids",

@@ -1,5 +1,5 @@
 """The fine-tuning objectives end to end through the trainer, on small data written here:
-token classification (GPT and BERT), classification of the user's files (GPT, test split
+token classification (GPT, BERT and T5's encoder), classification of the user's files (GPT, test split
 reported apart), extractive QA (GPT), SFT (GPT) and init_from of a GPT into a classifier."""
 
 import json
@@ -50,11 +50,14 @@ def _config(family="gpt", **overrides):
         base.update({"model.family": "bert", "tokenizer.special_symbols": "[CLS],[SEP],[MASK]",
                      "model.pooling": "cls"})
     base.update(overrides)
-    config = small_config(**{k: v for k, v in base.items() if k.count(".") == 1})
+    # t5: t5_tiny's encoder (relative positions, no sentinels: a classifier never reads them).
+    t5 = {"tokenizer.special_symbols": ""} if family == "t5" else {}
+    config = small_config("t5_tiny" if family == "t5" else "gpt_tiny",
+                          **{k: v for k, v in {**base, **t5}.items() if k.count(".") == 1})
     return config
 
 
-@pytest.mark.parametrize("family", ["gpt", "bert"])
+@pytest.mark.parametrize("family", ["gpt", "bert", "t5"])
 def test_token_classification_learns_entities_and_reports_the_test_split(family, tmp_path):
     from lm import trainer  # noqa: PLC0415
 

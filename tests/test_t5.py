@@ -254,6 +254,10 @@ def test_bleu_and_rouge_against_hand_computed_values():
     assert short["length_ratio"] == pytest.approx(0.5)
     assert short["bleu_brevity_penalty"] == pytest.approx(np.exp(1 - 2))
     assert short["bleu"] == pytest.approx(100 * np.exp(1 - 2))
+    # Exact match (label words decoded: the accuracy), against any reference, outer spaces ignored.
+    assert result["exact_match"] == 0.0 and perfect["exact_match"] == 100.0
+    labels = evaluation.scores(["positive", " negative", "negative"], [["positive", "x"], ["x", "negative"], ["x", "y"]])
+    assert labels["exact_match"] == pytest.approx(100 * 2 / 3)
 
 
 def test_lead_baseline_takes_the_first_sentences():

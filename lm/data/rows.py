@@ -3,6 +3,8 @@
   bert: [CLS] a [SEP] (b [SEP])    type ids 0 on a's part, 1 on b's
   gpt:  EOS a (EOS b)              EOS starts a document, as in pretraining; the pair's second
                                    EOS marks where b starts (a decoder has no type embeddings)
+  t5:   a EOS (b EOS)              an encoder input ends with EOS, as in T5's pretraining and
+                                   seq2seq rows (lm/data/seq2seq.py)
 
 segment_ids are 1 on real tokens and 0 on padding (attention never reads padding; a sequence
 classifier pools the real tokens). Rows are padded on the right with the tokenizer's pad id.
@@ -29,6 +31,8 @@ class RowLayout:
         if family == "bert":
             ids = pairs.SpecialIds.from_tokenizer(tokenizer)
             return cls((ids.cls,), (ids.sep,), (ids.sep,), tokenizer.pad_id)
+        if family == "t5":
+            return cls((), (tokenizer.eos_id,), (tokenizer.eos_id,), tokenizer.pad_id)
         return cls((tokenizer.eos_id,), (tokenizer.eos_id,), (), tokenizer.pad_id)
 
     def overhead(self, pair: bool) -> int:

@@ -6,6 +6,11 @@ is T5's own: one relative position bias per stack (or rotary positions, by confi
 RMSNorm after each stack, and the decoder reading its inputs shifted right (the loss and the
 data live in lm/tasks and lm/data/seq2seq.py).
 
+A classifier (model.num_classes >= 2; lm/tasks/labelled.py) is the encoder alone: token
+embeddings, encoder stack, its norm and position bias, and a head (lm/models/heads.py) on the
+encoder states, pooled (mean over real tokens) or per token. No decoder is built, so none is
+computed and init_from leaves a pretrained run's decoder behind.
+
 Packed rows: encoder row i and decoder row i hold the same examples under the same segment
 ids, so decoder segment k attends only to encoder segment k (the cross-attention mask).
 """
@@ -19,6 +24,7 @@ import jax.numpy as jnp
 
 from lm import layers
 from lm.config import ModelConfig
+from lm.models import heads
 
 
 def _default_positions(segment_ids_BL, positions_BL, length_of):
@@ -35,15 +41,19 @@ class T5(nn.Module):
 
     def setup(self):
         cfg = self.config
-        decoder_config = dataclasses.replace(cfg, num_layers=cfg.num_decoder_layers or cfg.num_layers)
         self.token_embed = layers.Embed(cfg.vocab_size, cfg)
         self.encoder = layers.TransformerStack(cfg, causal=False)
         self.encoder_norm = layers.Norm(cfg)
-        self.decoder = layers.TransformerStack(decoder_config, causal=True, cross_attention=True)
-        self.decoder_norm = layers.Norm(cfg)
         self.dropout = nn.Dropout(cfg.dropout_rate)
         if cfg.positions == "relative":
             self.encoder_position_bias = layers.RelativePositionBias(cfg, bidirectional=True)
+        if cfg.num_classes:  # an encoder classifier: no decoder, no output projection
+            self.head = heads.ClassifierHead(cfg)  # params under "head" (heads.HEAD), as every family's
+            return
+        decoder_config = dataclasses.replace(cfg, num_layers=cfg.num_decoder_layers or cfg.num_layers)
+        self.decoder = layers.TransformerStack(decoder_config, causal=True, cross_attention=True)
+        self.decoder_norm = layers.Norm(cfg)
+        if cfg.positions == "relative":
             self.decoder_position_bias = layers.RelativePositionBias(cfg, bidirectional=False)
         if not cfg.tie_embeddings:
             stddev = layers.kernel_stddev(cfg, cfg.embed_dim)
@@ -53,9 +63,15 @@ class T5(nn.Module):
     def __call__(self, encoder_inputs_BS, decoder_inputs_BL, encoder_segment_ids_BS=None, encoder_positions_BS=None,
                  decoder_segment_ids_BL=None, decoder_positions_BL=None, deterministic: bool = True):
         """Teacher-forced logits [B, L, V] (float32). decoder_inputs are the targets shifted
-        right (each segment starts with the pad id, T5's decoder start token)."""
+        right (each segment starts with the pad id, T5's decoder start token). A classifier
+        (num_classes >= 2) takes no decoder inputs (None) and returns its head's logits: [B, C]
+        (classify=sequence) or [B, S, C] (token)."""
         encoder_segment_ids_BS, _ = _default_positions(encoder_segment_ids_BS, None, encoder_inputs_BS)
         encoded_BSD = self.encode(encoder_inputs_BS, encoder_segment_ids_BS, encoder_positions_BS, deterministic)
+        if self.config.num_classes:
+            if decoder_inputs_BL is not None:
+                raise ValueError("a T5 classifier (model.num_classes >= 2) is its encoder alone: pass no decoder inputs")
+            return self.head(encoded_BSD, encoder_segment_ids_BS, deterministic)
         return self.decode(encoded_BSD, encoder_segment_ids_BS, decoder_inputs_BL, decoder_segment_ids_BL,
                            decoder_positions_BL, deterministic)
 

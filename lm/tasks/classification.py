@@ -1,6 +1,6 @@
-"""Sentence(-pair) classification: BERT's pooled [CLS] (or mean) output, or a GPT decoder's last
-real token (or mean over real tokens, model.pooling; lm/models/heads.py), into any number of
-classes.
+"""Sentence(-pair) classification: BERT's pooled [CLS] (or mean) output, a GPT decoder's last
+real token (or mean over real tokens, model.pooling; lm/models/heads.py), or the mean of a T5
+encoder's states (lm/models/t5.py), into any number of classes.
 
 Data: finetune.task's GLUE data (SST-2, MRPC, RTE: local files or tfds), or the user's CSV, TSV
 or JSON lines (finetune.train_files / validation_files / test_files, text_fields, label_field;

@@ -19,7 +19,9 @@ from lm.tasks import base
 
 class HeadObjective(base.Objective):
     """An objective that puts a fresh head on a (usually pretrained) body and reads rows of
-    lm/data/rows.py: init_from takes BERT's encoder subtree, or all of a GPT but its head."""
+    lm/data/rows.py: init_from takes BERT's encoder subtree, all of a GPT but its head, or a
+    T5's encoder, its norm and position bias and the token embeddings (the parameters a T5
+    classifier has, lm/models/t5.py; the source's decoder is left behind)."""
 
     def __init__(self, config: Config):
         super().__init__(config)

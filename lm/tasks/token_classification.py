@@ -1,5 +1,5 @@
 """Token classification (named entities): a BIO tag per word, from a per-token head on a GPT
-decoder or a BERT encoder (model.classify=token, lm/models/heads.py).
+decoder, a BERT encoder or a T5 encoder (model.classify=token, lm/models/heads.py).
 
 Data: CoNLL files (finetune.train_files / validation_files / test_files; lm/data/conll.py). The
 tag set comes from the training split ("O", then B-/I- of each type); model.num_classes must equal

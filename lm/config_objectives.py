@@ -104,6 +104,12 @@ class FinetuneConfig:
     doc_stride: int = setting(128, "extractive_qa: context windows start every this many tokens (they overlap by "
                                    "the window's context length minus this).", guarded=True)
     max_answer_tokens: int = setting(30, "extractive_qa: longest span predicted.")
+    test_reference_fields: str = setting("", "sft: the test split's reference fields when they are not label_field, "
+                                             "comma separated (DialogSum's test file: \"summary1,summary2,summary3\"): "
+                                             "tools/evaluate.py scores ROUGE against all of them.")
+    max_prompt_tokens: int = setting(0, "sft: a longer prompt keeps its first this many tokens, before the chat "
+                                        "template wraps it (training, evaluation and generate --chat alike); 0: "
+                                        "none cut (an example whose prompt fills the row is dropped).", guarded=True)
     chat_template: str = setting("### Instruction:\n{prompt}\n\n### Response:\n", "sft: how a prompt is shown; "
                                  "the response follows. Kept in the workdir's config; tools/generate.py --chat "
                                  "applies it.", guarded=True)

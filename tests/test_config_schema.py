@@ -80,7 +80,7 @@ LEGACY_GUARDED = ("model.", "tokenizer.", "data.", "train.batch_size", "train.se
 # Guarded fields added since (what the examples are: the user's files, fields, windows, template).
 LEGACY_GUARDED += ("finetune.train_files", "finetune.validation_files", "finetune.test_files", "finetune.text_fields",
                    "finetune.label_field", "finetune.max_question_tokens", "finetune.doc_stride",
-                   "finetune.chat_template")
+                   "finetune.chat_template", "finetune.max_prompt_tokens")
 LEGACY_UNGUARDED = ("data.prefetch", "data.cache_dir", "data.tfds_data_dir", "data.allow_download",
                     "data.num_workers", "data.data_dir")  # where or how fast, not what
 

@@ -140,13 +140,14 @@ def test_extractive_qa_trains_and_its_scores_equal_the_host_side_answers(tmp_pat
 
 def test_sft_learns_responses_and_generate_chat_answers_through_the_template(tmp_path):
     """Prompt -> response pairs whose response is a word of the prompt: the response loss falls
-    well below the untrained one, the workdir keeps the template, and tools/generate.py --chat
-    renders the prompt the way training did."""
+    well below the untrained one, the workdir keeps the template, tools/generate.py --chat
+    renders the prompt the way training did, and tools/evaluate.py's scoring of a test split
+    with several references answers and scores it."""
     import subprocess  # noqa: PLC0415
     import sys  # noqa: PLC0415
 
     from conftest import REPO  # noqa: PLC0415
-    from lm import trainer, workdir  # noqa: PLC0415
+    from lm import evaluation, trainer, workdir  # noqa: PLC0415
 
     rng = random.Random(0)
     colours = ["red", "green", "blue", "black", "white"]
@@ -157,12 +158,17 @@ def test_sft_learns_responses_and_generate_chat_answers_through_the_template(tmp
                 colour = rng.choice(colours)
                 words = [rng.choice(FILLER) for _ in range(4)] + [colour]
                 rng.shuffle(words)
-                f.write(json.dumps({"prompt": "which colour is in: " + " ".join(words), "response": colour}) + "\n")
+                # A test split with two references a line, as DialogSum's: the answer and another colour.
+                f.write(json.dumps({"prompt": "which colour is in: " + " ".join(words), "response": colour,
+                                    "first": "grey", "second": colour}) + "\n")
     write("train.jsonl", 400)
     write("dev.jsonl", 40)
+    write("test.jsonl", 20)
     template = "Q: {prompt}\nA:"
     config = _config(**{"train.objective": "sft", "finetune.train_files": str(tmp_path / "train.jsonl"),
                         "finetune.validation_files": str(tmp_path / "dev.jsonl"), "finetune.text_fields": "prompt",
+                        "finetune.test_files": str(tmp_path / "test.jsonl"),
+                        "finetune.test_reference_fields": "first,second",
                         "finetune.label_field": "response", "finetune.chat_template": template,
                         "data.seq_len": 64, "model.max_len": 64, "train.steps": 80, "eval.every_steps": 40,
                         "checkpoint.every_steps": 40})
@@ -175,6 +181,12 @@ def test_sft_learns_responses_and_generate_chat_answers_through_the_template(tmp
                           "--prompt=which colour is in: market blue the we near"],
                          check=True, cwd=REPO, capture_output=True, text=True)
     assert out.stdout.strip().split()[0] == "blue", out.stdout
+    # tools/evaluate.py's path: every test prompt answered greedily and scored against both references.
+    result = evaluation.evaluate_workdir(str(tmp_path / "run"), "test", lead_sentences=1, max_new_tokens=8,
+                                         log=lambda m: None)
+    assert result.metrics["references_per_example"] == 2 and len(result.predictions) == 20
+    assert result.metrics["exact_match"] > 80 and result.metrics["rouge1"] > 80, result.predictions
+    assert result.metrics["baseline_lead/rouge1"] < 50  # the prompt names the colour among other words
 
 
 def test_heads_and_objectives_that_do_not_fit_are_refused_by_name():

@@ -30,6 +30,18 @@ def test_template_renders_and_refuses_a_format_without_the_prompt():
         sft.ChatTemplate("no placeholder")
 
 
+def test_a_long_prompt_keeps_its_start_and_the_template_its_cue(tokenizer):
+    template = sft.ChatTemplate("Summarise:\n{prompt}\nSummary:", max_prompt_tokens=5)
+    prompt = "the king is dead and the queen will speak to the people tomorrow"
+    ids = tokenizer.encode(prompt)
+    assert len(ids) > 5
+    assert template.show(prompt, tokenizer) == template.render(tokenizer.decode(ids[:5]))
+    assert template.show("the king", tokenizer) == template.render("the king")  # short: as it is
+    assert sft.ChatTemplate("{prompt}").show(prompt, tokenizer) == prompt  # 0: never cut
+    examples = sft.encode([(prompt, "ok")], tokenizer, template, seq_len=64)  # training shows it the same way
+    assert examples.tokens[0][1:examples.prompt_lengths[0]].tolist() == tokenizer.encode(template.show(prompt, tokenizer))
+
+
 def test_loss_weights_cover_exactly_the_responses(tokenizer):
     template = sft.ChatTemplate()
     examples = sft.encode(PAIRS, tokenizer, template, seq_len=128)

@@ -62,8 +62,8 @@ def main(argv):
     loaded = pretrained.load(_WORKDIR.value or _CHECKPOINT.value, _STEP.value)
     tokenizer = loaded.tokenizer
     if _CHAT.value:
-        template = sft.ChatTemplate(loaded.config.finetune.chat_template)
-        prompts = [template.render(p) for p in prompts]
+        template = sft.ChatTemplate.from_config(loaded.config.finetune)
+        prompts = [template.show(p, tokenizer) for p in prompts]
     stop_ids = (tokenizer.eos_id,) + tuple(tokenizer.piece_id(p.replace("\\n", "\n")) for p in _STOP.value)
     gen = generate.GenerationConfig(
         max_new_tokens=_MAX_NEW.value, seed=_SEED.value, stop_ids=stop_ids, cached=not _UNCACHED.value,

@@ -13,9 +13,10 @@ positions restarting at 0, so attention never crosses examples (lm/layers.py's a
 and a row of several examples trains exactly as those examples would alone. Weights are 1 on
 targets that are response tokens or the final EOS, 0 on the prompt and on padding.
 
-An example longer than a row keeps its prompt and loses its response's tail (no final EOS then);
-one whose prompt alone fills the row is dropped (there would be nothing to learn); both counts are
-reported by `encode`.
+A prompt longer than finetune.max_prompt_tokens keeps its start (ChatTemplate.show). An example
+longer than a row keeps its prompt and loses its response's tail (no final EOS then); one whose
+prompt alone fills the row is dropped (there would be nothing to learn); both counts are reported
+by `encode`.
 """
 
 from __future__ import annotations
@@ -34,34 +35,65 @@ PROMPT = "{prompt}"
 
 @dataclasses.dataclass(frozen=True)
 class ChatTemplate:
-    """How a prompt is shown to the model; the response follows right after it."""
+    """How a prompt is shown to the model; the response follows right after it. With
+    `max_prompt_tokens` a longer prompt keeps its first that many tokens (`show`), before the
+    template wraps it, so the template's cue to respond is never cut off."""
     prompt_format: str = "### Instruction:\n{prompt}\n\n### Response:\n"
+    max_prompt_tokens: int = 0
 
     def __post_init__(self):
         if self.prompt_format.count(PROMPT) != 1:
             raise ConfigError(f"the chat template {self.prompt_format!r} must hold {PROMPT} exactly once")
 
+    @classmethod
+    def from_config(cls, finetune) -> "ChatTemplate":
+        return cls(finetune.chat_template, finetune.max_prompt_tokens)
+
     def render(self, prompt: str) -> str:
         return self.prompt_format.replace(PROMPT, prompt)
 
+    def show(self, prompt: str, tokenizer) -> str:
+        """The text the model reads for `prompt`: cut to max_prompt_tokens, then rendered. How
+        training, tools/evaluate.py and tools/generate.py --chat all present a prompt."""
+        if self.max_prompt_tokens:
+            ids = tokenizer.encode(prompt)
+            if len(ids) > self.max_prompt_tokens:
+                prompt = tokenizer.decode(ids[:self.max_prompt_tokens])
+        return self.render(prompt)
 
-def read_jsonl(spec: str, field: str, prompt_field: str, response_field: str) -> list[tuple[str, str]]:
-    """(prompt, response) of every JSON line of `spec`'s files."""
-    pairs = []
+
+def read_jsonl(spec: str, field: str, prompt_field: str, *response_fields: str) -> list[tuple[str, ...]]:
+    """(prompt, response, ...) of every JSON line of `spec`'s files: one response field, or
+    several references of a test split (finetune.test_reference_fields)."""
+    examples = []
     for path in corpus_lib.expand_files(spec, field):
         with open(path, encoding="utf-8") as f:
             for number, line in enumerate(f, 1):
                 if not line.strip():
                     continue
                 record = json.loads(line)
-                missing = [k for k in (prompt_field, response_field) if k not in record]
+                missing = [k for k in (prompt_field, *response_fields) if k not in record]
                 if missing:
                     raise ConfigError(f"{path}:{number} has no field {missing[0]!r} (it has {', '.join(record)}): set "
-                                      f"finetune.text_fields (the prompt) and finetune.label_field (the response)")
-                pairs.append((str(record[prompt_field]), str(record[response_field])))
-    if not pairs:
+                                      f"finetune.text_fields (the prompt) and finetune.label_field (the response; "
+                                      f"finetune.test_reference_fields for a test split's references)")
+                examples.append((str(record[prompt_field]), *(str(record[k]) for k in response_fields)))
+    if not examples:
         raise ConfigError(f"{field}={spec!r} holds no examples")
-    return pairs
+    return examples
+
+
+def read_examples(finetune, split: str) -> list[tuple[str, ...]]:
+    """[(prompt, reference, ...)] of a split ("train", "validation", "test") as read (no template):
+    what tools/evaluate.py answers and scores. One reference (finetune.label_field), except a
+    test split with finetune.test_reference_fields."""
+    spec, field = {"train": (finetune.train_files, "finetune.train_files"),
+                   "validation": (finetune.validation_files, "finetune.validation_files"),
+                   "test": (finetune.test_files, "finetune.test_files")}[split]
+    if not spec:
+        raise ConfigError(f"{field} is empty: set it to score the {split} split")
+    references = [k.strip() for k in finetune.test_reference_fields.split(",") if k.strip()] if split == "test" else []
+    return read_jsonl(spec, field, finetune.text_fields.split(",")[0].strip(), *(references or [finetune.label_field]))
 
 
 @dataclasses.dataclass
@@ -76,7 +108,7 @@ class SftExamples:
 def encode(pairs: Sequence[tuple[str, str]], tokenizer, template: ChatTemplate, seq_len: int) -> SftExamples:
     result = SftExamples([], [], [])
     for prompt, response in pairs:
-        head = [tokenizer.eos_id, *tokenizer.encode(template.render(prompt))]
+        head = [tokenizer.eos_id, *tokenizer.encode(template.show(prompt, tokenizer))]
         if len(head) >= seq_len:
             result.dropped += 1
             continue

@@ -35,10 +35,8 @@ class SftPipeline(base.Pipeline):
     def prepare(self) -> SftData:
         c, f = self.config, self.config.finetune
         labelled.require_files(c, "sft")
-        prompt_field = f.text_fields.split(",")[0].strip()
-        train = sft_data.read_jsonl(f.train_files, "finetune.train_files", prompt_field, f.label_field)
-        validation = sft_data.read_jsonl(f.validation_files, "finetune.validation_files", prompt_field, f.label_field)
-        template = sft_data.ChatTemplate(f.chat_template)
+        train, validation = (sft_data.read_examples(f, split) for split in ("train", "validation"))
+        template = sft_data.ChatTemplate.from_config(f)
         tokenizer = labelled.tokenizer_for(c, [t for pair in train for t in (template.render(pair[0]), pair[1])],
                                            "sft")
         encode = lambda pairs: sft_data.encode(pairs, tokenizer, template, c.data.seq_len)  # noqa: E731
@@ -58,15 +56,38 @@ class SftPipeline(base.Pipeline):
                                   process_count)
 
     def sample(self, model, params, data: SftData) -> str:
-        from lm import generate, sampling  # noqa: PLC0415
+        from lm.config import ConfigError  # noqa: PLC0415
 
         pairs = data.validation.texts[:2]
-        prompts = [data.template.render(prompt) for prompt, _ in pairs]
-        room = self.config.train.sample_tokens
-        if model.config.positions == "learned":
-            room = min(room, model.config.max_len - 1 - max(len(data.tokenizer.encode(p)) for p in prompts))
-        if room < 1:
+        try:
+            answers = respond(model, params, data.tokenizer, data.template, [p for p, _ in pairs],
+                              self.config.train.sample_tokens)
+        except ConfigError:
             return "[no sample: the prompts fill model.max_len]"
-        gen = generate.GenerationConfig(max_new_tokens=room, sampler=sampling.Sampler(0.0))
-        answers = generate.generate_text(model, params, data.tokenizer, prompts, gen)
         return "\n\n".join(f"prompt:     {p}\nreference:  {r}\nresponse:   {a}" for (p, r), a in zip(pairs, answers))
+
+
+def respond(model, params, tokenizer, template: sft_data.ChatTemplate, prompts: list[str], max_new_tokens: int,
+            batch_size: int = 32) -> list[str]:
+    """Greedy responses to `prompts`, shown as training showed them (template.show), up to
+    max_new_tokens each (fewer where a learned position table has less room). Batches hold
+    prompts of similar length: each batch width compiles once."""
+    from lm import generate, sampling  # noqa: PLC0415
+    from lm.config import ConfigError  # noqa: PLC0415
+
+    shown = [template.show(p, tokenizer) for p in prompts]
+    lengths = [1 + len(tokenizer.encode(text)) for text in shown]  # generate_text puts EOS first
+    order = sorted(range(len(shown)), key=lambda i: -lengths[i])
+    answers = [""] * len(shown)
+    for start in range(0, len(order), batch_size):
+        batch = order[start:start + batch_size]
+        room = max_new_tokens
+        if model.config.positions == "learned":
+            room = min(room, model.config.max_len - lengths[batch[0]])
+        if room < 1:
+            raise ConfigError(f"a prompt of {lengths[batch[0]]} tokens fills model.max_len={model.config.max_len}: "
+                              f"set finetune.max_prompt_tokens to leave room for the response")
+        gen = generate.GenerationConfig(max_new_tokens=room, sampler=sampling.Sampler(0.0))
+        for index, text in zip(batch, generate.generate_text(model, params, tokenizer, [shown[i] for i in batch], gen)):
+            answers[index] = text
+    return answers

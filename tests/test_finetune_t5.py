@@ -103,6 +103,15 @@ def test_init_from_takes_the_encoder_and_embeddings_of_a_span_corruption_run(spa
     assert any("decoder, decoder_norm, decoder_position_bias left behind" in m for m in messages), messages
 
 
+def test_planning_sees_a_t5_classifier_as_one_row_of_encoder_tokens(tmp_path):
+    from lm import planning  # noqa: PLC0415
+
+    batch = planning.abstract_batch(_classifier_config(tmp_path), None)
+    assert set(batch) == {"inputs", "type_ids", "segment_ids", "labels", "weights"}
+    assert batch["inputs"].shape == (16, 32)
+    assert {"encoder_inputs", "decoder_inputs"} <= set(planning.abstract_batch(t5_config(), None))
+
+
 def test_t5_classifier_configuration_errors_name_the_fix():
     from lm.config import ConfigError  # noqa: PLC0415
 

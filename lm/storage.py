@@ -24,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import glob as glob_lib
 import gzip
+import io
 import os
 import shutil
 import tempfile
@@ -31,7 +32,7 @@ import time
 
 from etils import epath
 
-from lm.config import ConfigError
+from lm.config_fields import ConfigError  # not lm.config: its checks import this module
 
 UPLOAD_EVERY_SECONDS = 15.0
 
@@ -108,6 +109,17 @@ def open_bytes(path: str):
             return
         with gzip.GzipFile(fileobj=raw) as unzipped:
             yield unzipped
+
+
+def open_text(path: str, encoding: str = "utf-8", newline: str | None = None):
+    """A text file opened for reading, local or a URL, a .gz decompressed (data files)."""
+    if not is_remote(path):
+        if path.endswith(".gz"):
+            return gzip.open(path, "rt", encoding=encoding, newline=newline)
+        return open(path, encoding=encoding, newline=newline)
+    raw = epath.Path(path).open("rb")
+    return io.TextIOWrapper(gzip.GzipFile(fileobj=raw) if path.endswith(".gz") else raw, encoding=encoding,
+                            newline=newline)
 
 
 def read_text(path: str) -> str:

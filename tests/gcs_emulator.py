@@ -7,6 +7,7 @@ its next write of the object on it (the OCDBT manifest of a checkpoint), so with
 second write of a manifest fails with "Malformed StorageGeneration".
 """
 
+import logging
 import sys
 
 from gcp_storage_emulator.handlers import objects
@@ -27,6 +28,7 @@ objects.download = _download_with_generation  # before the server module binds i
 from gcp_storage_emulator.server import create_server  # noqa: E402
 
 if __name__ == "__main__":
+    logging.basicConfig(level=logging.WARNING)  # not a line per request
     port, bucket = int(sys.argv[1]), sys.argv[2]
     server = create_server("127.0.0.1", port, in_memory=True, default_bucket=bucket)
     server.run()

@@ -52,9 +52,9 @@ def resolve_path(path: str, root: str | None = None) -> str:
     (default: $LM_DATA_DIR)."""
     if os.path.isabs(path) or storage.is_remote(path) or glob.glob(path):
         return path
-    for base in (str(REPO_ROOT), data_dir() if root is None else root):
-        if base and glob.glob(os.path.join(base, path)):
-            return os.path.join(base, path)
+    for base in (str(REPO_ROOT), data_dir() if root is None else root):  # the data directory may be a URL
+        if base and storage.glob(storage.join(base, path)):
+            return storage.join(base, path)
     return path
 
 

@@ -68,7 +68,8 @@ def listdir(path: str) -> list[str]:
 
 
 def glob(pattern: str) -> list[str]:
-    """The paths matching a glob pattern (`*`, `?`, `[...]`, `**`), sorted; a URL as URLs."""
+    """The paths matching a glob pattern, sorted; a URL as URLs (`**` only locally: epath refuses it
+    on object stores, where it could take thousands of listing requests)."""
     if not is_remote(pattern):
         return sorted(glob_lib.glob(pattern))
     parts = pattern.split("/")
@@ -142,16 +143,24 @@ def write_text(path: str, text: str) -> None:
     write_bytes(path, text.encode())
 
 
-def copy_tree(source: str, target: str) -> None:
+def copy_tree(source: str, target: str) -> list[epath.Path]:
     """Every file under folder `source` copied, streamed, to the same place under `target` (either
-    of them local or a URL)."""
-    root = epath.Path(source)
-    for item in root.rglob("*"):
-        if item.is_file():
-            destination = epath.Path(target) / item.relative_to(root)
+    of them local or a URL); returns the files copied."""
+    copied, root = [], _key(source)
+    for folder, _, names in epath.Path(source).walk():  # not rglob: epath refuses `**` on object stores
+        below = _key(folder)[len(root):].strip("/")  # fsspec's walk names folders without the gs://
+        for name in names:
+            item = epath.Path(source).joinpath(below, name)
+            destination = epath.Path(target).joinpath(below, name)
             makedirs(os.fspath(destination.parent))
             with item.open("rb") as read, destination.open("wb") as write:
                 shutil.copyfileobj(read, write, 1 << 20)
+            copied.append(item)
+    return copied
+
+
+def _key(path) -> str:
+    return os.fspath(path).split("://", 1)[-1].rstrip("/")
 
 
 def move(source: str, target: str) -> None:
@@ -160,8 +169,8 @@ def move(source: str, target: str) -> None:
     if not is_remote(source):
         shutil.move(source, target)
         return
-    copy_tree(source, target)
-    epath.Path(source).rmtree()
+    for item in copy_tree(source, target):  # object by object: a prefix is no folder to remove
+        item.unlink()
 
 
 def require_local(path: str, field: str, why: str) -> None:

@@ -63,10 +63,24 @@ class _WandbRun:
             shutil.rmtree(self._local, ignore_errors=True)
 
 
+def process_start_time() -> float:
+    """When this process was launched (Unix time): Linux's /proc start time, so `wall_time` counts
+    Python start-up, imports and data preparation too (launch-to-first-step is read from it).
+    Elsewhere, now."""
+    try:
+        with open("/proc/self/stat") as f:
+            started_ticks = int(f.read().rsplit(")", 1)[1].split()[19])  # field 22: starttime
+        with open("/proc/stat") as f:
+            boot_time = next(int(line.split()[1]) for line in f if line.startswith("btime "))
+        return boot_time + started_ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError, StopIteration):
+        return time.time()
+
+
 class MetricsWriter:
     def __init__(self, workdir: str, enabled: bool | None = None, logging: LoggingConfig | None = None):
         self.enabled = jax.process_index() == 0 if enabled is None else enabled
-        self.start_time = time.time()
+        self.start_time = process_start_time()
         self._jsonl = self._tensorboard = self._wandb = None
         if self.enabled and logging is not None and logging.wandb:
             self._wandb = _WandbRun(workdir, logging)

@@ -77,19 +77,20 @@ class _Progress:
         self.flops_per_token, self.peak_flops, self.timeline = flops_per_token, peak_flops, timeline
         self.tokens_seen = tokens_seen  # streaming input: step -> {source: tokens given so far}
         self.pending = None  # (step, metrics on device) to report once the next step is queued
-        self.restart_clock()
+        self.restart_clock(0)
 
-    def restart_clock(self) -> None:
-        """Time from here on is training time (evaluation and compilation are not)."""
-        self.interval_start, self.interval_steps = time.time(), 0
+    def restart_clock(self, done_step: int) -> None:
+        """Time from here on is training time (evaluation and compilation are not). `done_step`
+        is the last step known to have finished: a window counts the steps that finished inside
+        it, not the ones dispatched (dispatch runs a step ahead of the device)."""
+        self.interval_start, self.interval_from = time.time(), done_step
 
     def after_step(self, step: int, device_metrics, first_of_run: bool, log_now: bool) -> None:
-        self.interval_steps += 1
         self.flush()
         if first_of_run:
             jax.block_until_ready(device_metrics)
             log(f"first step compiled and ran in {time.time() - self.interval_start:.1f}s")
-            self.restart_clock()
+            self.restart_clock(step)
         if log_now:
             self.pending = (step, device_metrics)
 
@@ -98,21 +99,23 @@ class _Progress:
             return
         at_step, device_metrics = self.pending
         self.pending = None
-        values = jax.device_get(device_metrics)
+        values = jax.device_get(device_metrics)  # returns once step `at_step` has finished
         elapsed = time.time() - self.interval_start
-        tokens_per_sec = self.interval_steps * self.tokens_per_step / max(elapsed, 1e-9)
+        steps = at_step - self.interval_from
+        tokens_per_sec = steps * self.tokens_per_step / max(elapsed, 1e-9) if steps > 0 else math.nan
         record = {f"train/{k}": v for k, v in values.items() if k != "tokens"}
-        record["train/tokens_per_sec"] = tokens_per_sec
-        record["train/mfu"] = tokens_per_sec * self.flops_per_token / self.peak_flops
+        if steps > 0:  # a window with no finished step (logging at the first step) has no rate
+            record["train/tokens_per_sec"] = tokens_per_sec
+            record["train/mfu"] = tokens_per_sec * self.flops_per_token / self.peak_flops
         record.update(self.timeline.record())
         if self.tokens_seen is not None:
             record.update({f"train/tokens/{name}": count for name, count in self.tokens_seen(at_step).items()})
         self.writer.write(at_step, record)
-        eta = (self.total_steps - at_step) * elapsed / max(self.interval_steps, 1)
-        log(f"step {at_step:>6}/{self.total_steps} | loss {float(values['loss']):.4f} | "
-            f"{tokens_per_sec:,.0f} tokens/s | mfu {record['train/mfu']:.1%} | goodput {record['train/goodput']:.0%} | "
-            f"lr {float(values['learning_rate']):.2e} | eta {metrics_lib.format_duration(eta)}")
-        self.restart_clock()
+        rate = f"{tokens_per_sec:,.0f} tokens/s | mfu {record['train/mfu']:.1%} | " if steps > 0 else ""
+        eta = f" | eta {metrics_lib.format_duration((self.total_steps - at_step) * elapsed / steps)}" if steps > 0 else ""
+        log(f"step {at_step:>6}/{self.total_steps} | loss {float(values['loss']):.4f} | {rate}"
+            f"goodput {record['train/goodput']:.0%} | lr {float(values['learning_rate']):.2e}{eta}")
+        self.restart_clock(at_step)
 
 
 def _prepare(config: Config, workdir: str, allow_config_change: bool) -> Run:
@@ -256,7 +259,7 @@ def _run(config: Config, workdir: str, allow_config_change: bool, preemption: ru
                     log(f"early stopping: no improvement in {select_name} for {early_stopping.stale} "
                         f"evaluations (best {early_stopping.best:.4f})")
                     stop_early = True
-                progress.restart_clock()
+                progress.restart_clock(step)  # the evaluation waited for this step's parameters
             preempted = preemption.poll(step)  # every step: hosts agree on the step to stop at
             at_end = step == cfg.train.steps or stop_early or preempted
             if step % cfg.checkpoint.every_steps == 0 or at_end:

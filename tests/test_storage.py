@@ -152,3 +152,31 @@ def test_local_only_inputs_on_gcs_are_refused_with_the_fix(gcs, tmp_path):
     assert result.returncode != 0 and "data.cache_dir" in result.stderr + result.stdout
     assert "must be a local path" in result.stderr + result.stdout
     shutil.rmtree(tmp_path, ignore_errors=True)
+
+
+def test_append_only_logs_upload_whole_at_most_every_interval_and_resume(gcs, monkeypatch):
+    """metrics.jsonl and the event files on an object store: appends stay local until an upload is
+    due (or forced, as at each checkpoint); each upload is the whole file; a reopened file goes on
+    from what the bucket holds."""
+    for key in ("STORAGE_EMULATOR_HOST", "GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT"):
+        monkeypatch.setenv(key, gcs.env[key])
+    from lm import storage
+
+    log = storage.AppendOnlyFile(f"gs://{BUCKET}/logs/metrics.jsonl")
+    with open(log.local_path, "a") as f:
+        f.write("1\n")
+    log.sync()  # the first upload is due at once
+    assert gcs.download("logs/metrics.jsonl") == b"1\n"
+    with open(log.local_path, "a") as f:
+        f.write("2\n")
+    log.sync()  # within UPLOAD_EVERY_SECONDS: stays local
+    assert gcs.download("logs/metrics.jsonl") == b"1\n"
+    log.sync(force=True)
+    assert gcs.download("logs/metrics.jsonl") == b"1\n2\n"
+    log.close()
+    assert not os.path.exists(log.local_path)
+    reopened = storage.AppendOnlyFile(f"gs://{BUCKET}/logs/metrics.jsonl")
+    with open(reopened.local_path, "a") as f:
+        f.write("3\n")
+    reopened.close()
+    assert gcs.download("logs/metrics.jsonl") == b"1\n2\n3\n"

@@ -11,7 +11,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import os
 import time
 
 import jax
@@ -20,7 +19,7 @@ from lm import assembly
 from lm import checkpoint as checkpoint_lib
 from lm import goodput, init_from, planning, profiling, sharding
 from lm import metrics as metrics_lib
-from lm import run_guards
+from lm import run_guards, storage
 from lm import workdir as workdir_lib
 from lm.assembly import Run
 from lm.data import corpus
@@ -58,8 +57,8 @@ class _EarlyStopping:
 def train(config: Config, workdir: str, allow_config_change: bool = False) -> dict[str, float]:
     """Trains (or resumes) in `workdir`; returns the last evaluation's metrics. Holds the
     workdir's lock throughout; SIGTERM or SIGINT checkpoints and returns early."""
-    os.makedirs(workdir, exist_ok=True)
-    lock = workdir_lib.WorkdirLock(workdir).acquire() if jax.process_index() == 0 else None
+    storage.makedirs(workdir)
+    lock = workdir_lib.WorkdirLock(workdir, log).acquire() if jax.process_index() == 0 else None
     try:
         with run_guards.Preemption(log) as preemption:
             return _train(config, workdir, allow_config_change, preemption)
@@ -130,9 +129,9 @@ def _prepare(config: Config, workdir: str, allow_config_change: bool) -> Run:
             f"{'resumes its own checkpoints' if resuming else 'starts from scratch'}, so they are not applied")
     # A resumed run reads the workdir's own tokenizer copy: it needs neither its init_from source nor
     # the tokenizer it started from to still exist. The workdir check below compares the config as given.
-    own_tokenizer = os.path.join(workdir, workdir_lib.TOKENIZER)
+    own_tokenizer = storage.join(workdir, workdir_lib.TOKENIZER)
     run = assembly.build(dataclasses.replace(config, tokenizer=dataclasses.replace(config.tokenizer, path=own_tokenizer))
-                         if resuming and os.path.exists(own_tokenizer) else config, log)
+                         if resuming and storage.exists(own_tokenizer) else config, log)
     # Every process checks (each reads the same files), so a refusal stops all of them, not only process 0.
     resolved = dataclasses.replace(config, model=run.model_config)
     as_saved = json.loads(json.dumps(dataclasses.asdict(resolved)))  # compared with config.json as JSON reads back
@@ -160,7 +159,7 @@ def _initial_state(run: Run, config: Config, checkpointer, train_iter):
             train_iter.set_state(data_state)
         log(f"resumed from step {latest} ({checkpointer.directory})")
         return state, latest
-    if os.path.isdir(checkpointer.corrupt_directory):
+    if storage.isdir(checkpointer.corrupt_directory):
         log(f"WARNING: no usable checkpoint in {checkpointer.directory} (earlier ones were set aside in "
             f"{checkpointer.corrupt_directory}): this run starts from step 1")
     state = run.init_fn()
@@ -175,7 +174,7 @@ def _check_shapes(workdir: str, abstract_params) -> None:
     would fail, and the fallback would set good checkpoints aside as corrupt and start over.
     (A workdir without config.json, or --allow_config_change, lets such a config get this far.)"""
     steps = workdir_lib.checkpoint_steps(workdir)
-    directory = os.path.join(workdir, workdir_lib.CHECKPOINTS)
+    directory = storage.join(workdir, workdir_lib.CHECKPOINTS)
     changes = checkpoint_lib.shape_changes(directory, steps[-1], abstract_params) if steps else None
     if changes:
         listed = "\n".join(f"  {line}" for line in changes[:8]) + ("\n  ..." if len(changes) > 8 else "")
@@ -210,7 +209,7 @@ def _run(config: Config, workdir: str, allow_config_change: bool, preemption: ru
         pipeline = run.task.pipeline
         # The validation metric that picks the best checkpoint and stops early: an objective may name its own.
         select_name, select_higher = run.task.objective.selection
-        checkpointer = checkpoint_lib.Checkpointer(os.path.join(workdir, workdir_lib.CHECKPOINTS), cfg.checkpoint,
+        checkpointer = checkpoint_lib.Checkpointer(storage.join(workdir, workdir_lib.CHECKPOINTS), cfg.checkpoint,
                                                    log, select_name, select_higher)
         train_iter = pipeline.train_iterator(run.data, jax.process_index(), jax.process_count())
         opened.append(checkpointer)
@@ -267,6 +266,7 @@ def _run(config: Config, workdir: str, allow_config_change: bool, preemption: ru
                 with timeline.part("train_step"):
                     guard.flush()  # a run that is to stop on a non-finite step stops before writing this checkpoint
                     writer.write(step, guard.before_checkpoint(step))  # refuses a diverged state
+                    writer.sync(force=True)  # a workdir on an object store: the metrics up to this checkpoint
                 with timeline.part("checkpoint"):
                     checkpointer.save(step, state, train_iter.get_state(), last_eval if eval_now else None)
             if preemption.requested:
@@ -323,7 +323,7 @@ def _write_report(run: Run, workdir: str, checkpointer, fields: dict) -> dict:
         report["test"] = {k.replace("eval/", "test/", 1): v for k, v in assembly.evaluate(run, state.params, test).items()}
         log("test split (best checkpoint): " + ", ".join(f"{k} {v:.4f}" for k, v in report["test"].items()))
     if jax.process_index() == 0:
-        workdir_lib.write_json(os.path.join(workdir, "eval_report.json"), report)
+        workdir_lib.write_json(storage.join(workdir, "eval_report.json"), report)
     return report
 
 
@@ -334,5 +334,4 @@ def _write_sample(workdir: str, writer: metrics_lib.MetricsWriter, sample: str |
     log(f"sample:\n{sample}")
     writer.write_text("sample", sample, step)
     if jax.process_index() == 0:
-        with open(os.path.join(workdir, "sample.txt"), "w") as f:
-            f.write(sample + "\n")
+        storage.write_text(storage.join(workdir, "sample.txt"), sample + "\n")

@@ -26,6 +26,7 @@ from typing import Sequence
 
 import numpy as np
 
+from lm import storage
 from lm.config import ConfigError
 from lm.data import corpus as corpus_lib
 
@@ -49,7 +50,7 @@ def read_jsonl(spec: str, field: str, prompt_field: str, response_field: str) ->
     """(prompt, response) of every JSON line of `spec`'s files."""
     pairs = []
     for path in corpus_lib.expand_files(spec, field):
-        with open(path, encoding="utf-8") as f:
+        with storage.open_text(path) as f:
             for number, line in enumerate(f, 1):
                 if not line.strip():
                     continue

@@ -33,6 +33,13 @@ EXTRAS = {
         "scikit-learn>=1.5,<2",  # BERT fine-tuning metrics are checked against it; tools/baseline_tfidf.py.
         "seqeval>=1.2.2,<1.3",  # entity-level F1 (lm/tagging.py) is checked against it
         "wandb>=0.31,<0.32",  # tests/test_tracking.py writes an offline W&B run and reads it back
+        "gcsfs>=2026.10,<2026.11",  # tests/test_storage.py: a gs:// workdir (the gcs extra)
+        "gcp-storage-emulator>=2026.7.19,<2026.8",  # tests/test_storage.py: a local GCS server, pure Python
+    ],
+    # Runs on Google Cloud Storage: --workdir=gs://..., data.train_files=gs://... (docs/storage.md).
+    # etils.epath reaches gs:// through gcsfs (orbax's arrays go through tensorstore, built in).
+    "gcs": [
+        "gcsfs>=2026.10,<2026.11",
     ],
     # Experiment tracking: logging.wandb=true mirrors the metrics and config to Weights & Biases.
     "tracking": [

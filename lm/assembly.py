@@ -38,7 +38,9 @@ def check_batch_layout(config: Config, mesh) -> None:
                        ("eval.batch_size", config.eval.batch_size or config.train.batch_size)):
         if size % data_parallel:
             raise ConfigError(f"{name} (per microbatch: {size}) does not divide over the {data_parallel} "
-                              f"data-parallel devices (mesh data x fsdp): use a multiple of {data_parallel}")
+                              f"data-parallel devices (mesh data x fsdp): use a multiple of {data_parallel}"
+                              + (" (on a CPU, tools/train.py --cpu_devices=1 runs on one device)"
+                                 if jax.default_backend() == "cpu" else ""))
 
 
 class Steps(NamedTuple):

@@ -15,8 +15,6 @@ from __future__ import annotations
 import errno
 import hashlib
 import json
-import os
-import shutil
 import time
 from typing import Callable
 
@@ -28,6 +26,7 @@ from etils import epath
 from jax.experimental import multihost_utils
 from orbax.checkpoint import checkpoint_managers
 
+from lm import storage
 from lm.config import CheckpointConfig
 from lm.workdir import RunError
 
@@ -86,7 +85,7 @@ class Checkpointer:
             preservation_policy=checkpoint_managers.AnyPreservationPolicy(policies),
             enable_async_checkpointing=config.async_save and not read_only, create=not read_only,
             cleanup_tmp_directories=not read_only, read_only=read_only)
-        self.directory = os.path.abspath(directory)
+        self.directory = storage.absolute(directory)  # a local path or a URL (gs://...): orbax takes both
         self.corrupt_directory = self.directory.rstrip("/") + ".corrupt"
         self.log = log
         self.manager = ocp.CheckpointManager(self.directory, options=options)
@@ -186,10 +185,10 @@ class Checkpointer:
         return None
 
     def _move_aside(self, step: int) -> str:
-        target = os.path.join(self.corrupt_directory, f"{step}-{time.strftime('%Y%m%d-%H%M%S')}")
+        target = storage.join(self.corrupt_directory, f"{step}-{time.strftime('%Y%m%d-%H%M%S')}")
         if jax.process_index() == 0:
-            os.makedirs(self.corrupt_directory, exist_ok=True)
-            shutil.move(os.path.join(self.directory, str(step)), target)
+            storage.makedirs(self.corrupt_directory)
+            storage.move(storage.join(self.directory, str(step)), target)
         if jax.process_count() > 1:  # every host re-reads the directory only once the move is done
             multihost_utils.sync_global_devices(f"checkpoint {step} moved aside")
         self.manager.reload()

@@ -7,9 +7,9 @@ The allowed values and the family of each field come from their declarations in 
 
 from __future__ import annotations
 
-import os
 from typing import TYPE_CHECKING
 
+from lm import storage
 from lm.config_fields import ConfigError, in_interval, lookup, schema_fields
 
 if TYPE_CHECKING:
@@ -100,7 +100,7 @@ def validate(config: Config) -> None:
     if not d.validation_files and not d.tfds_name and not 0.0 < d.validation_fraction < 1.0:
         raise ConfigError(
             f"data.validation_fraction must be in (0, 1) when data.validation_files is empty, got {d.validation_fraction}")
-    if config.tokenizer.path and not os.path.exists(config.tokenizer.path):
+    if config.tokenizer.path and not storage.exists(config.tokenizer.path):  # a local path or a URL
         raise ConfigError(
             f"tokenizer.path={config.tokenizer.path!r} does not exist: give an existing sentencepiece .model file "
             f"(tools/train_tokenizer.py makes one), or leave it empty to train one on the corpus")

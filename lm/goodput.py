@@ -57,25 +57,36 @@ class Timeline:
         self.clock = clock
         self.started = clock()
         self.seconds = dict.fromkeys(PARTS, 0.0)
+        self.open = None  # (part, started, compile seconds then) of the span being timed now
 
     @contextlib.contextmanager
     def part(self, name: str):
-        compiled_before, started = _compile_seconds, self.clock()
+        self.open = (name, self.clock(), _compile_seconds)
         try:
             yield
         finally:
+            self.seconds = self._with_open_span()
+            self.open = None
+
+    def _with_open_span(self) -> dict[str, float]:
+        """The parts' seconds with the open span counted up to now: a record written from inside
+        a span (the progress line is written inside a train step's) still adds up to the wall."""
+        seconds = dict(self.seconds)
+        if self.open is not None:
+            name, started, compiled_before = self.open
             compiled = _compile_seconds - compiled_before
-            self.seconds[name] += self.clock() - started - compiled
-            self.seconds["compile"] += compiled
+            seconds[name] += self.clock() - started - compiled
+            seconds["compile"] += compiled
+        return seconds
 
     def wall_seconds(self) -> float:
         return self.clock() - self.started
 
     def record(self) -> dict[str, float]:
         """{"train/goodput", "time/wall", "time/<part>" for each part} so far."""
-        wall = self.wall_seconds()
-        return {"train/goodput": self.seconds["train_step"] / max(wall, 1e-9), "time/wall": wall,
-                **{f"time/{name}": seconds for name, seconds in self.seconds.items()}}
+        wall, parts = self.wall_seconds(), self._with_open_span()
+        return {"train/goodput": parts["train_step"] / max(wall, 1e-9), "time/wall": wall,
+                **{f"time/{name}": seconds for name, seconds in parts.items()}}
 
     def breakdown(self) -> str:
         """The step-time breakdown printed at the end of a run: one line per part."""
@@ -93,7 +104,7 @@ def peak_flops(dtype: str) -> float:
     On a CPU, measured now (a large jitted matmul, tools/bench.py's reading): a datasheet figure
     for a shared CPU would be meaningless."""
     if jax.default_backend() == "cpu":
-        return hardware.matmul_peak(dtype, repeats=3)  # bench's matmul, fewer repeats: every run pays for it
+        return hardware.matmul_peak(dtype)  # bench's reading (< 1 s on 2 cores): train/mfu and bench's MFU agree
     try:
         return hardware.peak_flops(hardware.chip_name(), dtype) * jax.device_count()
     except ValueError:  # a chip lm/hardware.py has no row for: MFU is unknown, training goes on

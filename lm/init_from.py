@@ -21,13 +21,12 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import os
 from typing import Callable
 
 import jax
 import numpy as np
 
-from lm import optimizer
+from lm import optimizer, storage
 from lm import workdir as workdir_lib
 from lm.config import Config, ConfigError
 
@@ -42,8 +41,8 @@ class Source:
 
     @property
     def tokenizer_path(self) -> str:
-        path = os.path.join(self.workdir, "tokenizer.model")
-        if not os.path.exists(path):
+        path = storage.join(self.workdir, workdir_lib.TOKENIZER)
+        if not storage.exists(path):
             raise ConfigError(f"init_from: {self.workdir} has no tokenizer.model; its params only mean something with "
                               f"the tokenizer they were trained with: copy it there (tools/convert.py --tokenizer)")
         return path
@@ -52,7 +51,7 @@ class Source:
 def source(path: str, which: str = "best") -> Source:
     """The run and checkpoint `path` names: a workdir (its checkpoint `which`: best or latest,
     lm/workdir.py's `resolve`), its checkpoints folder, or one step folder (that step)."""
-    if not os.path.isdir(path):
+    if not storage.isdir(path):
         raise ConfigError(f"init_from={path!r} does not exist: give a trained workdir or one of its checkpoints")
     try:
         workdir, step = workdir_lib.resolve(path, which)

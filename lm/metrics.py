@@ -1,6 +1,7 @@
 """Where metrics go: `metrics.jsonl` (the machine-readable record), TensorBoard event files,
 optionally Weights & Biases (logging.wandb), and a progress line on the terminal. Only
-process 0 writes."""
+process 0 writes. In a workdir on an object store (gs://...) both files grow in a local
+staging copy uploaded whole now and then and at every checkpoint (lm/storage.py says why)."""
 
 from __future__ import annotations
 
@@ -8,12 +9,15 @@ import contextlib
 import errno
 import json
 import os
+import shutil
+import tempfile
 import time
 import uuid
 
 import jax
 import numpy as np
 
+from lm import storage
 from lm.config import ConfigError, LoggingConfig
 
 
@@ -30,17 +34,17 @@ class _WandbRun:
         except ImportError:
             raise ConfigError("logging.wandb=true needs the wandb package: pip install '.[tracking]' (or wandb), "
                               "or set --config.logging.wandb=false") from None
-        directory = os.path.join(workdir, "wandb")
-        os.makedirs(directory, exist_ok=True)
-        id_path = os.path.join(directory, "run_id")
-        if not os.path.exists(id_path):
-            with open(id_path, "w") as f:
-                f.write(uuid.uuid4().hex[:12])
-        with open(id_path) as f:
-            run_id = f.read().strip()
+        directory = storage.join(workdir, "wandb")
+        storage.makedirs(directory)
+        id_path = storage.join(directory, "run_id")
+        if not storage.exists(id_path):
+            storage.write_text(id_path, uuid.uuid4().hex[:12])
+        run_id = storage.read_text(id_path).strip()
+        # wandb keeps its own files (its offline log, its upload queue) in a local folder.
+        self._local = tempfile.mkdtemp(prefix="lm-wandb-") if storage.is_remote(workdir) else None
         self._run = wandb.init(project=logging.wandb_project, entity=logging.wandb_entity or None,
-                               mode=logging.wandb_mode or None, dir=workdir, id=run_id, resume="allow",
-                               name=os.path.basename(os.path.abspath(workdir)))
+                               mode=logging.wandb_mode or None, dir=self._local or workdir, id=run_id, resume="allow",
+                               name=os.path.basename(storage.absolute(workdir).rstrip("/")))
         self._run.define_metric("step")
         self._run.define_metric("*", step_metric="step")
 
@@ -55,24 +59,40 @@ class _WandbRun:
 
     def close(self) -> None:
         self._run.finish()
+        if self._local:
+            shutil.rmtree(self._local, ignore_errors=True)
+
+
+def process_start_time() -> float:
+    """When this process was launched (Unix time): Linux's /proc start time, so `wall_time` counts
+    Python start-up, imports and data preparation too (launch-to-first-step is read from it).
+    Elsewhere, now."""
+    try:
+        with open("/proc/self/stat") as f:
+            started_ticks = int(f.read().rsplit(")", 1)[1].split()[19])  # field 22: starttime
+        with open("/proc/stat") as f:
+            boot_time = next(int(line.split()[1]) for line in f if line.startswith("btime "))
+        return boot_time + started_ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError, StopIteration):
+        return time.time()
 
 
 class MetricsWriter:
     def __init__(self, workdir: str, enabled: bool | None = None, logging: LoggingConfig | None = None):
         self.enabled = jax.process_index() == 0 if enabled is None else enabled
-        self.start_time = time.time()
+        self.start_time = process_start_time()
         self._jsonl = self._tensorboard = self._wandb = None
         if self.enabled and logging is not None and logging.wandb:
             self._wandb = _WandbRun(workdir, logging)
         self.workdir = workdir
         if self.enabled:
             with self._writing("metrics.jsonl"):
-                os.makedirs(workdir, exist_ok=True)
-                path = os.path.join(workdir, "metrics.jsonl")
-                _drop_partial_last_line(path)
-                self._jsonl = open(path, "a", buffering=1)
+                storage.makedirs(workdir)
+                self._jsonl_file = storage.AppendOnlyFile(storage.join(workdir, "metrics.jsonl"))
+                _drop_partial_last_line(self._jsonl_file.local_path)
+                self._jsonl = open(self._jsonl_file.local_path, "a", buffering=1)
             with self._writing("tensorboard/"):
-                self._tensorboard = _EventFile(os.path.join(workdir, "tensorboard"))
+                self._tensorboard = _EventFile(storage.join(workdir, "tensorboard"))
 
     @contextlib.contextmanager
     def _writing(self, name: str):
@@ -85,7 +105,7 @@ class MetricsWriter:
             from lm.workdir import RunError  # noqa: PLC0415 (workdir reads metrics lazily too)
             hint = (f"free space on that filesystem (df -h {self.workdir}) or choose a --workdir elsewhere"
                     if error.errno == errno.ENOSPC else "check that the workdir is writable")
-            raise RunError(f"writing {os.path.join(self.workdir, name)} failed ({error.strerror or error}): {hint}; "
+            raise RunError(f"writing {storage.join(self.workdir, name)} failed ({error.strerror or error}): {hint}; "
                            f"then run the same command again to resume from the newest checkpoint") from None
 
     def write(self, step: int, metrics: dict) -> None:
@@ -100,6 +120,17 @@ class MetricsWriter:
             self._tensorboard.scalars(values, int(step))
         if self._wandb:
             self._wandb.log(int(step), values)
+        self.sync()
+
+    def sync(self, force: bool = False) -> None:
+        """Uploads the files of a workdir on an object store (every UPLOAD_EVERY_SECONDS, or now
+        if `force`: the trainer forces it at each checkpoint, so a resume finds the metrics of
+        every step its checkpoint holds). Nothing for a local workdir."""
+        if self.enabled:
+            with self._writing("metrics.jsonl"):
+                self._jsonl_file.sync(force)
+            with self._writing("tensorboard/"):
+                self._tensorboard.sync(force)
 
     def write_text(self, tag: str, text: str, step: int = 0) -> None:
         if self.enabled:
@@ -118,6 +149,7 @@ class MetricsWriter:
         if self.enabled:
             with self._writing("metrics.jsonl"):
                 self._jsonl.close()
+                self._jsonl_file.close()
             with self._writing("tensorboard/"):
                 self._tensorboard.close()
             if self._wandb:
@@ -126,13 +158,22 @@ class MetricsWriter:
 
 class _EventFile:
     """TensorBoard's event file, written and flushed in the caller's thread (tensorboardX's
-    SummaryWriter writes from a thread of its own, whose errors nobody sees)."""
+    SummaryWriter writes from a thread of its own, whose errors nobody sees). In a remote
+    directory it is written in a staging copy and uploaded (lm/storage.py): tensorboardX's own
+    gs:// writer uploads the whole file at every flush, faster than GCS lets one object change."""
 
     def __init__(self, directory: str):
         from tensorboardX.event_file_writer import EventsWriter  # noqa: PLC0415 (only process 0 needs it)
 
-        os.makedirs(directory, exist_ok=True)
-        self._events = EventsWriter(os.path.join(directory, "events"))
+        storage.makedirs(directory)
+        self._staging = tempfile.mkdtemp(prefix="lm-events-") if storage.is_remote(directory) else None
+        self._events = EventsWriter(os.path.join(self._staging or directory, "events"))
+        written = self._events._file_name  # events.out.tfevents.<time>.<host>: a new file each run
+        self._file = storage.AppendOnlyFile(storage.join(directory, os.path.basename(written)), keep_existing=False,
+                                            staged_at=written if self._staging else None)
+
+    def sync(self, force: bool) -> None:
+        self._file.sync(force)
 
     def _write(self, summary, step: int) -> None:
         from tensorboardX.proto import event_pb2  # noqa: PLC0415
@@ -154,6 +195,9 @@ class _EventFile:
 
     def close(self) -> None:
         self._events.close()
+        self._file.close()
+        if self._staging:
+            shutil.rmtree(self._staging, ignore_errors=True)
 
 
 def _drop_partial_last_line(path: str) -> None:
@@ -174,11 +218,10 @@ def read_records(workdir: str) -> list[dict]:
     A last line cut short (a kill in mid-write) is skipped: it is the one record that can be
     partial, and the steps it held are redone on resume. A damaged line anywhere else is an
     error that names the file and line."""
-    path = os.path.join(workdir, "metrics.jsonl")
-    if not os.path.exists(path):
+    path = storage.join(workdir, "metrics.jsonl")
+    if not storage.exists(path):
         return []
-    with open(path) as f:
-        lines = [line for line in f.read().split("\n")]
+    lines = storage.read_text(path).split("\n")
     found = []
     for number, line in enumerate(lines, 1):
         if not line.strip():

@@ -6,15 +6,19 @@ ui.perfetto.dev. Each traced train step is annotated with jax.profiler.StepTrace
 ("train", step_num=N), which the profile plugin uses as its step markers. The trace starts
 just before the first requested step is dispatched and stops once the last one has finished on
 the device, so it holds exactly the requested steps (and the data wait between them).
+A workdir on an object store gets the trace copied there once it stops (it is written locally:
+the profiler's own writer reaches gs:// only through TensorFlow's file system).
 """
 
 from __future__ import annotations
 
 import contextlib
-import os
+import shutil
+import tempfile
 
 import jax
 
+from lm import storage
 from lm.config import ProfileConfig
 
 
@@ -22,7 +26,8 @@ class TraceWindow:
     def __init__(self, config: ProfileConfig, workdir: str, log=print):
         self.first = config.start_step  # 0: no trace
         self.last = config.start_step + config.num_steps - 1
-        self.directory = os.path.join(workdir, "profile")
+        self.directory = storage.join(workdir, "profile")
+        self._staging = tempfile.mkdtemp(prefix="lm-profile-") if storage.is_remote(workdir) and self.first else None
         self.log = log
         self.active = False
 
@@ -30,7 +35,7 @@ class TraceWindow:
     def step(self, step: int):
         """Around the dispatch of train step `step` (1-based, as logged)."""
         if self.first and step == self.first and jax.process_index() == 0:
-            jax.profiler.start_trace(self.directory, create_perfetto_trace=True)
+            jax.profiler.start_trace(self._staging or self.directory, create_perfetto_trace=True)
             self.active = True
         if not self.active:
             yield
@@ -49,5 +54,8 @@ class TraceWindow:
         jax.block_until_ready(outputs)
         jax.profiler.stop_trace()
         self.active = False
+        if self._staging:
+            storage.copy_tree(self._staging, self.directory)
+            shutil.rmtree(self._staging, ignore_errors=True)
         self.log(f"profile: steps {self.first}-{self.last} traced to {self.directory} "
                  f"(tensorboard --logdir {self.directory}, or perfetto_trace.json.gz at ui.perfetto.dev)")

@@ -11,7 +11,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import os
 import time
 
 import jax
@@ -20,7 +19,7 @@ from lm import assembly
 from lm import checkpoint as checkpoint_lib
 from lm import goodput, init_from, planning, profiling, sharding
 from lm import metrics as metrics_lib
-from lm import run_guards
+from lm import run_guards, storage
 from lm import workdir as workdir_lib
 from lm.assembly import Run
 from lm.data import corpus
@@ -58,8 +57,8 @@ class _EarlyStopping:
 def train(config: Config, workdir: str, allow_config_change: bool = False) -> dict[str, float]:
     """Trains (or resumes) in `workdir`; returns the last evaluation's metrics. Holds the
     workdir's lock throughout; SIGTERM or SIGINT checkpoints and returns early."""
-    os.makedirs(workdir, exist_ok=True)
-    lock = workdir_lib.WorkdirLock(workdir).acquire() if jax.process_index() == 0 else None
+    storage.makedirs(workdir)
+    lock = workdir_lib.WorkdirLock(workdir, log).acquire() if jax.process_index() == 0 else None
     try:
         with run_guards.Preemption(log) as preemption:
             return _train(config, workdir, allow_config_change, preemption)
@@ -78,19 +77,20 @@ class _Progress:
         self.flops_per_token, self.peak_flops, self.timeline = flops_per_token, peak_flops, timeline
         self.tokens_seen = tokens_seen  # streaming input: step -> {source: tokens given so far}
         self.pending = None  # (step, metrics on device) to report once the next step is queued
-        self.restart_clock()
+        self.restart_clock(0)
 
-    def restart_clock(self) -> None:
-        """Time from here on is training time (evaluation and compilation are not)."""
-        self.interval_start, self.interval_steps = time.time(), 0
+    def restart_clock(self, done_step: int) -> None:
+        """Time from here on is training time (evaluation and compilation are not). `done_step`
+        is the last step known to have finished: a window counts the steps that finished inside
+        it, not the ones dispatched (dispatch runs a step ahead of the device)."""
+        self.interval_start, self.interval_from = time.time(), done_step
 
     def after_step(self, step: int, device_metrics, first_of_run: bool, log_now: bool) -> None:
-        self.interval_steps += 1
         self.flush()
         if first_of_run:
             jax.block_until_ready(device_metrics)
             log(f"first step compiled and ran in {time.time() - self.interval_start:.1f}s")
-            self.restart_clock()
+            self.restart_clock(step)
         if log_now:
             self.pending = (step, device_metrics)
 
@@ -99,21 +99,23 @@ class _Progress:
             return
         at_step, device_metrics = self.pending
         self.pending = None
-        values = jax.device_get(device_metrics)
+        values = jax.device_get(device_metrics)  # returns once step `at_step` has finished
         elapsed = time.time() - self.interval_start
-        tokens_per_sec = self.interval_steps * self.tokens_per_step / max(elapsed, 1e-9)
+        steps = at_step - self.interval_from
+        tokens_per_sec = steps * self.tokens_per_step / max(elapsed, 1e-9) if steps > 0 else math.nan
         record = {f"train/{k}": v for k, v in values.items() if k != "tokens"}
-        record["train/tokens_per_sec"] = tokens_per_sec
-        record["train/mfu"] = tokens_per_sec * self.flops_per_token / self.peak_flops
+        if steps > 0:  # a window with no finished step (logging at the first step) has no rate
+            record["train/tokens_per_sec"] = tokens_per_sec
+            record["train/mfu"] = tokens_per_sec * self.flops_per_token / self.peak_flops
         record.update(self.timeline.record())
         if self.tokens_seen is not None:
             record.update({f"train/tokens/{name}": count for name, count in self.tokens_seen(at_step).items()})
         self.writer.write(at_step, record)
-        eta = (self.total_steps - at_step) * elapsed / max(self.interval_steps, 1)
-        log(f"step {at_step:>6}/{self.total_steps} | loss {float(values['loss']):.4f} | "
-            f"{tokens_per_sec:,.0f} tokens/s | mfu {record['train/mfu']:.1%} | goodput {record['train/goodput']:.0%} | "
-            f"lr {float(values['learning_rate']):.2e} | eta {metrics_lib.format_duration(eta)}")
-        self.restart_clock()
+        rate = f"{tokens_per_sec:,.0f} tokens/s | mfu {record['train/mfu']:.1%} | " if steps > 0 else ""
+        eta = f" | eta {metrics_lib.format_duration((self.total_steps - at_step) * elapsed / steps)}" if steps > 0 else ""
+        log(f"step {at_step:>6}/{self.total_steps} | loss {float(values['loss']):.4f} | {rate}"
+            f"goodput {record['train/goodput']:.0%} | lr {float(values['learning_rate']):.2e}{eta}")
+        self.restart_clock(at_step)
 
 
 def _prepare(config: Config, workdir: str, allow_config_change: bool) -> Run:
@@ -127,9 +129,9 @@ def _prepare(config: Config, workdir: str, allow_config_change: bool) -> Run:
             f"{'resumes its own checkpoints' if resuming else 'starts from scratch'}, so they are not applied")
     # A resumed run reads the workdir's own tokenizer copy: it needs neither its init_from source nor
     # the tokenizer it started from to still exist. The workdir check below compares the config as given.
-    own_tokenizer = os.path.join(workdir, workdir_lib.TOKENIZER)
+    own_tokenizer = storage.join(workdir, workdir_lib.TOKENIZER)
     run = assembly.build(dataclasses.replace(config, tokenizer=dataclasses.replace(config.tokenizer, path=own_tokenizer))
-                         if resuming and os.path.exists(own_tokenizer) else config, log)
+                         if resuming and storage.exists(own_tokenizer) else config, log)
     # Every process checks (each reads the same files), so a refusal stops all of them, not only process 0.
     resolved = dataclasses.replace(config, model=run.model_config)
     as_saved = json.loads(json.dumps(dataclasses.asdict(resolved)))  # compared with config.json as JSON reads back
@@ -157,7 +159,7 @@ def _initial_state(run: Run, config: Config, checkpointer, train_iter):
             train_iter.set_state(data_state)
         log(f"resumed from step {latest} ({checkpointer.directory})")
         return state, latest
-    if os.path.isdir(checkpointer.corrupt_directory):
+    if storage.isdir(checkpointer.corrupt_directory):
         log(f"WARNING: no usable checkpoint in {checkpointer.directory} (earlier ones were set aside in "
             f"{checkpointer.corrupt_directory}): this run starts from step 1")
     state = run.init_fn()
@@ -172,7 +174,7 @@ def _check_shapes(workdir: str, abstract_params) -> None:
     would fail, and the fallback would set good checkpoints aside as corrupt and start over.
     (A workdir without config.json, or --allow_config_change, lets such a config get this far.)"""
     steps = workdir_lib.checkpoint_steps(workdir)
-    directory = os.path.join(workdir, workdir_lib.CHECKPOINTS)
+    directory = storage.join(workdir, workdir_lib.CHECKPOINTS)
     changes = checkpoint_lib.shape_changes(directory, steps[-1], abstract_params) if steps else None
     if changes:
         listed = "\n".join(f"  {line}" for line in changes[:8]) + ("\n  ..." if len(changes) > 8 else "")
@@ -207,7 +209,7 @@ def _run(config: Config, workdir: str, allow_config_change: bool, preemption: ru
         pipeline = run.task.pipeline
         # The validation metric that picks the best checkpoint and stops early: an objective may name its own.
         select_name, select_higher = run.task.objective.selection
-        checkpointer = checkpoint_lib.Checkpointer(os.path.join(workdir, workdir_lib.CHECKPOINTS), cfg.checkpoint,
+        checkpointer = checkpoint_lib.Checkpointer(storage.join(workdir, workdir_lib.CHECKPOINTS), cfg.checkpoint,
                                                    log, select_name, select_higher)
         train_iter = pipeline.train_iterator(run.data, jax.process_index(), jax.process_count())
         opened.append(checkpointer)
@@ -257,13 +259,14 @@ def _run(config: Config, workdir: str, allow_config_change: bool, preemption: ru
                     log(f"early stopping: no improvement in {select_name} for {early_stopping.stale} "
                         f"evaluations (best {early_stopping.best:.4f})")
                     stop_early = True
-                progress.restart_clock()
+                progress.restart_clock(step)  # the evaluation waited for this step's parameters
             preempted = preemption.poll(step)  # every step: hosts agree on the step to stop at
             at_end = step == cfg.train.steps or stop_early or preempted
             if step % cfg.checkpoint.every_steps == 0 or at_end:
                 with timeline.part("train_step"):
                     guard.flush()  # a run that is to stop on a non-finite step stops before writing this checkpoint
                     writer.write(step, guard.before_checkpoint(step))  # refuses a diverged state
+                    writer.sync(force=True)  # a workdir on an object store: the metrics up to this checkpoint
                 with timeline.part("checkpoint"):
                     checkpointer.save(step, state, train_iter.get_state(), last_eval if eval_now else None)
             if preemption.requested:
@@ -320,7 +323,7 @@ def _write_report(run: Run, workdir: str, checkpointer, fields: dict) -> dict:
         report["test"] = {k.replace("eval/", "test/", 1): v for k, v in assembly.evaluate(run, state.params, test).items()}
         log("test split (best checkpoint): " + ", ".join(f"{k} {v:.4f}" for k, v in report["test"].items()))
     if jax.process_index() == 0:
-        workdir_lib.write_json(os.path.join(workdir, "eval_report.json"), report)
+        workdir_lib.write_json(storage.join(workdir, "eval_report.json"), report)
     return report
 
 
@@ -331,5 +334,4 @@ def _write_sample(workdir: str, writer: metrics_lib.MetricsWriter, sample: str |
     log(f"sample:\n{sample}")
     writer.write_text("sample", sample, step)
     if jax.process_index() == 0:
-        with open(os.path.join(workdir, "sample.txt"), "w") as f:
-            f.write(sample + "\n")
+        storage.write_text(storage.join(workdir, "sample.txt"), sample + "\n")

@@ -13,9 +13,16 @@ distillation teacher, generation, evaluation, quantization, export): `which` is 
 default everywhere: best by the run's own selection metric, validation loss unless the
 objective names another; the newest if no kept checkpoint was evaluated), "latest", or a step.
 
+The workdir may be a local path or a URL (gs://bucket/run): every file goes through
+lm/storage.py (docs/storage.md).
+
 Safety, for the run that writes it:
 - `WorkdirLock`: an exclusive `fcntl.flock` on `<workdir>/.lock` (holding the owner's pid).
   The kernel drops the lock when the process dies, even by SIGKILL, so no stale lock remains.
+  An object store has no such lock: a lock object would outlive a preempted or killed run (the
+  usual way a TPU run ends) and block the very resume it should allow, unless it were leased
+  and renewed from a thread. So a URL workdir is not locked, with a warning; the launcher
+  (one job per workdir) is what keeps two runs apart there.
 - `check_config`: a workdir that already has checkpoints remembers its config
   (`config.json`); resuming with a config that changes the model, the tokenizer or the data
   (`is_guarded`: the fields lm/config.py marks guarded on resume) is refused with a diff of
@@ -32,6 +39,7 @@ import os
 from typing import Any, Callable
 
 from lm import config as config_lib
+from lm import storage
 from lm.config import Config, ConfigError, is_guarded
 
 CONFIG, TOKENIZER, CHECKPOINTS = "config.json", "tokenizer.model", "checkpoints"
@@ -45,11 +53,16 @@ class RunError(RuntimeError):
 
 
 class WorkdirLock:
-    def __init__(self, workdir: str):
-        self.path = os.path.join(workdir, ".lock")
+    def __init__(self, workdir: str, log: Callable[[str], None] = print):
+        self.path = storage.join(workdir, ".lock")
         self._fd: int | None = None
+        self.log = log
 
     def acquire(self) -> "WorkdirLock":
+        if storage.is_remote(self.path):
+            self.log(f"WARNING: {os.path.dirname(self.path)} is on an object store, where no lock is taken: make sure "
+                     f"no other run writes this workdir (docs/storage.md)")
+            return self
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -95,10 +108,10 @@ def config_changes(saved: dict, current: dict) -> list[tuple[str, Any, Any]]:
 def checkpoint_steps(workdir: str) -> list[int]:
     """The steps of the committed checkpoints (orbax writes a save under a temporary name and
     renames it to the bare step number only once it is complete)."""
-    directory = os.path.join(workdir, CHECKPOINTS)
-    if not os.path.isdir(directory):
+    directory = storage.join(workdir, CHECKPOINTS)
+    if not storage.isdir(directory):
         return []
-    return sorted(int(name) for name in os.listdir(directory) if name.isdigit())
+    return sorted(int(name) for name in storage.listdir(directory) if name.isdigit())
 
 
 def has_checkpoints(workdir: str) -> bool:
@@ -106,33 +119,30 @@ def has_checkpoints(workdir: str) -> bool:
 
 
 def write_json(path: str, values: dict) -> None:
-    """Replaced whole (write, then rename): a reader, another process or a resumed run, never
-    sees half a file, even after a kill."""
-    with open(path + ".tmp", "w") as f:
-        json.dump(values, f, indent=2, sort_keys=True)
-    os.replace(path + ".tmp", path)
+    """Replaced whole (lm/storage.py's write_bytes): a reader, another process or a resumed run,
+    never sees half a file, even after a kill."""
+    storage.write_text(path, json.dumps(values, indent=2, sort_keys=True))
 
 
 def write_run_files(workdir: str, config: Config, tokenizer=None, data_files: dict | None = None) -> None:
     """config.json (the resolved config) and, if given, the tokenizer and the data files' digests."""
-    os.makedirs(workdir, exist_ok=True)
-    write_json(os.path.join(workdir, CONFIG), dataclasses.asdict(config))
+    storage.makedirs(workdir)
+    write_json(storage.join(workdir, CONFIG), dataclasses.asdict(config))
     if tokenizer is not None:
-        tokenizer.save(os.path.join(workdir, TOKENIZER))
+        tokenizer.save(storage.join(workdir, TOKENIZER))
     if data_files:
-        write_json(os.path.join(workdir, DATA_FILES), data_files)
+        write_json(storage.join(workdir, DATA_FILES), data_files)
 
 
 def check_data_files(workdir: str, current: dict, allow_change: bool, log: Callable[[str], None] = print) -> None:
     """Refuses (ConfigError) to resume a workdir's checkpoints on local data files that differ from
     those it trained on (a glob that lost or gained a file, a file rewritten), naming the files,
     unless `allow_change`: the run would go on with other data and another validation split."""
-    path = os.path.join(workdir, DATA_FILES)
-    if not (has_checkpoints(workdir) and os.path.exists(path)):
+    path = storage.join(workdir, DATA_FILES)
+    if not (has_checkpoints(workdir) and storage.exists(path)):
         return
     try:
-        with open(path) as f:
-            saved = json.load(f)
+        saved = json.loads(storage.read_text(path))
     except (OSError, json.JSONDecodeError) as error:
         raise ConfigError(f"{path} cannot be read ({error}): it was edited or damaged; delete it to resume "
                           f"without comparing the data files") from None
@@ -156,17 +166,16 @@ def check_data_files(workdir: str, current: dict, allow_change: bool, log: Calla
 def read_config(workdir: str, require_tokenizer: bool = True) -> Config:
     """The workdir's config.json, its tokenizer path pointing at the workdir's own copy.
     `require_tokenizer=False` (weights-only uses such as export) accepts a workdir without one."""
-    path = os.path.join(workdir, CONFIG)
-    if not os.path.exists(path):
+    path = storage.join(workdir, CONFIG)
+    if not storage.exists(path):
         raise ConfigError(f"{workdir!r} has no {CONFIG}: give the --workdir of a run trained with tools/train.py")
     try:
-        with open(path) as f:
-            values = json.load(f)
+        values = json.loads(storage.read_text(path))
     except (OSError, json.JSONDecodeError) as error:
         raise ConfigError(f"{path} cannot be read ({error}): it was edited or damaged") from None
     # The workdir carries its own tokenizer; the path it was trained from may be gone.
-    tokenizer_path = os.path.join(workdir, TOKENIZER)
-    if not os.path.exists(tokenizer_path):
+    tokenizer_path = storage.join(workdir, TOKENIZER)
+    if not storage.exists(tokenizer_path):
         if require_tokenizer:
             raise ConfigError(
                 f"{workdir!r} has no {TOKENIZER}. A workdir converted from Hugging Face needs a tokenizer whose ids "
@@ -190,19 +199,19 @@ def resolve(path: str, which: str | int = "best") -> tuple[str, int]:
     "best", "latest", or a step number (int or digits)."""
     from lm import metrics  # noqa: PLC0415
 
-    path = os.path.abspath(path)
-    if not os.path.isdir(path):
+    path = storage.absolute(path).rstrip("/")
+    if not storage.isdir(path):
         raise ConfigError(f"{path!r} does not exist: give a trained workdir or one of its checkpoints")
-    parent, name = os.path.split(path.rstrip("/"))
+    parent, name = os.path.split(path)  # a URL splits the same way (posix separators)
     if name.isdigit() and os.path.basename(parent) == CHECKPOINTS:
         if str(which) not in ("best", "latest", name):
             raise ConfigError(f"{path} is checkpoint {name}, but checkpoint {which} was asked for: give one of the two")
         return os.path.dirname(parent), int(name)
-    if name == CHECKPOINTS and not os.path.isdir(os.path.join(path, CHECKPOINTS)):
+    if name == CHECKPOINTS and not storage.isdir(storage.join(path, CHECKPOINTS)):
         path = parent
     steps = checkpoint_steps(path)
     if not steps:
-        only_lock = set(os.listdir(path)) <= {".lock", CONFIG, TOKENIZER}
+        only_lock = set(storage.listdir(path)) <= {".lock", CONFIG, TOKENIZER}
         hint = (" (a run that failed before its first checkpoint leaves only its lock and config: rerun it)"
                 if only_lock else "")
         raise ConfigError(f"{path} holds no checkpoints{hint}: give a workdir that has trained")
@@ -223,26 +232,24 @@ def check_config(workdir: str, current: dict, tokenizer_proto: bytes, allow_chan
                  log: Callable[[str], None] = print) -> None:
     """Refuses (ConfigError) to resume a workdir's checkpoints with a config that changes the
     model, tokenizer or data, unless `allow_change`; logs every other change."""
-    config_path = os.path.join(workdir, "config.json")
+    config_path = storage.join(workdir, CONFIG)
     if not has_checkpoints(workdir):
         return
-    if not os.path.exists(config_path):
+    if not storage.exists(config_path):
         log(f"WARNING: {config_path} is missing, so this config cannot be compared with the one that made the "
             f"checkpoints; their shapes are checked before restoring, and config.json is written again from this run")
         return
     try:
-        with open(config_path) as f:
-            saved = json.load(f)
+        saved = json.loads(storage.read_text(config_path))
     except (OSError, json.JSONDecodeError) as error:
         raise ConfigError(f"{config_path} cannot be read ({error}): it was edited or damaged. Restore it, or delete "
                           f"it to resume with this command's config (the checkpoints' shapes are still "
                           f"checked)") from None
     changes = config_changes(saved, current)
-    tokenizer_path = os.path.join(workdir, "tokenizer.model")
-    if os.path.exists(tokenizer_path):
-        with open(tokenizer_path, "rb") as f:
-            if f.read() != tokenizer_proto:
-                changes.append((TOKENIZER_FILE, "as saved in the workdir", "a different tokenizer"))
+    tokenizer_path = storage.join(workdir, TOKENIZER)
+    if storage.exists(tokenizer_path):
+        if storage.read_bytes(tokenizer_path) != tokenizer_proto:
+            changes.append((TOKENIZER_FILE, "as saved in the workdir", "a different tokenizer"))
     guarded = [c for c in changes if is_guarded(c[0]) or c[0] == TOKENIZER_FILE]
     other = [c for c in changes if c not in guarded]
     diff = lambda items: "\n".join(f"  {k}: {a!r} -> {b!r}" for k, a, b in items)  # noqa: E731

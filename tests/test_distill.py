@@ -92,6 +92,7 @@ def classifier_teacher(tmp_path_factory):
     return workdir
 
 
+@pytest.mark.slow  # 25-40 s on 2 cores: the default suite stays under 15 minutes
 def test_a_bert_classifier_distils_into_a_smaller_one(classifier_teacher, tmp_path):
     """Classification uses the same step: a student equal to its teacher has loss 0 at alpha=1;
     a smaller student trains and reports both terms; a causal-LM teacher is refused."""

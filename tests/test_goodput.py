@@ -43,6 +43,10 @@ def test_mfu_and_goodput_are_logged_with_every_train_record(observed_run):
     assert [r["step"] for r in train_records] == [3, 6, 9, 12]
     for record in train_records:
         assert 0 < record["train/mfu"] < 1 and 0 < record["train/goodput"] < 1
+        # Written from inside a train step's span, a record still counts that span: its parts
+        # add up to its own wall time.
+        parts = sum(value for key, value in record.items() if key.startswith("time/") and key != "time/wall")
+        assert parts == pytest.approx(record["time/wall"], rel=0.02), record
     # Goodput grows as compilation recedes into the past.
     assert train_records[-1]["train/goodput"] > train_records[0]["train/goodput"]
 
@@ -56,3 +60,20 @@ def test_profile_window_traces_exactly_the_requested_steps(observed_run):
     events = trace["traceEvents"] if isinstance(trace, dict) else trace
     steps = sorted(int(e["args"]["step_num"]) for e in events if e.get("name") == "train" and "args" in e)
     assert steps == [4, 5, 6]
+
+
+def test_a_record_written_inside_a_span_counts_that_span():
+    """The progress line is written inside a train step's span (while the host waits for the
+    previous step): its parts must still add up to its wall time, not lag by a step."""
+    from lm import goodput
+
+    now = [0.0]
+    timeline = goodput.Timeline(clock=lambda: now[0])
+    with timeline.part("setup"):
+        now[0] += 2.0
+    with timeline.part("train_step"):
+        now[0] += 5.0
+        inside = timeline.record()
+    assert inside["time/setup"] == 2.0 and inside["time/train_step"] == 5.0 and inside["time/wall"] == 7.0
+    assert inside["train/goodput"] == pytest.approx(5.0 / 7.0)
+    assert timeline.record()["time/train_step"] == 5.0  # closing the span counts it once, not twice

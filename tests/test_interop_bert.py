@@ -218,6 +218,7 @@ def _bert_tokenizer(tmp_path):
     return path, tokenizer.vocab_size
 
 
+@pytest.mark.slow  # 25-40 s on 2 cores: the default suite stays under 15 minutes
 def test_imported_bert_fine_tunes_on_sst2_with_init_from_and_exports_the_result(tmp_path, capsys):
     """The path from a pretrained BERT in transformers to a classifier and back: import
     BertForPreTraining (with a sentencepiece tokenizer), fine-tune a classifier on it with

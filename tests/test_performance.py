@@ -226,6 +226,7 @@ print(json.dumps({"xla_flags": __import__("os").environ["XLA_FLAGS"], "devices":
 """
 
 
+@pytest.mark.slow  # 25-40 s on 2 cores: the default suite stays under 15 minutes
 def test_cpu_elementwise_fusion_switch_computes_the_same_gradients():
     """--cpu_fuse_elementwise changes how XLA:CPU fuses the step, not what it computes: the switch
     reaches XLA_FLAGS (with the host split into devices) and logits and gradients stay equal."""

@@ -57,6 +57,7 @@ def _sweep(workdir, **kwargs):
     return [sys.executable, "tools/sweep.py", TINY, f"--workdir={workdir}"], dict(cwd=REPO, text=True, **kwargs)
 
 
+@pytest.mark.slow  # 25-40 s on 2 cores: the default suite stays under 15 minutes
 def test_killed_sweep_skips_finished_points_on_rerun(tmp_path):
     workdir = tmp_path / "sweep"
     first, second = (workdir / name for name in sweep.load_experiment(str(REPO / TINY)).points())

@@ -36,6 +36,7 @@ def test_task_text_is_the_training_inputs_grouped_and_never_the_validation_split
     assert unseen and not unseen & set(text.split("\n"))
 
 
+@pytest.mark.slow  # 25-40 s on 2 cores: the default suite stays under 15 minutes
 def test_continued_pretraining_keeps_the_source_tokenizer_and_learns_the_task_text(tmp_path):
     source = str(tmp_path / "pretrain")
     trainer.train(bert_config(), source)

@@ -12,8 +12,8 @@ float32 accumulation), our step (compile timed on its own, then warm-up, then `-
 steps), the peer's step at identical shapes, the peak again. With `--peer=torch` (a minimal PyTorch GPT of
 our exact shapes, diagnostics/peers/torch_gpt.py, eager and under torch.compile, autocast when ours
 is bfloat16) our steps and the peer's alternate for `--rounds` rounds of `--steps` each. MFU = model FLOPs per second
-(lm.planning.flops_per_token) / the lower of the two peak readings, so a machine that slowed
-down during the run does not flatter the result. Prints a summary and a markdown table row.
+(lm.planning.flops_per_token) / the higher of the two peak readings (each the fastest of its
+repeats), so a reading slowed by other work does not flatter the result. Prints a summary and a markdown table row.
 
 On a shared machine wall time moves by 2-3x with other jobs; process CPU time (all threads)
 moves far less. So the same figures are also reported per CPU second (`*_cpu_*` keys: our step

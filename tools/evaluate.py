@@ -16,11 +16,10 @@ and label) by summed and per-character log-likelihood.
 --step: best (by the run's selection metric; the newest if none was evaluated), latest or a number.
 """
 import json
-import os
 
 from absl import flags
 
-from lm import cli
+from lm import cli, storage
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "A workdir trained with tools/train.py.", required=True)
 _TEXT_FILES = flags.DEFINE_string("text_files", "", "Causal LM: score these text files (globs, comma separated).")
@@ -47,9 +46,8 @@ def _answered() -> dict:
     result = evaluation.evaluate_workdir(_WORKDIR.value, _SPLIT.value, _BEAM.value, _PENALTY.value,
                                          _MAX_EXAMPLES.value, _BATCH.value, _STEP.value, _LEAD.value,
                                          _MAX_NEW.value)
-    path = _PREDICTIONS.value or os.path.join(_WORKDIR.value, f"predictions_{_SPLIT.value}.txt")
-    with open(path, "w") as f:
-        f.writelines(p.replace("\n", " ") + "\n" for p in result.predictions)
+    path = _PREDICTIONS.value or storage.join(_WORKDIR.value, f"predictions_{_SPLIT.value}.txt")
+    storage.write_text(path, "".join(p.replace("\n", " ") + "\n" for p in result.predictions))
     print(f"predictions: {path}")
     return result.metrics
 

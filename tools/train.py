@@ -14,7 +14,7 @@ import sys
 
 from lm import host_devices  # before jax
 
-host_devices.configure(sys.argv, default=1)
+host_devices.configure(sys.argv, default=0)  # one XLA:CPU device per core: the faster default (docs/performance.md)
 
 from absl import flags  # noqa: E402
 
@@ -25,7 +25,8 @@ _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, metr
 _COORDINATOR = flags.DEFINE_string("coordinator_address", "", "Multi-host: HOST:PORT of process 0.")
 _NUM_PROCESSES = flags.DEFINE_integer("num_processes", 0, "Multi-host: number of processes.")
 _PROCESS_ID = flags.DEFINE_integer("process_id", -1, "Multi-host: this process's index.")
-flags.DEFINE_integer("cpu_devices", 1, host_devices.HELP + " Try 0 on a multi-core CPU with a large model.")
+flags.DEFINE_integer("cpu_devices", 0, host_devices.HELP + " Default here: one per core; 1 keeps one device "
+                     "(a batch that does not divide over the cores, or Muon at tiny sizes).")
 flags.DEFINE_bool("cpu_fuse_elementwise", False, host_devices.FUSE_HELP)
 _ALLOW_CONFIG_CHANGE = flags.DEFINE_bool(
     "allow_config_change", False, "Resume a workdir whose checkpoints were made with a different model, "

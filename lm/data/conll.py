@@ -20,6 +20,7 @@ from typing import Sequence
 
 import numpy as np
 
+from lm import storage
 from lm.config import ConfigError
 
 IGNORE = -1  # label of non-first pieces and special tokens
@@ -34,7 +35,7 @@ class TaggedSentence:
 
 def read_conll(path: str) -> list[TaggedSentence]:
     sentences, words, tags = [], [], []
-    with open(path, encoding="utf-8") as f:
+    with storage.open_text(path) as f:
         for line_number, line in enumerate(f, 1):
             fields = line.split()
             if not fields:

@@ -8,7 +8,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import glob
-import gzip
 import hashlib
 import os
 import zlib
@@ -17,11 +16,16 @@ from typing import Iterator, Sequence
 
 import numpy as np
 import tensorflow_datasets as tfds
+from etils import epath
 
+from lm import storage
 from lm.config import ConfigError, DataConfig
 from lm.data import text as text_lib
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
+# grain reads array_record files through array_record's own C++ reader, which opens local files only
+# (a gs:// path hangs or fails inside it), so a prepared dataset must be on a local disk.
+ARRAY_RECORD_IS_LOCAL = "array_record files are read by grain with local file reads only"
 tfds.disable_progress_bar()
 
 
@@ -46,11 +50,11 @@ def resolve_path(path: str, root: str | None = None) -> str:
     """A relative path is taken from the working directory, else from the repository root
     (so the shipped corpus is found from anywhere), else from the data directory `root`
     (default: $LM_DATA_DIR)."""
-    if os.path.isabs(path) or glob.glob(path):
+    if os.path.isabs(path) or storage.is_remote(path) or glob.glob(path):
         return path
-    for base in (str(REPO_ROOT), data_dir() if root is None else root):
-        if base and glob.glob(os.path.join(base, path)):
-            return os.path.join(base, path)
+    for base in (str(REPO_ROOT), data_dir() if root is None else root):  # the data directory may be a URL
+        if base and storage.glob(storage.join(base, path)):
+            return storage.join(base, path)
     return path
 
 
@@ -69,10 +73,10 @@ def expand_files(spec: str, field: str, root: str | None = None) -> list[str]:
     Relative paths are looked up as resolve_path does (`root`: the data directory)."""
     files: list[str] = []
     for pattern in (p.strip() for p in spec.split(",") if p.strip()):
-        matches = sorted(glob.glob(resolve_path(pattern, root)))
+        matches = storage.glob(resolve_path(pattern, root))  # local, or a URL (gs://bucket/text/*.txt)
         if not matches:
             raise ConfigError(f"{field}: no file matches {pattern!r}; {missing_data_hint(pattern, root)}")
-        files.extend(m for m in matches if os.path.isfile(m))
+        files.extend(m for m in matches if storage.isfile(m))
     if not files:
         raise ConfigError(f"{field}={spec!r} names no files")
     return files
@@ -81,7 +85,7 @@ def expand_files(spec: str, field: str, root: str | None = None) -> list[str]:
 @functools.lru_cache(maxsize=256)
 def _digest(path: str, *stat_key) -> str:
     del stat_key  # the memo's key only: the file is hashed again once it was written to
-    with open(path, "rb") as f:
+    with epath.Path(path).open("rb") as f:  # the file as stored (a .gz compressed)
         return hashlib.file_digest(f, "sha256").hexdigest()
 
 
@@ -91,6 +95,8 @@ def file_digest(path: str) -> str:
     clock) must not reuse stale tokens. Hashed once per process until the file is written to
     (its ctime, which no one can set back, changes then). Measured on a 2-core Xeon @ 2.80GHz:
     about 2 ms for tinyshakespeare (1.1 MB) and 0.5 s for 100 MB."""
+    if storage.is_remote(path):  # an object changes only by being rewritten, which changes its time
+        return _digest(path, *storage.size_and_mtime(path))
     stat = os.stat(path)
     return _digest(os.path.abspath(path), stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns, stat.st_ino)
 
@@ -103,7 +109,7 @@ def data_files(config: DataConfig) -> dict[str, dict[str, str]]:
     splits = {"train": expand_files(config.train_files, "data.train_files")}
     if config.validation_files:
         splits["validation"] = expand_files(config.validation_files, "data.validation_files")
-    return {split: {os.path.abspath(path): file_digest(path) for path in files} for split, files in splits.items()}
+    return {split: {storage.absolute(path): file_digest(path) for path in files} for split, files in splits.items()}
 
 
 class LocalTextConfig(tfds.core.BuilderConfig):
@@ -114,7 +120,7 @@ class LocalTextConfig(tfds.core.BuilderConfig):
         fingerprint = hashlib.sha256()
         for split, files in (("train", train_files), ("validation", validation_files)):
             for path in files:
-                fingerprint.update(f"{split}:{os.path.abspath(path)}:{file_digest(path)};".encode())
+                fingerprint.update(f"{split}:{storage.absolute(path)}:{file_digest(path)};".encode())
         fingerprint.update(f"{validation_fraction}:{document_unit}".encode())
         super().__init__(name=fingerprint.hexdigest()[:16], version="1.0.0",
                          description=f"{len(train_files)} local text file(s)")
@@ -192,13 +198,10 @@ def read_documents(files: Sequence[str], document_unit: str = "file") -> list[st
 
 
 def read_bytes(path: str) -> bytes:
-    """A local text file's bytes (a .gz is decompressed: e.g. Multi30k's train.de.gz as
+    """A text file's bytes, local or a URL (a .gz is decompressed: e.g. Multi30k's train.de.gz as
     monolingual text); a damaged or cut-short file is an error naming it."""
     try:
-        if path.endswith(".gz"):
-            with gzip.open(path, "rb") as f:
-                return f.read()
-        with open(path, "rb") as f:
+        with storage.open_bytes(path) as f:
             return f.read()
     except (EOFError, OSError, zlib.error) as error:
         raise ConfigError(f"{path} cannot be read ({type(error).__name__}: {error}): the file is damaged or cut "
@@ -248,7 +251,10 @@ class TextSource:
 
 
 def cache_root(config: DataConfig) -> str:
-    return config.cache_dir or os.environ.get("LM_CACHE_DIR") or os.path.expanduser("~/.cache/lm")
+    root = config.cache_dir or os.environ.get("LM_CACHE_DIR") or os.path.expanduser("~/.cache/lm")
+    storage.require_local(root, "data.cache_dir (or $LM_CACHE_DIR)", "the token cache is memory-mapped and the "
+                          "prepared array_record files are read with local file reads")
+    return root
 
 
 def open_split(config: DataConfig, split: str) -> TextSource:
@@ -272,6 +278,7 @@ def open_split(config: DataConfig, split: str) -> TextSource:
 
 def _open_registered(config: DataConfig, split: str) -> TextSource:
     data_dir = config.tfds_data_dir or None
+    storage.require_local(config.tfds_data_dir, "data.tfds_data_dir", ARRAY_RECORD_IS_LOCAL)
     builder = tfds.builder(config.tfds_name, data_dir=data_dir, file_format="array_record")
     try:
         source = builder.as_data_source(split=split)

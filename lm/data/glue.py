@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from lm import storage
 from lm.config import ConfigError, FinetuneConfig
 from lm.data import corpus as corpus_lib
 from lm.data import pairs
@@ -54,7 +55,7 @@ def _read_local(task: str, path: Path) -> LabelledSplit:
         rows = [line.rstrip("\n").split(" ", 1) for line in path.read_text(encoding="utf-8").splitlines() if line]
         return LabelledSplit([r[1] for r in rows], None, np.asarray([int(r[0]) for r in rows], np.int32))
     if task == "mrpc":
-        with open(path, encoding="utf-8-sig", newline="") as f:
+        with storage.open_text(path, "utf-8-sig", newline="") as f:
             rows = list(csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE))[1:]
         rows = [r for r in rows if len(r) == 5]
         return LabelledSplit([r[3] for r in rows], [r[4] for r in rows], np.asarray([int(r[0]) for r in rows], np.int32))

@@ -23,6 +23,7 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
+from lm import storage
 from lm.config import ConfigError
 
 FORMAT = "lm.hf_tokenizer"
@@ -98,10 +99,7 @@ class HFTokenizer:
             return cls.load_bytes(f.read(), path)
 
     def save(self, path: str) -> None:
-        tmp = f"{path}.tmp{os.getpid()}"
-        with open(tmp, "wb") as f:
-            f.write(self.model_proto)
-        os.replace(tmp, path)
+        storage.write_bytes(path, self.model_proto)
 
     def save_tokenizer_json(self, path: str) -> None:
         """The bare tokenizer.json, as a Hugging Face directory holds it."""
@@ -169,11 +167,10 @@ def _decoder_types(decoder) -> set[str]:
 
 def _specials_for(tokenizer_json: dict, directory: str) -> dict[str, str | None]:
     """Special tokens from a sibling tokenizer_config.json, else by their usual names."""
-    config_path = os.path.join(directory, "tokenizer_config.json")
+    config_path = storage.join(directory, "tokenizer_config.json") if directory else ""
     named = {}
-    if directory and os.path.exists(config_path):
-        with open(config_path) as f:
-            config = json.load(f)
+    if directory and storage.exists(config_path):
+        config = json.loads(storage.read_text(config_path))
         named = {role: _token_name(config.get(f"{role}_token")) for role in _GUESSES}
     vocabulary = {t["content"] for t in tokenizer_json.get("added_tokens", [])}
     model_vocab = tokenizer_json.get("model", {}).get("vocab")

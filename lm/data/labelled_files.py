@@ -18,6 +18,7 @@ from typing import Sequence
 
 import numpy as np
 
+from lm import storage
 from lm.config import ConfigError
 from lm.data import corpus as corpus_lib
 from lm.data.glue import LabelledSplit
@@ -30,7 +31,7 @@ def _records(path: str, field: str):
     suffix = next((s for s in (".csv", ".tsv", ".jsonl", ".json") if path.endswith(s)), None)
     if suffix is None:
         raise ConfigError(f"{field}: {path} is not .csv, .tsv, .jsonl or .json: name the format by the extension")
-    with open(path, encoding="utf-8-sig", newline="") as f:
+    with storage.open_text(path, "utf-8-sig", newline="") as f:
         if suffix in _DELIMITERS:
             yield from enumerate(csv.DictReader(f, delimiter=_DELIMITERS[suffix]), 2)
             return

@@ -17,6 +17,7 @@ import os
 
 import numpy as np
 
+from lm import storage
 from lm.data import records
 from lm.data import text as text_lib
 from lm.data import tokenizer as tokenizer_lib
@@ -82,6 +83,9 @@ def plan(output: str, *, files: list[str] = (), tfds: tuple = (), num_examples: 
 def run(jobs: list[Job], output: str, processes: int, tokenizer: tokenizer_lib.Tokenizer | None = None,
         progress=None) -> dict:
     """Writes the missing shards with `processes` workers, then the manifest; returns it."""
+    from lm.data import corpus as corpus_lib  # noqa: PLC0415 (imports tfds: not in worker processes)
+
+    storage.require_local(output, "--output", corpus_lib.ARRAY_RECORD_IS_LOCAL + " (and written with local writes)")
     os.makedirs(output, exist_ok=True)
     todo = [job for job in jobs if not os.path.exists(job.output)]
     if processes > 1 and len(todo) > 1:

@@ -14,7 +14,7 @@ glob (several globs joined with "+") or `tfds:<dataset name>`, e.g.
 from __future__ import annotations
 
 import dataclasses
-import gzip
+import glob as glob_lib
 import hashlib
 import json
 import multiprocessing
@@ -24,6 +24,7 @@ from typing import Sequence
 import grain
 import numpy as np
 
+from lm import storage
 from lm.config import ConfigError, DataConfig
 from lm.data import text as text_lib
 
@@ -104,6 +105,8 @@ def open_splits(data: DataConfig, entry: MixtureEntry) -> tuple[Source, Source]:
         return (_open_tfds(data, entry.name, name, data.train_split),
                 _open_tfds(data, entry.name, name, data.eval_split))
     folder = corpus_lib.resolve_path(entry.spec, corpus_lib.data_dir(data))
+    if storage.is_remote(folder) and not glob_lib.has_magic(folder) and storage.isdir(folder):
+        storage.require_local(folder, f"data source {entry.name!r}", corpus_lib.ARRAY_RECORD_IS_LOCAL)
     if os.path.isdir(folder):
         return _prepared_folder(data, entry.name, folder)
     files = corpus_lib.expand_files(entry.spec.replace("+", ","), f"data source {entry.name!r}",
@@ -147,6 +150,9 @@ def _prepared_folder(data: DataConfig, name: str, folder: str) -> tuple[Source, 
 def _open_tfds(data: DataConfig, source_name: str, name: str, split: str) -> Source:
     import tensorflow_datasets as tfds  # noqa: PLC0415 (worker processes unpickling local sources skip it)
 
+    from lm.data import corpus as corpus_lib  # noqa: PLC0415
+
+    storage.require_local(data.tfds_data_dir, "data.tfds_data_dir", corpus_lib.ARRAY_RECORD_IS_LOCAL)
     try:
         records = tfds.data_source(name, split=split, data_dir=data.tfds_data_dir or None, try_gcs=False)
     except Exception as error:  # tfds raises several types for "not prepared here"
@@ -163,8 +169,7 @@ def _open_tfds(data: DataConfig, source_name: str, name: str, split: str) -> Sou
 def cut_pieces(path: str):
     """Yields the records of one text file: chunks of about PIECE_BYTES ending at a newline
     (at a paragraph break when one is in the chunk's second half), bytes, never empty."""
-    opener = gzip.open if path.endswith(".gz") else open
-    with opener(path, "rb") as f:
+    with storage.open_bytes(path) as f:  # local or a URL; a .gz decompressed
         carry = b""
         while True:
             block = f.read(PIECE_BYTES)
@@ -206,8 +211,8 @@ def local_records(files: Sequence[str], data: DataConfig, processes: int = 0):
 
     digest = hashlib.sha256(f"{_RECORDS_VERSION}|{PIECE_BYTES}".encode())
     for path in files:
-        stat = os.stat(path)
-        digest.update(f"{os.path.abspath(path)}:{stat.st_size}:{stat.st_mtime_ns};".encode())
+        size, mtime = storage.size_and_mtime(path)
+        digest.update(f"{storage.absolute(path)}:{size}:{mtime};".encode())
     key = digest.hexdigest()[:20]
     folder = os.path.join(corpus_lib.cache_root(data), "records", key)
     shards = [os.path.join(folder, f"{i:05d}-{os.path.basename(p)[:40]}.array_record") for i, p in enumerate(files)]

@@ -21,12 +21,12 @@ per epoch, so the iterator's state stays one index and a resumed run sees the sa
 from __future__ import annotations
 
 import dataclasses
-import gzip
 import json
 from typing import Sequence
 
 import numpy as np
 
+from lm import storage
 from lm.config import Config, ConfigError
 from lm.data import corpus as corpus_lib
 from lm.data import text as text_lib
@@ -51,7 +51,7 @@ class PairCorpus:
 
 
 def _open_text(path: str):
-    return gzip.open(path, "rt", encoding="utf-8") if path.endswith(".gz") else open(path, encoding="utf-8")
+    return storage.open_text(path)  # local or a URL, a .gz decompressed
 
 
 def _read_local(spec: str, field: str, keys: Sequence[str], root: str) -> list[tuple[str, ...]]:

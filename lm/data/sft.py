@@ -27,6 +27,7 @@ from typing import Sequence
 
 import numpy as np
 
+from lm import storage
 from lm.config import ConfigError
 from lm.data import corpus as corpus_lib
 
@@ -67,7 +68,7 @@ def read_jsonl(spec: str, field: str, prompt_field: str, *response_fields: str) 
     several references of a test split (finetune.test_reference_fields)."""
     examples = []
     for path in corpus_lib.expand_files(spec, field):
-        with open(path, encoding="utf-8") as f:
+        with storage.open_text(path) as f:
             for number, line in enumerate(f, 1):
                 if not line.strip():
                     continue

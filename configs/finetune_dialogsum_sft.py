@@ -13,7 +13,7 @@ tokens, as the T5 fine-tune's encoder does (seq2seq.input_len), so the two read 
 amount of it with vocabularies of the same size trained on the same text; tools/evaluate.py
 answers each test prompt greedily, up to --max_new_tokens (96: T5's seq2seq.target_len).
 """
-from configs import gpt_tiny
+from configs import finetune_dialogsum, gpt_tiny
 
 DIALOGSUM = "dialogsum"  # in the data directory: $LM_DATA_DIR or --config.data.data_dir (docs/data.md)
 
@@ -32,11 +32,4 @@ def get_config():
     # A row holds the longest prompt (384 tokens and the template) and a summary of up to ~120.
     config.data.seq_len = config.model.max_len = 512
     config.tokenizer.vocab_size = 2048  # t5_tiny's
-    config.train.steps = 1000
-    config.train.batch_size = 8
-    config.optimizer.learning_rate = 1e-3
-    config.optimizer.warmup_steps = 50
-    config.eval.every_steps = 250
-    config.eval.batch_size = 16
-    config.checkpoint.every_steps = 250
-    return config
+    return finetune_dialogsum.dialogsum_schedule(config)

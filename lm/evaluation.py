@@ -23,6 +23,7 @@ from lm import decoding
 from lm import pretrained as pretrained_lib
 from lm import workdir as workdir_lib
 from lm.config import ConfigError
+from lm.data import corpus as corpus_lib
 from lm.data import seq2seq as seq2seq_data
 
 ROUGE_TYPES = ("rouge1", "rouge2", "rougeL")
@@ -128,7 +129,7 @@ def _sft(config, split, run, beam_size, length_penalty, max_new_tokens, batch_si
 
     if beam_size > 1 or length_penalty >= 0:
         raise ConfigError("--beam_size and --length_penalty are seq2seq settings: an sft run is answered greedily")
-    examples = sft_data.read_examples(config.finetune, split)
+    examples = sft_data.read_examples(config.finetune, split, corpus_lib.data_dir(config.data))
     template = sft_data.ChatTemplate.from_config(config.finetune)
     limit = max_new_tokens or 128
 

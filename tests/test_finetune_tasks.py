@@ -77,14 +77,18 @@ def test_token_classification_learns_entities_and_reports_the_test_split(family,
     assert report["label_names"] == ["O", "B-location", "I-location", "B-person", "I-person"]
 
 
-def test_gpt_classifies_the_users_jsonl_into_three_classes(tmp_path):
+def test_gpt_classifies_the_users_jsonl_into_three_classes(tmp_path, monkeypatch):
+    """The files are named relative to the config's data directory (data.data_dir), with
+    $LM_DATA_DIR unset: the one data folder a user sets holds fine-tuning files too."""
     from lm import trainer  # noqa: PLC0415
 
+    monkeypatch.delenv("LM_DATA_DIR", raising=False)
+    (tmp_path / "colours").mkdir()
     rng = random.Random(0)
     words = {"red": ["cherry", "ruby", "blood"], "green": ["grass", "leaf", "lime"], "blue": ["sky", "sea", "ink"]}
 
     def write(name, count):
-        with open(tmp_path / name, "w") as f:
+        with open(tmp_path / "colours" / name, "w") as f:
             for _ in range(count):
                 label = rng.choice(sorted(words))
                 text = " ".join(rng.choice(FILLER) for _ in range(3)) + " " + rng.choice(words[label])
@@ -93,10 +97,10 @@ def test_gpt_classifies_the_users_jsonl_into_three_classes(tmp_path):
     write("dev.jsonl", 60)
     write("test.jsonl", 60)
     config = _config(**{"train.objective": "classification", "model.num_classes": 3, "model.pooling": "last",
-                        "finetune.train_files": str(tmp_path / "train.jsonl"),
-                        "finetune.validation_files": str(tmp_path / "dev.jsonl"),
-                        "finetune.test_files": str(tmp_path / "test.jsonl"), "finetune.text_fields": "sentence",
-                        "finetune.label_field": "colour"})
+                        "finetune.train_files": "colours/train.jsonl",
+                        "finetune.validation_files": "colours/dev.jsonl",
+                        "finetune.test_files": "colours/test.jsonl", "finetune.text_fields": "sentence",
+                        "finetune.label_field": "colour", "data.data_dir": str(tmp_path)})
     metrics = trainer.train(config, str(tmp_path / "run"))
     assert metrics["eval/accuracy"] > 0.9, metrics
     report = json.loads((tmp_path / "run" / "eval_report.json").read_text())

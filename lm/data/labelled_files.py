@@ -43,12 +43,12 @@ def _records(path: str, field: str):
                     raise ConfigError(f"{path}:{number} is not a JSON object ({error})") from None
 
 
-def read_raw(spec: str, field: str, text_fields: Sequence[str], label_field: str):
+def read_raw(spec: str, field: str, text_fields: Sequence[str], label_field: str, root: str | None = None):
     """Texts (one list per text field) and label strings of every record of `spec`'s files."""
     if not 1 <= len(text_fields) <= 2:
         raise ConfigError(f"finetune.text_fields={','.join(text_fields)!r}: name one text field or two (a pair)")
     texts, labels = [[] for _ in text_fields], []
-    for path in corpus_lib.expand_files(spec, field):
+    for path in corpus_lib.expand_files(spec, field, root):
         for number, record in _records(path, field):
             missing = [k for k in (*text_fields, label_field) if record.get(k) is None]
             if missing:
@@ -72,9 +72,9 @@ def label_names(labels: Sequence[str]) -> list[str]:
 
 
 def read_split(spec: str, field: str, text_fields: Sequence[str], label_field: str,
-               names: Sequence[str] | None = None) -> tuple[LabelledSplit, list[str]]:
+               names: Sequence[str] | None = None, root: str | None = None) -> tuple[LabelledSplit, list[str]]:
     """The split and the label names (`names` given: the training split's, which must cover it)."""
-    texts, labels = read_raw(spec, field, text_fields, label_field)
+    texts, labels = read_raw(spec, field, text_fields, label_field, root)
     names = list(names) if names is not None else label_names(labels)
     ids = {name: i for i, name in enumerate(names)}
     unknown = sorted(set(labels) - set(ids))

@@ -63,11 +63,12 @@ class ChatTemplate:
         return self.render(prompt)
 
 
-def read_jsonl(spec: str, field: str, prompt_field: str, *response_fields: str) -> list[tuple[str, ...]]:
+def read_jsonl(spec: str, field: str, prompt_field: str, *response_fields: str,
+               root: str | None = None) -> list[tuple[str, ...]]:
     """(prompt, response, ...) of every JSON line of `spec`'s files: one response field, or
     several references of a test split (finetune.test_reference_fields)."""
     examples = []
-    for path in corpus_lib.expand_files(spec, field):
+    for path in corpus_lib.expand_files(spec, field, root):
         with storage.open_text(path) as f:
             for number, line in enumerate(f, 1):
                 if not line.strip():
@@ -84,7 +85,7 @@ def read_jsonl(spec: str, field: str, prompt_field: str, *response_fields: str) 
     return examples
 
 
-def read_examples(finetune, split: str) -> list[tuple[str, ...]]:
+def read_examples(finetune, split: str, root: str | None = None) -> list[tuple[str, ...]]:
     """[(prompt, reference, ...)] of a split ("train", "validation", "test") as read (no template):
     what tools/evaluate.py answers and scores. One reference (finetune.label_field), except a
     test split with finetune.test_reference_fields."""
@@ -94,7 +95,8 @@ def read_examples(finetune, split: str) -> list[tuple[str, ...]]:
     if not spec:
         raise ConfigError(f"{field} is empty: set it to score the {split} split")
     references = [k.strip() for k in finetune.test_reference_fields.split(",") if k.strip()] if split == "test" else []
-    return read_jsonl(spec, field, finetune.text_fields.split(",")[0].strip(), *(references or [finetune.label_field]))
+    return read_jsonl(spec, field, finetune.text_fields.split(",")[0].strip(), *(references or [finetune.label_field]),
+                      root=root)
 
 
 @dataclasses.dataclass

@@ -144,13 +144,15 @@ class ClassificationPipeline(base.Pipeline):
                     None, [str(i) for i in range(glue.NUM_CLASSES[f.task])])
         labelled.require_files(c, "classification")
         fields = [name.strip() for name in f.text_fields.split(",") if name.strip()]
-        train, names = labelled_files.read_split(f.train_files, "finetune.train_files", fields, f.label_field)
+        root = corpus_lib.data_dir(c.data)  # relative files: also in the data directory
+        train, names = labelled_files.read_split(f.train_files, "finetune.train_files", fields, f.label_field,
+                                                 root=root)
         if len(names) != c.model.num_classes:
             raise ConfigError(f"finetune.train_files has {len(names)} labels ({', '.join(names[:10])}): set "
                               f"model.num_classes={len(names)} (got {c.model.num_classes})")
         validation, _ = labelled_files.read_split(f.validation_files, "finetune.validation_files", fields,
-                                                  f.label_field, names)
-        test = labelled_files.read_split(f.test_files, "finetune.test_files", fields, f.label_field, names)[0] \
+                                                  f.label_field, names, root)
+        test = labelled_files.read_split(f.test_files, "finetune.test_files", fields, f.label_field, names, root)[0] \
             if f.test_files else None
         return train, validation, test, names
 

@@ -70,7 +70,8 @@ def prepare(config: Config) -> QAData:
     and offsets the objective needs to turn per-window spans into answers)."""
     f, seq_len = config.finetune, config.data.seq_len
     labelled.require_files(config, "extractive_qa")
-    read = lambda spec, field: [e for path in corpus_lib.expand_files(spec, field)  # noqa: E731
+    root = corpus_lib.data_dir(config.data)  # relative files: also in the data directory
+    read = lambda spec, field: [e for path in corpus_lib.expand_files(spec, field, root)  # noqa: E731
                                 for e in squad.read_squad_json(path)]
     train = read(f.train_files, "finetune.train_files")
     splits = {"validation": read(f.validation_files, "finetune.validation_files"),

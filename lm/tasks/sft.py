@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 
 from lm.data import batching
+from lm.data import corpus as corpus_lib
 from lm.data import sft as sft_data
 from lm.tasks import base, labelled
 from lm.tasks.causal_lm import CausalLM
@@ -35,7 +36,8 @@ class SftPipeline(base.Pipeline):
     def prepare(self) -> SftData:
         c, f = self.config, self.config.finetune
         labelled.require_files(c, "sft")
-        train, validation = (sft_data.read_examples(f, split) for split in ("train", "validation"))
+        root = corpus_lib.data_dir(self.config.data)  # relative files: also in the data directory
+        train, validation = (sft_data.read_examples(f, split, root) for split in ("train", "validation"))
         template = sft_data.ChatTemplate.from_config(f)
         tokenizer = labelled.tokenizer_for(c, [t for pair in train for t in (template.render(pair[0]), pair[1])],
                                            "sft")

@@ -35,8 +35,8 @@ class TaggingData:
     truncated: int  # sentences cut to fit a row, over all splits
 
 
-def read_split(spec: str, field: str) -> list[conll.TaggedSentence]:
-    return [s for path in corpus_lib.expand_files(spec, field) for s in conll.read_conll(path)]
+def read_split(spec: str, field: str, root: str | None = None) -> list[conll.TaggedSentence]:
+    return [s for path in corpus_lib.expand_files(spec, field, root) for s in conll.read_conll(path)]
 
 
 def _fit(sentence: conll.TaggedSentence, pieces: list[list[int]], budget: int) -> int:
@@ -101,7 +101,8 @@ class TokenClassification(labelled.HeadObjective):
         (a trace-time constant; read once)."""
         if self._label_names is None:
             self._label_names = conll.label_names(read_split(self.config.finetune.train_files,
-                                                             "finetune.train_files"))
+                                                             "finetune.train_files",
+                                                             corpus_lib.data_dir(self.config.data)))
         return self._label_names
 
     def total_weight(self, batch):
@@ -122,9 +123,10 @@ class TokenClassificationPipeline(base.Pipeline):
         c = self.config
         labelled.require_files(c, "token_classification")
         f = c.finetune
-        train = read_split(f.train_files, "finetune.train_files")
-        validation = read_split(f.validation_files, "finetune.validation_files")
-        test = read_split(f.test_files, "finetune.test_files") if f.test_files else None
+        root = corpus_lib.data_dir(c.data)  # relative files: also in the data directory
+        train = read_split(f.train_files, "finetune.train_files", root)
+        validation = read_split(f.validation_files, "finetune.validation_files", root)
+        test = read_split(f.test_files, "finetune.test_files", root) if f.test_files else None
         if c.data.lowercase:  # an uncased encoder's words (tags unchanged)
             train, validation, test = ([conll.TaggedSentence(tuple(w.lower() for w in s.words), s.tags) for s in split]
                                        if split is not None else None for split in (train, validation, test))

@@ -10,7 +10,7 @@ corporation and product. The checkpoint is selected by entity-level F1 on emergi
 python tools/baseline_dictionary.py --train=$LM_DATA_DIR/wnut17/wnut17train.conll \
     --eval=$LM_DATA_DIR/wnut17/emerging.test.conll --lowercase
 
-Data: wnut17/ in the data directory ($LM_DATA_DIR; docs/data.md says where WNUT-17 comes from,
+Data: wnut17/ in the data directory ($LM_DATA_DIR or --config.data.data_dir; docs/data.md says where WNUT-17 comes from,
 CC BY 4.0), or point finetune.train_files / validation_files / test_files at your copy of the
 CoNLL files. Without init_from the
 encoder trains from scratch with a tokenizer trained on the training sentences.

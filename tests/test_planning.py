@@ -80,6 +80,7 @@ def test_shipped_config_names_its_target_and_the_planned_speed(name):
     assert float(stated.group(1).replace(",", "")) == pytest.approx(tokens_per_second, rel=0.03)
 
 
+@pytest.mark.slow  # ~20 s on 2 cores: the default suite stays near 15 minutes
 def test_compiled_flops_per_device_agree_with_model_flops_times_recompute():
     """A scanned stack under full remat with 2 microbatches: XLA counts each loop body once, the
     planner multiplies them back; the result matches model FLOPs x the recompute factor."""

@@ -189,6 +189,7 @@ def test_plan_memory_is_within_a_quarter_of_the_measured_peak_on_this_cpu():
 
 
 @pytest.mark.multidevice
+@pytest.mark.slow  # ~20 s on 2 cores: the default suite stays near 15 minutes
 def test_plan_cli_reports_memory_per_device_and_whether_it_fits(tmp_path):
     """A 7B-shaped model shrunk in depth (2 layers) on 8 simulated devices: the real train step
     compiles against abstract shapes, the parameter share per device is 1/8 of the whole."""

@@ -218,6 +218,7 @@ def test_beam_of_one_equals_greedy_and_rows_stop_at_eos():
     assert (np.asarray(wide[1]) >= np.asarray(beam_scores) - 1e-4).all()  # a wider beam never scores worse here
 
 
+@pytest.mark.slow  # ~20 s on 2 cores: the default suite stays near 15 minutes
 def test_scanned_layers_decode_as_unrolled():
     """model.scan_layers stacks each cache on a leading layer axis: beam search must reorder its rows there."""
     from lm.interop import core

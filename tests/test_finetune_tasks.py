@@ -107,6 +107,7 @@ def test_gpt_classifies_the_users_jsonl_into_three_classes(tmp_path, monkeypatch
     assert report["label_names"] == ["blue", "green", "red"] and report["test"]["test/accuracy"] > 0.9
 
 
+@pytest.mark.slow  # ~20 s on 2 cores: the default suite stays near 15 minutes
 def test_extractive_qa_trains_and_its_scores_equal_the_host_side_answers(tmp_path):
     """The eval step's per-window best spans, summed into vectors and turned into answer texts on
     the host, give the EM and F1 that lm/extractive_qa.py's plain numpy path gives from the same
@@ -142,6 +143,7 @@ def test_extractive_qa_trains_and_its_scores_equal_the_host_side_answers(tmp_pat
     assert metrics["eval/f1"] == pytest.approx(expected["f1"])
 
 
+@pytest.mark.slow  # ~20 s on 2 cores: the default suite stays near 15 minutes
 def test_sft_learns_responses_and_generate_chat_answers_through_the_template(tmp_path):
     """Prompt -> response pairs whose response is a word of the prompt: the response loss falls
     well below the untrained one, the workdir keeps the template, tools/generate.py --chat

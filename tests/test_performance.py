@@ -191,6 +191,7 @@ def test_bfloat16_model_tracks_float32():
                  bf16_grads, f32_grads)
 
 
+@pytest.mark.slow  # ~20 s on 2 cores: the default suite stays near 15 minutes
 def test_bench_writes_the_figures_the_acceptance_checks_read(tmp_path):
     """tools/bench.py end to end on a small model: the JSON keys other tools read, with sane values."""
     import json

@@ -138,6 +138,7 @@ def test_muon_orthogonalises_hidden_matrices_and_adam_updates_the_rest():
         np.testing.assert_allclose(adam_update, -1e-3 * np.sign(grad), rtol=1e-4)
 
 
+@pytest.mark.slow  # ~20 s on 2 cores: the default suite stays near 15 minutes
 def test_gpt_speedrun_trains_end_to_end_with_every_switch_on(tmp_path):
     """configs/gpt_speedrun.py, shrunk: Muon's partitioned state gets its shardings, checkpoints and
     evaluates, and the validation loss falls."""

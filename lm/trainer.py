@@ -102,17 +102,18 @@ class _Progress:
         values = jax.device_get(device_metrics)  # returns once step `at_step` has finished
         elapsed = time.time() - self.interval_start
         steps = at_step - self.interval_from
-        tokens_per_sec = steps * self.tokens_per_step / max(elapsed, 1e-9) if steps > 0 else math.nan
         record = {f"train/{k}": v for k, v in values.items() if k != "tokens"}
-        if steps > 0:  # a window with no finished step (logging at the first step) has no rate
+        rate = eta = ""  # a window with no finished step (logging at the first step) has no rate
+        if steps > 0:
+            tokens_per_sec = steps * self.tokens_per_step / max(elapsed, 1e-9)
             record["train/tokens_per_sec"] = tokens_per_sec
             record["train/mfu"] = tokens_per_sec * self.flops_per_token / self.peak_flops
+            rate = f"{tokens_per_sec:,.0f} tokens/s | mfu {record['train/mfu']:.1%} | "
+            eta = f" | eta {metrics_lib.format_duration((self.total_steps - at_step) * elapsed / steps)}"
         record.update(self.timeline.record())
         if self.tokens_seen is not None:
             record.update({f"train/tokens/{name}": count for name, count in self.tokens_seen(at_step).items()})
         self.writer.write(at_step, record)
-        rate = f"{tokens_per_sec:,.0f} tokens/s | mfu {record['train/mfu']:.1%} | " if steps > 0 else ""
-        eta = f" | eta {metrics_lib.format_duration((self.total_steps - at_step) * elapsed / steps)}" if steps > 0 else ""
         log(f"step {at_step:>6}/{self.total_steps} | loss {float(values['loss']):.4f} | {rate}"
             f"goodput {record['train/goodput']:.0%} | lr {float(values['learning_rate']):.2e}{eta}")
         self.restart_clock(at_step)

@@ -34,9 +34,7 @@ from test_end_to_end import SMALL_FLAGS, TRAIN, read_metrics, train_losses
 pytestmark = pytest.mark.faults
 
 STEPS = 60
-# One XLA:CPU device, as the in-process twins (same_config) run here: bitwise comparisons between a
-# tools/train.py run and an in-process one need the same device split (tools/train.py's default
-# is one device per core).
+# One XLA:CPU device (tools/train.py splits per core by default): the in-process twins' split, for bitwise equality.
 FLAGS = SMALL_FLAGS + [f"--config.train.steps={STEPS}", "--config.train.log_every_steps=1",
                        "--config.checkpoint.every_steps=10", "--config.eval.every_steps=1000", "--cpu_devices=1"]
 SEED = int(os.environ.get("FAULTS_SEED", time.time_ns() % 10_000))

@@ -234,39 +234,6 @@ def test_scanned_layers_decode_as_unrolled():
         np.testing.assert_allclose(ours[1], unrolled[1], atol=1e-4)
 
 
-def test_bleu_and_rouge_against_hand_computed_values():
-    prediction, reference = "the cat sat on the mat", "the cat is on the mat"
-    result = evaluation.scores([prediction], [reference])
-    # BLEU by hand: n-gram precisions 5/6, 3/5, 1/4 and 0/3; sacrebleu's default "exp"
-    # smoothing turns the zero 4-gram count into 1 / (2 * 3); equal lengths: no brevity penalty.
-    assert result["bleu"] == pytest.approx(100 * (5 / 6 * 3 / 5 * 1 / 4 * 1 / 6) ** 0.25, abs=1e-6)
-    assert result["bleu_signature"].startswith("nrefs:1|case:mixed|eff:no|tok:13a|smooth:exp")
-    assert result["bleu_precisions"] == pytest.approx([100 * 5 / 6, 100 * 3 / 5, 100 * 1 / 4, 100 / 6])  # smoothed
-    assert result["bleu_brevity_penalty"] == 1.0 and result["length_ratio"] == 1.0
-    # ROUGE-1: 5 shared unigrams of 6 each side -> F1 5/6; ROUGE-2: 3 shared bigrams of 5 -> 3/5;
-    # ROUGE-L: longest common subsequence "the cat on the mat" = 5 -> 5/6.
-    assert result["rouge1"] == pytest.approx(100 * 5 / 6)
-    assert result["rouge2"] == pytest.approx(100 * 3 / 5)
-    assert result["rougeL"] == pytest.approx(100 * 5 / 6)
-    perfect = evaluation.scores(["Ein Hund rennt im Park."], ["Ein Hund rennt im Park."])
-    assert perfect["bleu"] == pytest.approx(100.0) and perfect["rouge2"] == pytest.approx(100.0)
-    # Half the reference's 8 tokens: brevity penalty exp(1 - 8/4), every precision 100.
-    short = evaluation.scores(["Ein Hund rennt im"], ["Ein Hund rennt im Park und bellt ."])
-    assert short["length_ratio"] == pytest.approx(0.5)
-    assert short["bleu_brevity_penalty"] == pytest.approx(np.exp(1 - 2))
-    assert short["bleu"] == pytest.approx(100 * np.exp(1 - 2))
-    # Exact match (label words decoded: the accuracy), against any reference, outer spaces ignored.
-    assert result["exact_match"] == 0.0 and perfect["exact_match"] == 100.0
-    labels = evaluation.scores(["positive", " negative", "negative"], [["positive", "x"], ["x", "negative"], ["x", "y"]])
-    assert labels["exact_match"] == pytest.approx(100 * 2 / 3)
-
-
-def test_lead_baseline_takes_the_first_sentences():
-    dialogue = "#Person1#: Hello, how are you? I am fine.\n#Person2#: Good. Bye."
-    assert evaluation.lead(dialogue, 2) == "#Person1#: Hello, how are you? I am fine."
-    assert evaluation.lead(dialogue, 3) == "#Person1#: Hello, how are you? I am fine. #Person2#: Good."
-
-
 def t5_config(**overrides):
     """configs/t5_tiny.py shrunk to train in seconds on the shipped corpus."""
     from configs import t5_tiny

@@ -50,10 +50,6 @@ class PairCorpus:
     validation: Pairs
 
 
-def _open_text(path: str):
-    return storage.open_text(path)  # local or a URL, a .gz decompressed
-
-
 def _read_local(spec: str, field: str, keys: Sequence[str], root: str) -> list[tuple[str, ...]]:
     """One tuple per example: the text of each of `keys` (input first, then its target(s))."""
     examples = []
@@ -62,7 +58,7 @@ def _read_local(spec: str, field: str, keys: Sequence[str], root: str) -> list[t
             sides = []
             for key in keys:
                 (path,) = corpus_lib.expand_files(pattern.replace("{key}", key), field, root)[:1]
-                with _open_text(path) as f:
+                with storage.open_text(path) as f:
                     sides.append(f.read().split("\n"))
             if all(side and side[-1] == "" for side in sides):
                 sides = [side[:-1] for side in sides]
@@ -72,7 +68,7 @@ def _read_local(spec: str, field: str, keys: Sequence[str], root: str) -> list[t
             examples.extend(zip(*sides))
             continue
         for path in corpus_lib.expand_files(pattern, field, root):
-            with _open_text(path) as f:
+            with storage.open_text(path) as f:
                 for number, line in enumerate(f, 1):
                     if not line.strip():
                         continue

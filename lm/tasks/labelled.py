@@ -6,9 +6,8 @@ from __future__ import annotations
 
 import dataclasses
 
-import numpy as np
-
 import jax.numpy as jnp
+import numpy as np
 
 from lm.config import Config, ConfigError
 from lm.data import corpus as corpus_lib

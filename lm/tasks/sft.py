@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 
+from lm.config import ConfigError
 from lm.data import batching
 from lm.data import corpus as corpus_lib
 from lm.data import sft as sft_data
@@ -58,8 +59,6 @@ class SftPipeline(base.Pipeline):
                                   process_count)
 
     def sample(self, model, params, data: SftData) -> str:
-        from lm.config import ConfigError  # noqa: PLC0415
-
         pairs = data.validation.texts[:2]
         try:
             answers = respond(model, params, data.tokenizer, data.template, [p for p, _ in pairs],
@@ -75,7 +74,6 @@ def respond(model, params, tokenizer, template: sft_data.ChatTemplate, prompts: 
     max_new_tokens each (fewer where a learned position table has less room). Batches hold
     prompts of similar length: each batch width compiles once."""
     from lm import generate, sampling  # noqa: PLC0415
-    from lm.config import ConfigError  # noqa: PLC0415
 
     shown = [template.show(p, tokenizer) for p in prompts]
     lengths = [1 + len(tokenizer.encode(text)) for text in shown]  # generate_text puts EOS first

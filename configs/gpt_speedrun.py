@@ -7,7 +7,9 @@ python tools/train.py --config=configs/gpt_speedrun.py --workdir=runs/gpt_speedr
 The idle ablation in docs/speedrun.md (one seed, 200 steps) measured Muon as the choice that
 matters (+0.33 bits per byte without it); every other switch moved the result by less than one
 seed resolves (within 0.03), and they stay because they cost nothing per step and are what the
-speedrun records use. On a 2-core CPU add --cpu_devices=1: Muon runs replicated per device.
+speedrun records use. Muon's orthogonalisation is batched by matrix shape and split over the
+data-parallel devices (lm/muon.py), so the default one-device-per-core split is as fast as one
+device here (docs/speedrun.md).
 """
 from configs import gpt_tiny
 

@@ -10,6 +10,7 @@ import errno
 import json
 import os
 import shutil
+import sys
 import tempfile
 import time
 import uuid
@@ -156,6 +157,25 @@ class MetricsWriter:
                 self._wandb.close()
 
 
+# Optional imports tensorboardX's package makes for features we never use (tensors from torch,
+# s3:// and gs:// record writers): with torch installed (the [hf] extra) they cost 1.3-1.8 s of
+# every launch's time to first step on a 2-core Xeon, for event files we write from numpy floats.
+_TENSORBOARDX_SKIPS = ("torch", "boto3", "google.cloud.storage")
+
+
+def _import_tensorboardx():
+    """tensorboardX, imported with those optional modules hidden unless this process already
+    has them (a hidden module makes tensorboardX's `try: import` take its fallback path)."""
+    hidden = [name for name in _TENSORBOARDX_SKIPS if name not in sys.modules and "tensorboardX" not in sys.modules]
+    sys.modules.update(dict.fromkeys(hidden))  # None in sys.modules: `import name` raises ImportError
+    try:
+        import tensorboardX.event_file_writer  # noqa: PLC0415 (only process 0 needs it)
+    finally:
+        for name in hidden:
+            del sys.modules[name]
+    return tensorboardX
+
+
 class _EventFile:
     """TensorBoard's event file, written and flushed in the caller's thread (tensorboardX's
     SummaryWriter writes from a thread of its own, whose errors nobody sees). In a remote
@@ -163,7 +183,7 @@ class _EventFile:
     gs:// writer uploads the whole file at every flush, faster than GCS lets one object change."""
 
     def __init__(self, directory: str):
-        from tensorboardX.event_file_writer import EventsWriter  # noqa: PLC0415 (only process 0 needs it)
+        EventsWriter = _import_tensorboardx().event_file_writer.EventsWriter  # noqa: N806
 
         storage.makedirs(directory)
         self._staging = tempfile.mkdtemp(prefix="lm-events-") if storage.is_remote(directory) else None

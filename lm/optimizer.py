@@ -9,6 +9,7 @@ import jax
 import optax
 from flax.core import meta
 
+from lm import muon as muon_lib
 from lm.config import OptimizerConfig
 
 
@@ -75,7 +76,8 @@ def muon_dimension_numbers(params):
 
 def muon(config: OptimizerConfig, lr: optax.Schedule, muon_lr: optax.Schedule) -> optax.GradientTransformation:
     """Muon for the hidden matrices (optax.contrib's Newton-Schulz orthogonalisation of Nesterov
-    momentum, scaled by sqrt(max(1, fan_out / fan_in))), AdamW for the rest. The two groups get
+    momentum, batched by shape and split over the devices in lm/muon.py, scaled by
+    sqrt(max(1, fan_out / fan_in))), AdamW for the rest. The two groups get
     their own peak rates (muon_learning_rate, learning_rate) under one schedule shape."""
     def labels(params):
         # On unboxed params: a prefix of a boxed tree (init under eval_shape), so a group's masked
@@ -84,7 +86,7 @@ def muon(config: OptimizerConfig, lr: optax.Schedule, muon_lr: optax.Schedule) -
                             is_leaf=lambda x: x is None or isinstance(x, optax.contrib.MuonDimensionNumbers))
 
     hidden = optax.chain(
-        optax.contrib.scale_by_muon(beta=config.muon_momentum, weight_dimension_numbers=muon_dimension_numbers),
+        muon_lib.scale_by_grouped_muon(config.muon_momentum, muon_dimension_numbers),
         optax.contrib._muon.scale_by_shape(weight_dimension_numbers=muon_dimension_numbers),
         optax.add_decayed_weights(config.weight_decay),
         optax.scale_by_learning_rate(muon_lr))

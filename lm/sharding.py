@@ -99,8 +99,9 @@ def replicated(mesh: Mesh) -> NamedSharding:
 
 @contextlib.contextmanager
 def activation_rules(mesh: Mesh):
-    """Context in which a model's `nn.with_logical_constraint` calls shard activations."""
-    with mesh, nn.logical_axis_rules(RULES):
+    """Context in which a model's `nn.with_logical_constraint` calls shard activations. flax
+    reads the mesh from `jax.set_mesh` (a bare `with mesh:` leaves its constraints no-ops)."""
+    with jax.set_mesh(mesh), nn.logical_axis_rules(RULES):
         yield
 
 

@@ -37,8 +37,8 @@ def device_env(count: int | None) -> dict:
     return env
 
 
-def run_runner(out, meshes, devices, extra=()):
-    command = RUNNER + [f"--out={out}", f"--overrides={json.dumps(OVERRIDES)}"] + [f"--mesh={m}" for m in meshes]
+def run_runner(out, meshes, devices, extra=(), overrides=OVERRIDES):
+    command = RUNNER + [f"--out={out}", f"--overrides={json.dumps(overrides)}"] + [f"--mesh={m}" for m in meshes]
     result = subprocess.run(command + list(extra), cwd=REPO, env=device_env(devices), capture_output=True,
                             text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]

@@ -9,11 +9,14 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
+from flax import traverse_util
 from conftest import small_config
 
 from lm import config as config_lib
 from lm import layers, metrics, models, optimizer, trainer
+from lm import muon as muon_lib
 
 TINY = config_lib.ModelConfig(vocab_size=97, num_layers=4, embed_dim=32, num_heads=4, mlp_dim=64, max_len=32,
                               positions="rotary")
@@ -147,3 +150,45 @@ def test_gpt_speedrun_trains_end_to_end_with_every_switch_on(tmp_path):
     trainer.train(config, str(tmp_path))
     losses = [r["eval/loss"] for r in metrics.read_records(str(tmp_path)) if "eval/loss" in r]
     assert len(losses) == 3 and losses[-1] < losses[0] - 0.5
+
+
+
+def test_grouped_muon_gives_optax_muons_updates_over_several_steps():
+    """lm/muon.py stacks equally shaped matrices (every layer's query/key/value/out, the MLP's)
+    into one orthogonalisation per shape: its updates, momentum included, must be optax.contrib's,
+    which orthogonalises each matrix on its own, in an unscanned and a scanned stack."""
+    for scan in (False, True):
+        _, params = init(dataclasses.replace(TINY, scan_layers=scan))
+        flat = traverse_util.flatten_dict(params)
+        hidden = traverse_util.unflatten_dict({path: x for path, x in flat.items()
+                                               if x.ndim >= 2 and path[-1] in ("query", "key", "value", "out", "wi", "wo")})
+        dims = optimizer.muon_dimension_numbers
+        assert len(jax.tree.leaves(hidden)) == (6 if scan else 24)
+        mine, reference = muon_lib.scale_by_grouped_muon(0.95, dims), optax.contrib.scale_by_muon(
+            beta=0.95, weight_dimension_numbers=dims)
+        state_mine, state_ref = mine.init(hidden), reference.init(hidden)
+        for step in range(3):
+            grads = jax.tree.map(lambda p: jax.random.normal(jax.random.PRNGKey(p.size + step), p.shape), hidden)
+            got, state_mine = jax.jit(mine.update)(grads, state_mine)
+            want, state_ref = jax.jit(reference.update)(grads, state_ref)
+            for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
+                np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+        assert jax.tree.structure(state_mine) == jax.tree.structure(state_ref)  # checkpoints interchange
+
+
+@pytest.mark.slow  # two subprocesses, ~40 s on 2 cores
+@pytest.mark.multidevice
+def test_muon_split_over_eight_devices_trains_like_one_device(tmp_path):
+    """The stacked orthogonalisation is sharded over the data-parallel devices (lm/muon.py): on 8
+    simulated devices, data-parallel and mixed meshes train as one device does."""
+    import test_sharding  # noqa: PLC0415 (its runner and comparison: one way to check a mesh)
+
+    overrides = {**test_sharding.OVERRIDES, "optimizer.name": "muon", "optimizer.muon_learning_rate": 0.02}
+    meshes = ["data=8", "data=2,fsdp=2,tensor=2"]
+    test_sharding.run_runner(tmp_path / "single", ["data=1"], None, overrides=overrides)
+    test_sharding.run_runner(tmp_path / "eight", meshes, 8, overrides=overrides)
+    reference = test_sharding.load(tmp_path / "single", "data=1")
+    for mesh in meshes:
+        result = test_sharding.load(tmp_path / "eight", mesh)
+        assert result["losses"][-1] < result["losses"][0] - 0.5
+        test_sharding.assert_same_training(result, reference)

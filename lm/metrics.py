@@ -163,17 +163,18 @@ class MetricsWriter:
 _TENSORBOARDX_SKIPS = ("torch", "boto3", "google.cloud.storage")
 
 
-def _import_tensorboardx():
-    """tensorboardX, imported with those optional modules hidden unless this process already
+def _import_tensorboardx() -> None:
+    """Imports tensorboardX once, with those optional modules hidden unless this process already
     has them (a hidden module makes tensorboardX's `try: import` take its fallback path)."""
-    hidden = [name for name in _TENSORBOARDX_SKIPS if name not in sys.modules and "tensorboardX" not in sys.modules]
+    if "tensorboardX" in sys.modules:
+        return
+    hidden = [name for name in _TENSORBOARDX_SKIPS if name not in sys.modules]
     sys.modules.update(dict.fromkeys(hidden))  # None in sys.modules: `import name` raises ImportError
     try:
-        import tensorboardX.event_file_writer  # noqa: PLC0415 (only process 0 needs it)
+        import tensorboardX  # noqa: F401, PLC0415 (only process 0 needs it)
     finally:
         for name in hidden:
             del sys.modules[name]
-    return tensorboardX
 
 
 class _EventFile:
@@ -183,7 +184,8 @@ class _EventFile:
     gs:// writer uploads the whole file at every flush, faster than GCS lets one object change."""
 
     def __init__(self, directory: str):
-        EventsWriter = _import_tensorboardx().event_file_writer.EventsWriter  # noqa: N806
+        _import_tensorboardx()
+        from tensorboardX.event_file_writer import EventsWriter  # noqa: PLC0415
 
         storage.makedirs(directory)
         self._staging = tempfile.mkdtemp(prefix="lm-events-") if storage.is_remote(directory) else None

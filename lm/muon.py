@@ -16,11 +16,9 @@ from __future__ import annotations
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
-from optax.contrib import _muon  # the Newton-Schulz function and reshapes (not re-exported by optax.contrib)
-
-# Keller Jordan's quintic coefficients, optax.contrib.scale_by_muon's default.
-NS_COEFFS = (3.4445, -4.7750, 2.0315)
+from optax.contrib import _muon  # the Newton-Schulz function, reshapes and coefficients (not re-exported)
 
 
 def scale_by_grouped_muon(beta: float, weight_dimension_numbers, ns_steps: int = 5,
@@ -31,7 +29,7 @@ def scale_by_grouped_muon(beta: float, weight_dimension_numbers, ns_steps: int =
 
     def init_fn(params):
         return _muon.MuonState(count=jnp.zeros([], jnp.int32), mu=optax.tree.zeros_like(params),
-                               ns_coeffs=jnp.asarray(NS_COEFFS))
+                               ns_coeffs=jnp.asarray(_muon._DEFAULT_NS_COEFFS))
 
     def update_fn(updates, state, params=None):
         del params
@@ -53,11 +51,10 @@ def orthogonalise_grouped(tree, dimension_numbers, ns_coeffs, ns_steps: int = 5,
     dims = treedef.flatten_up_to(dimension_numbers)
     groups: dict[tuple[int, int], list] = {}  # (rows, columns) -> [(leaf index, matrices, inverse)]
     for i, (leaf, dim) in enumerate(zip(leaves, dims)):
-        if dim is None:
-            continue
-        reshape, inverse = _muon._compute_muon_reshape(leaf, dim)
-        matrices = reshape(leaf)  # [batch, rows, columns]
-        groups.setdefault(matrices.shape[1:], []).append((i, matrices, inverse))
+        if dim is not None:
+            reshape, inverse = _muon._compute_muon_reshape(leaf, dim)
+            matrices = reshape(leaf)  # [batch, rows, columns]
+            groups.setdefault(matrices.shape[1:], []).append((i, matrices, inverse))
     out = list(leaves)
     for members in groups.values():
         stack = jnp.concatenate([matrices for _, matrices, _ in members])
@@ -66,8 +63,7 @@ def orthogonalise_grouped(tree, dimension_numbers, ns_coeffs, ns_steps: int = 5,
         stack = nn.with_logical_constraint(stack, ("batch", None, None))
         done = _muon.orthogonalize_via_newton_schulz(stack, ns_coeffs, ns_steps, "frobenius", eps,
                                                      optax.contrib.MuonDimensionNumbers(1, 2))
-        start = 0
-        for i, matrices, inverse in members:
-            out[i] = inverse(done[start:start + matrices.shape[0]])
-            start += matrices.shape[0]
+        ends = np.cumsum([matrices.shape[0] for _, matrices, _ in members])[:-1]
+        for (i, _, inverse), part in zip(members, jnp.split(done, ends)):
+            out[i] = inverse(part)
     return jax.tree.unflatten(treedef, out)

@@ -152,7 +152,6 @@ def test_gpt_speedrun_trains_end_to_end_with_every_switch_on(tmp_path):
     assert len(losses) == 3 and losses[-1] < losses[0] - 0.5
 
 
-
 def test_grouped_muon_gives_optax_muons_updates_over_several_steps():
     """lm/muon.py stacks equally shaped matrices (every layer's query/key/value/out, the MLP's)
     into one orthogonalisation per shape: its updates, momentum included, must be optax.contrib's,

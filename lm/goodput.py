@@ -6,7 +6,9 @@ XLA compilation, wherever it happened: the train and eval steps, the sampler), d
 host waiting for the next batch), eval (evaluation, the end-of-run report and sample) and
 checkpoint (saving, and waiting for background saves). The loop times each part as an
 exclusive span of wall time (`Timeline.part`); compilation is taken out of the span it happened
-in, as jax reports it. So the parts add up to the wall time, less the loop's own bookkeeping.
+in, as jax reports it, up to the span's length (the train and eval steps compile on threads
+while the state initialises, lm/assembly.py's CompileAhead: overlapped seconds count once). So
+the parts add up to the wall time, less the loop's own bookkeeping.
 
 Time in "train_step" is the host's time dispatching steps and waiting for their results: with
 asynchronous dispatch the device works while the host reads the next batch, so a data wait the
@@ -22,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import threading
 import time
 
 import jax
@@ -33,13 +36,15 @@ _COMPILE_EVENTS = ("/jax/core/compile/jaxpr_trace_duration", "/jax/core/compile/
                    "/jax/core/compile/backend_compile_duration")
 _compile_seconds = 0.0  # every compilation in this process since the listener was registered
 _listening = False
+_lock = threading.Lock()
 
 
 def _on_duration(event: str, duration: float, **kwargs) -> None:
     del kwargs
     global _compile_seconds
     if event in _COMPILE_EVENTS:
-        _compile_seconds += duration
+        with _lock:  # compiles report from background threads too
+            _compile_seconds += duration
 
 
 def _listen() -> None:
@@ -74,8 +79,11 @@ class Timeline:
         seconds = dict(self.seconds)
         if self.open is not None:
             name, started, compiled_before = self.open
-            compiled = _compile_seconds - compiled_before
-            seconds[name] += self.clock() - started - compiled
+            # Compiles on other threads (lm/assembly.py's CompileAhead) overlap the span: they count as
+            # compile up to its length, so the parts still add up to the wall time.
+            elapsed = self.clock() - started
+            compiled = min(_compile_seconds - compiled_before, elapsed)
+            seconds[name] += elapsed - compiled
             seconds["compile"] += compiled
         return seconds
 

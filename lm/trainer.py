@@ -150,9 +150,9 @@ def _prepare(config: Config, workdir: str, allow_config_change: bool) -> Run:
     return run
 
 
-def _initial_state(run: Run, config: Config, checkpointer, train_iter):
-    """(state, step resumed from or None): the newest verified checkpoint with its data position,
-    else a fresh init (with init_from's pretrained params and a fresh optimizer)."""
+def _restore(run: Run, checkpointer, train_iter):
+    """(state, step) of the newest verified checkpoint, with the data position restored; None
+    when there is none to resume from."""
     restored = checkpointer.restore_latest(run.abstract_state)  # verified; falls back past corrupt ones
     if restored is not None:
         latest, state, data_state = restored
@@ -163,11 +163,22 @@ def _initial_state(run: Run, config: Config, checkpointer, train_iter):
     if storage.isdir(checkpointer.corrupt_directory):
         log(f"WARNING: no usable checkpoint in {checkpointer.directory} (earlier ones were set aside in "
             f"{checkpointer.corrupt_directory}): this run starts from step 1")
+    return None
+
+
+def _fresh_state(run: Run, config: Config):
+    """A fresh init, with init_from's pretrained params and a fresh optimizer."""
     state = run.init_fn()
     if config.init_from:  # an objective may take only a subtree of the pretrained params (BERT's encoder)
         state = init_from.restore(state, config, run.task.objective.init_from_subtree, log,
                                   run.task.objective.init_from_new)
-    return state, None
+    return state
+
+
+def _first_eval_batch(run: Run):
+    batches = run.task.pipeline.eval_batches(run.data, jax.process_index(), jax.process_count())
+    first = next(iter(batches), None)
+    return None if first is None else sharding.to_global(first, run.mesh)
 
 
 def _check_shapes(workdir: str, abstract_params) -> None:
@@ -205,8 +216,9 @@ def _run(config: Config, workdir: str, allow_config_change: bool, preemption: ru
          opened: list) -> dict[str, float]:
     cfg = config
     timeline = goodput.Timeline()  # where the wall time goes: goodput and the breakdown at the end
-    with timeline.part("setup"):
+    with timeline.part("setup"):  # its own span: the next one overlaps compiles, which hide its setup time
         run = _prepare(config, workdir, allow_config_change)
+    with timeline.part("setup"):
         pipeline = run.task.pipeline
         # The validation metric that picks the best checkpoint and stops early: an objective may name its own.
         select_name, select_higher = run.task.objective.selection
@@ -214,7 +226,14 @@ def _run(config: Config, workdir: str, allow_config_change: bool, preemption: ru
                                                    log, select_name, select_higher)
         train_iter = pipeline.train_iterator(run.data, jax.process_index(), jax.process_count())
         opened.append(checkpointer)
-        state, latest = _initial_state(run, config, checkpointer, train_iter)
+        restored = _restore(run, checkpointer, train_iter)
+        latest = restored[1] if restored else None
+        # The first batch is read now so the train step can compile, beside the eval step, while
+        # the state initialises (lm/assembly.py's CompileAhead).
+        first_batch = (sharding.to_global(next(train_iter), run.mesh) if (latest or 0) < cfg.train.steps
+                       else None)
+        compiling = assembly.CompileAhead(run, first_batch, _first_eval_batch(run))
+        state = restored[0] if restored else _fresh_state(run, config)
 
         writer = metrics_lib.MetricsWriter(workdir, logging=config.logging)
         opened.append(writer)
@@ -226,6 +245,8 @@ def _run(config: Config, workdir: str, allow_config_change: bool, preemption: ru
         if latest is not None:
             early_stopping.replay(workdir, select_name, latest)
             guard.replay(workdir, latest)
+        compiling.wait()  # before the CPU's matmul peak is measured: beside a compile it would read low
+        train_step = compiling.train_step(run.train_step)
         progress = _Progress(writer, cfg.train.steps, cfg.train.batch_size * cfg.data.seq_len,
                              planning.flops_per_token(run.model_config, cfg.data.seq_len),
                              goodput.peak_flops(run.model_config.dtype), timeline,
@@ -236,10 +257,11 @@ def _run(config: Config, workdir: str, allow_config_change: bool, preemption: ru
     with sharding.activation_rules(run.mesh):
         while step < cfg.train.steps and not stop_early:
             with timeline.part("data_wait"):
-                batch = sharding.to_global(next(train_iter), run.mesh)
+                batch, first_batch = (first_batch, None) if first_batch is not None else (
+                    sharding.to_global(next(train_iter), run.mesh), None)
             with timeline.part("train_step"):
                 with trace.step(step + 1):
-                    state, device_metrics = run.train_step(state, batch)
+                    state, device_metrics = train_step(state, batch)
                 step += 1
                 trace.after_step(step, device_metrics)
                 guard.push(step, device_metrics)

@@ -173,3 +173,39 @@ def test_checkpoint_round_trip_and_retention(tmp_path):
     jax.tree.map(np.testing.assert_array_equal, restored.params, state.params)
     jax.tree.map(np.testing.assert_array_equal, restored.opt_state, state.opt_state)
     checkpointer.close()
+
+
+def test_steps_compiled_ahead_leave_nothing_to_compile_and_step_as_the_jitted_ones():
+    """lm/assembly.py's CompileAhead: the trainer's launch compiles the train and eval steps on
+    threads while the state initialises; their first calls must then find nothing to compile."""
+    from conftest import small_config
+
+    from lm import assembly, sharding
+
+    run = assembly.build(small_config())
+    pipeline = run.task.pipeline
+    batch = sharding.to_global(next(pipeline.train_iterator(run.data)), run.mesh)
+    eval_batch = sharding.to_global(next(iter(pipeline.eval_batches(run.data))), run.mesh)
+    ahead = assembly.CompileAhead(run, batch, eval_batch)
+    state = run.init_fn()  # compiles beside the steps
+    ahead.wait()
+    reference_state = jax.tree.map(jnp.copy, state)
+    compiles = []
+
+    def on_duration(event, duration, **kwargs):
+        if event == "/jax/core/compile/backend_compile_duration":
+            compiles.append(duration)
+
+    jax.monitoring.register_event_duration_secs_listener(on_duration)
+    try:
+        with sharding.activation_rules(run.mesh):
+            state, metrics = ahead.train_step(run.train_step)(state, batch)
+            sums = jax.device_get(run.eval_step(state.params, eval_batch))
+    finally:
+        jax.monitoring.unregister_event_duration_listener(on_duration)
+    assert compiles == []
+    with sharding.activation_rules(run.mesh):  # the jitted step, called as before CompileAhead existed
+        reference_state, reference_metrics = run.train_step(reference_state, batch)
+        reference_sums = jax.device_get(run.eval_step(reference_state.params, eval_batch))
+    assert int(state.step) == 1 and float(metrics["loss"]) == pytest.approx(float(reference_metrics["loss"]))
+    assert jax.tree.map(float, sums) == pytest.approx(jax.tree.map(float, reference_sums))

@@ -79,7 +79,7 @@ def main(argv):
           flush=True)
 
     load_before = benchmark.load_average()
-    print(f"peak: timing a 2048^3 {dtype} matmul (float32 accumulation) ...", flush=True)
+    print(f"peak: timing a 1536^3 {dtype} matmul (float32 accumulation) ...", flush=True)
     peak_before = benchmark.matmul_peak(dtype)
     cpu_peak = benchmark.matmul_cpu_peak(dtype)
     print(f"peak: {peak_before / 1e9:.1f} GFLOP/s", flush=True)

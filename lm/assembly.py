@@ -131,8 +131,8 @@ def build_steps(config: Config, model_config: ModelConfig, mesh, objective=None,
 
 
 class _Bound:
-    """A jitted step with trailing arguments bound (the distillation step's teacher params):
-    called and lowered as (state, batch), like every other train step."""
+    """A jitted or compiled step with trailing arguments bound (the distillation step's teacher
+    params): called and lowered as (state, batch), like every other train step."""
 
     def __init__(self, jitted, extra_args: tuple):
         self.jitted, self.extra_args = jitted, extra_args
@@ -155,10 +155,10 @@ class CompileAhead:
     Lowering traces Python, so it runs here, in the caller, one step after the other (threads
     would only take turns with the GIL); XLA's compiler releases the GIL, so the compiles run on
     threads beside the initialiser's. `wait()` joins them and re-raises a compile error in the
-    caller. Then `train_step` is the compiled executable (calling the jitted step would trace and
-    lower it again, ~0.5 s), and the eval step's executable sits in jax.jit's cache, where its
-    first call finds it. Batches are global arrays (or anything with shape, dtype and sharding);
-    None skips that step."""
+    caller and returns the train step to call: the compiled executable (calling the jitted step
+    would trace and lower it again, ~0.5 s), or the jitted step when no train batch was given.
+    The eval step's executable sits in jax.jit's cache, where its first call finds it. Batches
+    are global arrays (or anything with shape, dtype and sharding); None skips that step."""
 
     def __init__(self, run: Run, train_batch=None, eval_batch=None):
         self.errors: list[BaseException] = []
@@ -169,7 +169,7 @@ class CompileAhead:
                 lowered["train"] = run.train_step.lower(run.abstract_state, _abstract(train_batch))
             if eval_batch is not None:
                 lowered["eval"] = run.eval_step.lower(run.abstract_state.params, _abstract(eval_batch))
-        self.extra_args = getattr(run.train_step, "extra_args", ())
+        self.jitted_train_step = run.train_step
         self.threads = [threading.Thread(target=self._compile, args=(name, low), daemon=True,
                                          name=f"lm-compile-{name}") for name, low in lowered.items()]
         for thread in self.threads:
@@ -181,19 +181,15 @@ class CompileAhead:
         except BaseException as error:  # noqa: BLE001 (re-raised by wait(), in the caller's thread)
             self.errors.append(error)
 
-    def wait(self) -> None:
+    def wait(self):
         for thread in self.threads:
             thread.join()
         if self.errors:
             raise self.errors[0]
-
-    def train_step(self, fallback):
-        """The compiled train step after `wait()` (as `fallback`, the jitted one, is called), or
-        `fallback` when it was not compiled here."""
         compiled = self.executables.get("train")
         if compiled is None:
-            return fallback
-        return lambda state, batch: compiled(state, batch, *self.extra_args)
+            return self.jitted_train_step
+        return _Bound(compiled, getattr(self.jitted_train_step, "extra_args", ()))
 
 
 def evaluate(run: Run, params, batches=None) -> dict[str, float]:

@@ -226,14 +226,14 @@ def _run(config: Config, workdir: str, allow_config_change: bool, preemption: ru
                                                    log, select_name, select_higher)
         train_iter = pipeline.train_iterator(run.data, jax.process_index(), jax.process_count())
         opened.append(checkpointer)
-        restored = _restore(run, checkpointer, train_iter)
-        latest = restored[1] if restored else None
+        state, latest = _restore(run, checkpointer, train_iter) or (None, None)
         # The first batch is read now so the train step can compile, beside the eval step, while
         # the state initialises (lm/assembly.py's CompileAhead).
         first_batch = (sharding.to_global(next(train_iter), run.mesh) if (latest or 0) < cfg.train.steps
                        else None)
         compiling = assembly.CompileAhead(run, first_batch, _first_eval_batch(run))
-        state = restored[0] if restored else _fresh_state(run, config)
+        if state is None:
+            state = _fresh_state(run, config)
 
         writer = metrics_lib.MetricsWriter(workdir, logging=config.logging)
         opened.append(writer)
@@ -245,8 +245,7 @@ def _run(config: Config, workdir: str, allow_config_change: bool, preemption: ru
         if latest is not None:
             early_stopping.replay(workdir, select_name, latest)
             guard.replay(workdir, latest)
-        compiling.wait()  # before the CPU's matmul peak is measured: beside a compile it would read low
-        train_step = compiling.train_step(run.train_step)
+        train_step = compiling.wait()  # before the CPU's matmul peak is measured: beside a compile it reads low
         progress = _Progress(writer, cfg.train.steps, cfg.train.batch_size * cfg.data.seq_len,
                              planning.flops_per_token(run.model_config, cfg.data.seq_len),
                              goodput.peak_flops(run.model_config.dtype), timeline,
@@ -257,8 +256,8 @@ def _run(config: Config, workdir: str, allow_config_change: bool, preemption: ru
     with sharding.activation_rules(run.mesh):
         while step < cfg.train.steps and not stop_early:
             with timeline.part("data_wait"):
-                batch, first_batch = (first_batch, None) if first_batch is not None else (
-                    sharding.to_global(next(train_iter), run.mesh), None)
+                batch = first_batch if first_batch is not None else sharding.to_global(next(train_iter), run.mesh)
+                first_batch = None
             with timeline.part("train_step"):
                 with trace.step(step + 1):
                     state, device_metrics = train_step(state, batch)

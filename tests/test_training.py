@@ -188,7 +188,7 @@ def test_steps_compiled_ahead_leave_nothing_to_compile_and_step_as_the_jitted_on
     eval_batch = sharding.to_global(next(iter(pipeline.eval_batches(run.data))), run.mesh)
     ahead = assembly.CompileAhead(run, batch, eval_batch)
     state = run.init_fn()  # compiles beside the steps
-    ahead.wait()
+    train_step = ahead.wait()
     reference_state = jax.tree.map(jnp.copy, state)
     compiles = []
 
@@ -199,7 +199,7 @@ def test_steps_compiled_ahead_leave_nothing_to_compile_and_step_as_the_jitted_on
     jax.monitoring.register_event_duration_secs_listener(on_duration)
     try:
         with sharding.activation_rules(run.mesh):
-            state, metrics = ahead.train_step(run.train_step)(state, batch)
+            state, metrics = train_step(state, batch)
             sums = jax.device_get(run.eval_step(state.params, eval_batch))
     finally:
         jax.monitoring.unregister_event_duration_listener(on_duration)

@@ -210,6 +210,9 @@ class TrainConfig:
     microbatches: int = setting(1, "gradient accumulation: batch_size is split into this many.")
     seed: int = setting(0, "seed of the parameter init and the step's randomness.", guarded=True)
     z_loss: float = setting(0.0, "weight of the squared log-partition penalty on the logits.", within="[0, inf)")
+    loss_chunk: int = setting(0, "causal_lm/sft: compute the output head and the cross-entropy together, this many "
+                                 "positions at a time, never holding the [B, L, V] logits (lm/fused_loss.py); "
+                                 "0: whole logits.", within="[0, inf)")
     log_every_steps: int = setting(50, "steps between metric logs.")
     early_stopping_patience: int = setting(0, "evaluations without improvement; 0: off.", within="[0, inf)")
     sample_prompt: str = setting("ROMEO:", "prompt of the samples written at the end of a causal_lm run.")

@@ -81,6 +81,7 @@ def validate(config: Config) -> None:
     if config.distill.temperature <= 0 or not 0.0 <= config.distill.alpha <= 1.0:
         raise ConfigError(f"distill.temperature must be > 0 and distill.alpha in [0, 1], got "
                           f"{config.distill.temperature} and {config.distill.alpha}")
+    _check_loss_chunk(config)
     _check_family(config)
     _validate_seq2seq(config)
     _validate_bert(config)
@@ -120,6 +121,23 @@ def validate(config: Config) -> None:
 
 
 _SEQ2SEQ_OBJECTIVES = ("span_corruption", "seq2seq", "prefix_lm", "denoise")
+
+
+def _check_loss_chunk(config: Config) -> None:
+    """The fused head and loss serve a language model's own cross-entropy, in whole chunks."""
+    chunk, objective = config.train.loss_chunk, config.train.objective
+    if not chunk:
+        return
+    if objective not in ("causal_lm", "sft") or config.model.num_classes:
+        raise ConfigError(f"train.loss_chunk={chunk} fuses a language model's output head with its loss, but "
+                          f"train.objective={objective!r} (model.num_classes={config.model.num_classes}) has no such "
+                          f"head: set train.loss_chunk=0")
+    if config.distill.teacher_workdir:
+        raise ConfigError("distillation softens the student's whole logits, which train.loss_chunk never forms: "
+                          "set train.loss_chunk=0 with distill.teacher_workdir")
+    if config.data.seq_len % chunk:
+        raise ConfigError(f"train.loss_chunk={chunk} must divide data.seq_len={config.data.seq_len}: pick one of its "
+                          f"divisors (32-128 positions are typical)")
 
 
 def encoder_decoder_rows(config: Config) -> bool:

@@ -92,3 +92,15 @@ def trained_tiny_workdir(tmp_path_factory):
     trainer.train(small_config(**{"train.steps": 40, "eval.every_steps": 40, "checkpoint.every_steps": 40,
                                   "optimizer.learning_rate": 3e-3}), workdir)
     return workdir
+
+
+@pytest.fixture(scope="session")
+def bert_pretrained_workdir(tmp_path_factory):
+    """A real 30-step BERT MLM+NSP pretraining workdir on tiny-shakespeare (tests/bert_setup.py):
+    shared by the pretraining and fine-tuning tests."""
+    from bert_setup import bert_config
+    from lm import trainer
+
+    workdir = str(tmp_path_factory.mktemp("bert_pretrain"))
+    trainer.train(bert_config(), workdir)
+    return workdir

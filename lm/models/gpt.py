@@ -18,10 +18,13 @@ class GPT(nn.Module):
     config: ModelConfig  # vocab_size must be resolved (non-zero) by the caller.
 
     @nn.compact
-    def __call__(self, tokens_BL, positions_BL=None, segment_ids_BL=None, deterministic: bool = True):
+    def __call__(self, tokens_BL, positions_BL=None, segment_ids_BL=None, deterministic: bool = True,
+                 return_hidden: bool = False):
         """tokens_BL: int32 ids. positions_BL restart at 0 in every packed document;
         segment_ids_BL number the documents of a row (0 = padding). Returns logits [B, L, V]; with
-        model.num_classes, a classifier's logits: [B, C] (classify=sequence) or [B, L, C] (token)."""
+        model.num_classes, a classifier's logits: [B, C] (classify=sequence) or [B, L, C] (token).
+        return_hidden: (final hidden states [B, L, D], the output head [V, D]) instead of logits,
+        for a loss that applies the head itself (lm/fused_loss.py; soft-capping is then its job)."""
         cfg = self.config
         batch, length = tokens_BL.shape
         if positions_BL is None:
@@ -45,10 +48,14 @@ class GPT(nn.Module):
             return heads.ClassifierHead(cfg, name=heads.HEAD)(x_BLD, segment_ids_BL, deterministic)
 
         if cfg.tie_embeddings:
+            if return_hidden:
+                return x_BLD, embed.embedding
             logits_BLV = embed.attend(x_BLD)
         else:
             init = layers.normal_init(("embed", "vocab"), 0.0 if cfg.zero_init_outputs else 0.02)
             kernel = self.param("output", init, (cfg.embed_dim, cfg.vocab_size), jnp.dtype(cfg.param_dtype))
+            if return_hidden:
+                return x_BLD, kernel.T
             logits_BLV = jnp.einsum("BLD,DV->BLV", x_BLD, kernel.astype(cfg.dtype), preferred_element_type=jnp.float32)
         if cfg.logit_softcap:  # Gemma 2's soft-capping: logits stay within +-cap, smoothly
             logits_BLV = cfg.logit_softcap * jnp.tanh(logits_BLV / cfg.logit_softcap)

@@ -6,7 +6,7 @@ import math
 
 import jax.numpy as jnp
 
-from lm import losses
+from lm import fused_loss, losses
 from lm.data import packing, pipeline, streaming
 from lm.tasks import base
 
@@ -23,8 +23,15 @@ class CausalLM(base.Objective):
 
     def loss_sums(self, model, params, batch, rng, deterministic: bool) -> dict:
         # z-loss is a training term whether or not dropout runs; eval_sums drops it.
-        return losses.cross_entropy(*self.predictions(model, params, batch, rng, deterministic),
-                                    self.config.train.z_loss)
+        train = self.config.train
+        if not train.loss_chunk:
+            return losses.cross_entropy(*self.predictions(model, params, batch, rng, deterministic), train.z_loss)
+        hidden_BLD, head_VD = model.apply({"params": params}, batch["inputs"], batch["positions"], batch["segment_ids"],
+                                          deterministic=deterministic, return_hidden=True,
+                                          rngs=None if deterministic else {"dropout": rng})
+        return fused_loss.fused_cross_entropy(hidden_BLD, head_VD, batch["targets"], batch["weights"],
+                                              chunk=train.loss_chunk, dtype=model.config.dtype,
+                                              softcap=model.config.logit_softcap, z_loss=train.z_loss)
 
     def total_weight(self, batch):
         return jnp.sum(batch["weights"])

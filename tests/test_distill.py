@@ -85,7 +85,7 @@ def test_a_teacher_with_another_tokenizer_is_refused_before_compiling(trained_ti
 @pytest.fixture(scope="module")
 def classifier_teacher(tmp_path_factory):
     """A small BERT classifier fine-tuned (from scratch, briefly) on the shipped SST-2 sample."""
-    from test_bert import finetune_config
+    from bert_setup import finetune_config
 
     workdir = str(tmp_path_factory.mktemp("sst2_teacher"))
     trainer.train(finetune_config(**{"train.steps": 20}), workdir)
@@ -96,7 +96,7 @@ def classifier_teacher(tmp_path_factory):
 def test_a_bert_classifier_distils_into_a_smaller_one(classifier_teacher, tmp_path):
     """Classification uses the same step: a student equal to its teacher has loss 0 at alpha=1;
     a smaller student trains and reports both terms; a causal-LM teacher is refused."""
-    from test_bert import finetune_config
+    from bert_setup import finetune_config
 
     tokenizer = os.path.join(classifier_teacher, "tokenizer.model")
     same = finetune_config(**{"train.steps": 4, "tokenizer.path": tokenizer, "distill.alpha": 1.0,

@@ -179,7 +179,7 @@ def test_prepared_folders_raw_and_tokenized_stream_the_same_rows(tmp_path, corpu
 @pytest.mark.bert
 def test_bert_mlm_nsp_rows_from_a_stream_are_masked_sentence_pairs():
     from lm import tasks
-    from test_bert import bert_config
+    from bert_setup import bert_config
 
     config = bert_config(**{"data.streaming": True})
     pipeline_ = tasks.get(config).pipeline
@@ -200,7 +200,7 @@ def test_bert_mlm_nsp_rows_from_a_stream_are_masked_sentence_pairs():
 @pytest.mark.bert
 @pytest.mark.slow  # a minute on a loaded 2-core machine (compile and evaluation)
 def test_bert_pretrains_from_a_streamed_source(tmp_path):
-    from test_bert import bert_config
+    from bert_setup import bert_config
 
     config = bert_config(**{"data.streaming": True, "train.steps": 4, "eval.every_steps": 4,
                             "checkpoint.every_steps": 4, "eval.max_batches": 1})

@@ -10,7 +10,7 @@ from lm import assembly, init_from, trainer
 from lm.data import glue
 from lm.tasks import mlm_nsp
 
-from test_bert import SST2_SAMPLE, bert_config
+from bert_setup import SST2_SAMPLE, bert_config
 
 pytestmark = pytest.mark.bert
 

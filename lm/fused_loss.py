@@ -27,7 +27,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from lm.primitives import dot
+from lm import losses
+from lm.primitives import dot, softcap_logits
 from lm.sharding import RULES
 
 _BATCH_AXES = dict(RULES)["batch"]
@@ -65,21 +66,14 @@ def _merge(x):
 
 def _chunk_terms(x_BCD, head_VD, targets_BC, weights_BC, dtype, softcap, z_loss, with_grad: bool):
     """One chunk: summed NLL, summed z-loss, summed hits and, with_grad, d(objective)/d(logits)."""
-    logits = dot("BCD,VD->BCV", x_BCD, head_VD, dtype, jnp.float32)
-    if softcap:
-        logits = softcap * jnp.tanh(logits / softcap)
-    max_logit = jnp.max(logits, axis=-1, keepdims=True)
-    shifted = jnp.exp(logits - max_logit)
-    total = jnp.sum(shifted, axis=-1, keepdims=True)
-    log_normalizer = (max_logit + jnp.log(total))[..., 0]
-    target_logit = jnp.take_along_axis(logits, targets_BC[..., None], axis=-1)[..., 0]
-    sums = (jnp.sum((log_normalizer - target_logit) * weights_BC),
-            z_loss * jnp.sum(jnp.square(log_normalizer) * weights_BC),
-            jnp.sum((target_logit >= max_logit[..., 0]) * weights_BC))
+    logits = softcap_logits(dot("BCD,VD->BCV", x_BCD, head_VD, dtype, jnp.float32), softcap)
+    nll, correct, log_normalizer = losses.nll_and_correct(logits, targets_BC)
+    sums = (jnp.sum(nll * weights_BC), z_loss * jnp.sum(jnp.square(log_normalizer) * weights_BC),
+            jnp.sum(correct * weights_BC))
     if not with_grad:
         return sums, None
     # d/dlogits of w * (lse - logit[t]) + z * w * lse^2 = w * (1 + 2 z lse) * softmax - w * onehot.
-    probs = shifted / total
+    probs = jnp.exp(logits - log_normalizer[..., None])
     scale = (weights_BC * (1.0 + 2.0 * z_loss * log_normalizer))[..., None]
     onehot = jax.nn.one_hot(targets_BC, logits.shape[-1], dtype=jnp.float32)
     grad = scale * probs - weights_BC[..., None] * onehot

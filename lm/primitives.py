@@ -51,6 +51,11 @@ def gelu(x, exact: bool = False):
     return jax.nn.gelu(x, approximate=False) if exact else gelu_tanh(x)
 
 
+def softcap_logits(logits, cap: float):
+    """Gemma 2's soft-capping, cap * tanh(logits / cap): logits stay within +-cap, smoothly; 0: off."""
+    return cap * jnp.tanh(logits / cap) if cap else logits
+
+
 def dot(equation: str, x, w, dtype, out_dtype=None):
     """einsum in the compute dtype with float32 accumulation, returned in `out_dtype` (default:
     the compute dtype). Below float32 the backward pass runs in the compute dtype too (see

@@ -9,7 +9,7 @@ from __future__ import annotations
 import flax.linen as nn
 import jax.numpy as jnp
 
-from lm import layers
+from lm import layers, primitives
 from lm.config import ModelConfig
 from lm.models import heads
 
@@ -57,7 +57,6 @@ class GPT(nn.Module):
             if return_hidden:
                 return x_BLD, kernel.T
             logits_BLV = jnp.einsum("BLD,DV->BLV", x_BLD, kernel.astype(cfg.dtype), preferred_element_type=jnp.float32)
-        if cfg.logit_softcap:  # Gemma 2's soft-capping: logits stay within +-cap, smoothly
-            logits_BLV = cfg.logit_softcap * jnp.tanh(logits_BLV / cfg.logit_softcap)
+        logits_BLV = primitives.softcap_logits(logits_BLV, cfg.logit_softcap)
         return nn.with_logical_constraint(logits_BLV, ("batch", "length", "vocab"))
 

@@ -15,20 +15,21 @@ class CausalLM(base.Objective):
     def init_inputs(self):
         return (jnp.zeros((1, self.config.data.seq_len), jnp.int32),)
 
+    @staticmethod
+    def _apply(model, params, batch, rng, deterministic: bool, **kwargs):
+        return model.apply({"params": params}, batch["inputs"], batch["positions"], batch["segment_ids"],
+                           deterministic=deterministic, rngs=None if deterministic else {"dropout": rng}, **kwargs)
+
     def predictions(self, model, params, batch, rng, deterministic: bool):
         """(logits [B, L, V], target ids [B, L], weights [B, L]): every token predicts the next."""
-        logits = model.apply({"params": params}, batch["inputs"], batch["positions"], batch["segment_ids"],
-                             deterministic=deterministic, rngs=None if deterministic else {"dropout": rng})
-        return logits, batch["targets"], batch["weights"]
+        return self._apply(model, params, batch, rng, deterministic), batch["targets"], batch["weights"]
 
     def loss_sums(self, model, params, batch, rng, deterministic: bool) -> dict:
         # z-loss is a training term whether or not dropout runs; eval_sums drops it.
         train = self.config.train
         if not train.loss_chunk:
             return losses.cross_entropy(*self.predictions(model, params, batch, rng, deterministic), train.z_loss)
-        hidden_BLD, head_VD = model.apply({"params": params}, batch["inputs"], batch["positions"], batch["segment_ids"],
-                                          deterministic=deterministic, return_hidden=True,
-                                          rngs=None if deterministic else {"dropout": rng})
+        hidden_BLD, head_VD = self._apply(model, params, batch, rng, deterministic, return_hidden=True)
         return fused_loss.fused_cross_entropy(hidden_BLD, head_VD, batch["targets"], batch["weights"],
                                               chunk=train.loss_chunk, dtype=model.config.dtype,
                                               softcap=model.config.logit_softcap, z_loss=train.z_loss)

@@ -28,6 +28,7 @@ CORE = [
 EXTRAS = {
     "dev": [
         "pytest>=9,<10",
+        "pytest-xdist>=3.5,<4",  # the README's test command runs the suite on every core (-n auto)
         "portpicker>=1.6,<2",
         "tensorboard>=2.21,<2.22",  # tests read our event files back with TensorBoard's own reader
         "scikit-learn>=1.5,<2",  # BERT fine-tuning metrics are checked against it; tools/baseline_tfidf.py.

@@ -15,7 +15,9 @@ Each section's `guarded_on_resume` says whether resuming a workdir may change it
 
 from __future__ import annotations
 
+import copy
 import dataclasses
+from collections.abc import Mapping
 from typing import Any, ClassVar
 
 from lm.config_checks import nan_steps, validate
@@ -306,9 +308,19 @@ def to_dict(config: Config) -> dict[str, Any]:
     return dataclasses.asdict(config)
 
 
-def from_config_dict(config_dict) -> Config:
-    """Converts a (nested) ConfigDict or dict into a checked, frozen Config."""
-    values = config_dict.to_dict() if hasattr(config_dict, "to_dict") else dict(config_dict)
+def from_config_dict(config_dict, overrides: Mapping[str, Any] | None = None) -> Config:
+    """Converts a (nested) ConfigDict or dict into a checked, frozen Config. `overrides` maps dotted
+    keys to values ({"train.steps": 5}), applied as `--config.train.steps=5` would be: an unknown key
+    or a wrong type is refused with the key named."""
+    values = config_dict.to_dict() if hasattr(config_dict, "to_dict") else copy.deepcopy(dict(config_dict))
+    for dotted, value in (overrides or {}).items():
+        *sections, field = dotted.split(".")
+        node = values
+        for section in sections:
+            node = node.setdefault(section, {})  # an unknown section is refused by build, by name
+            if not isinstance(node, dict):
+                raise ConfigError(f"unknown config key '{dotted}': '{section}' is a setting, not a section")
+        node[field] = value
     config = build(Config, values)
     validate(config)
     return config

@@ -105,17 +105,8 @@ def check_points(experiment: ModuleType) -> dict[str, dict]:
     for name, overrides in points.items():
         if "/" in name or name.startswith("."):
             raise ConfigError(f"point name {name!r} must be usable as a directory name")
-        config = experiment.get_config()
-        for dotted, value in overrides.items():
-            section, _, field = dotted.partition(".")
-            if section not in config or field not in config[section]:
-                raise ConfigError(f"point {name!r} sets {dotted!r}, which is no config field")
-            try:
-                config[section][field] = value
-            except TypeError as error:  # the locked ConfigDict refuses a value of another type
-                raise ConfigError(f"point {name!r} sets {dotted}={value!r}: {error}") from None
         try:
-            config_lib.from_config_dict(config)
+            config_lib.from_config_dict(experiment.get_config(), overrides)
         except ConfigError as error:
             raise ConfigError(f"point {name!r}: {error}") from None
     return points

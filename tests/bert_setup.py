@@ -26,11 +26,7 @@ def bert_config(**overrides):
         "checkpoint.every_steps": 30, "checkpoint.async_save": False, "optimizer.warmup_steps": 5,
         "optimizer.learning_rate": 3e-3,
     }
-    values.update(overrides)
-    for dotted, value in values.items():
-        section, field = dotted.split(".")
-        config[section][field] = value
-    return config_lib.from_config_dict(config)
+    return config_lib.from_config_dict(config, {**values, **overrides})
 
 
 def finetune_config(init_from="", **overrides):
@@ -44,12 +40,7 @@ def finetune_config(init_from="", **overrides):
         "checkpoint.every_steps": 10, "checkpoint.async_save": False, "optimizer.warmup_steps": 2,
         "tokenizer.vocab_size": 512,
     }
-    values.update(overrides)
-    for dotted, value in values.items():
-        section, field = dotted.split(".")
-        config[section][field] = value
-    config.init_from = init_from
-    return config_lib.from_config_dict(config)
+    return config_lib.from_config_dict(config, {**values, **overrides, "init_from": init_from})
 
 
 def metrics_of(workdir):

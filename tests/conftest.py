@@ -18,6 +18,13 @@ CORPUS = REPO / "data" / "tinyshakespeare" / "input.txt"
 os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p)
 
 
+def pytest_xdist_auto_num_workers(config):
+    """`-n auto` (the README's test command): one worker per core this process may use, at most
+    four. Each worker is a whole JAX process with its own compile cache and session fixtures;
+    the cap keeps a many-core machine from starting dozens of them."""
+    return max(1, min(len(os.sched_getaffinity(0)), 4))
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _cache_dir(tmp_path_factory):
     """Tests never touch the user's ~/.cache/lm."""
@@ -43,7 +50,6 @@ def small_config(base: str = "gpt_tiny", **overrides):
 
     from lm import config as config_lib
 
-    config = importlib.import_module(f"configs.{base}").get_config()
     defaults = {
         "model.num_layers": 2, "model.embed_dim": 64, "model.num_heads": 4, "model.mlp_dim": 256,
         "model.max_len": 64, "data.seq_len": 64, "tokenizer.vocab_size": 512, "train.batch_size": 8,
@@ -51,11 +57,8 @@ def small_config(base: str = "gpt_tiny", **overrides):
         "checkpoint.every_steps": 10, "optimizer.warmup_steps": 5, "train.sample_tokens": 8,
         "checkpoint.async_save": False,
     }
-    defaults.update(overrides)
-    for dotted, value in defaults.items():
-        section, field = dotted.split(".")
-        config[section][field] = value
-    return config_lib.from_config_dict(config)
+    return config_lib.from_config_dict(importlib.import_module(f"configs.{base}").get_config(),
+                                       {**defaults, **overrides})
 
 
 # The fault-injection suite (tests marked `faults`, tests/test_faults.py) ends the session with

@@ -28,11 +28,7 @@ def small_config(overrides: dict):
         "model.max_len": 64, "data.seq_len": 64, "tokenizer.vocab_size": 512, "train.batch_size": 8,
         "train.steps": 20, "optimizer.warmup_steps": 5, "data.prefetch": 1,
     }
-    values.update(overrides)
-    for dotted, value in values.items():
-        section, field = dotted.split(".")
-        config[section][field] = value
-    return config_lib.from_config_dict(config)
+    return config_lib.from_config_dict(config, {**values, **overrides})
 
 
 def parse_mesh(text: str) -> dict:

@@ -28,11 +28,7 @@ def test_experiment_points_are_valid_overrides(name):
     points = experiment.points()
     assert points, "an experiment has at least one point"
     for overrides in points.values():
-        config = experiment.get_config()
-        for dotted, value in overrides.items():
-            section, field = dotted.split(".")
-            config[section][field] = value  # a locked ConfigDict refuses unknown keys
-        config_lib.from_config_dict(config)
+        config_lib.from_config_dict(experiment.get_config(), overrides)  # refuses unknown keys, wrong types
 
 
 def test_unknown_keys_and_wrong_types_are_refused():
@@ -42,3 +38,18 @@ def test_unknown_keys_and_wrong_types_are_refused():
         config_lib.from_config_dict({"train": {"steps": "ten"}})
     with pytest.raises(config_lib.ConfigError, match="num_kv_heads"):
         config_lib.from_config_dict({"model": {"num_heads": 4, "num_kv_heads": 3}})
+
+
+def test_dotted_overrides_apply_like_command_line_flags():
+    from configs import gpt_tiny
+
+    base = gpt_tiny.get_config()
+    config = config_lib.from_config_dict(base, {"train.steps": 7, "optimizer.learning_rate": 2, "init_from": "w"})
+    assert (config.train.steps, config.optimizer.learning_rate, config.init_from) == (7, 2.0, "w")
+    assert base.train.steps != 7, "the caller's ConfigDict is left as it was"
+    with pytest.raises(config_lib.ConfigError, match="did you mean 'train.steps'"):
+        config_lib.from_config_dict(base, {"train.step": 7})
+    with pytest.raises(config_lib.ConfigError, match="train.steps.*must be of type int"):
+        config_lib.from_config_dict(base, {"train.steps": "ten"})
+    with pytest.raises(config_lib.ConfigError, match="'train.steps.x'"):
+        config_lib.from_config_dict(base, {"train.steps.x": 1})

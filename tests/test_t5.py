@@ -245,11 +245,7 @@ def t5_config(**overrides):
               "train.log_every_steps": 10, "eval.every_steps": 10, "eval.max_batches": 2, "eval.batch_size": 8,
               "checkpoint.every_steps": 40, "checkpoint.async_save": False, "optimizer.warmup_steps": 5,
               "optimizer.learning_rate": 3e-3}
-    values.update(overrides)
-    for dotted, value in values.items():
-        section, field = dotted.split(".")
-        config[section][field] = value
-    return config_lib.from_config_dict(config)
+    return config_lib.from_config_dict(config, {**values, **overrides})
 
 
 def _eval_losses(workdir):

@@ -81,7 +81,7 @@ def validate(config: Config) -> None:
     if config.distill.temperature <= 0 or not 0.0 <= config.distill.alpha <= 1.0:
         raise ConfigError(f"distill.temperature must be > 0 and distill.alpha in [0, 1], got "
                           f"{config.distill.temperature} and {config.distill.alpha}")
-    _check_loss_chunk(config)
+    check_loss_chunk(config)
     _check_family(config)
     _validate_seq2seq(config)
     _validate_bert(config)
@@ -123,7 +123,7 @@ def validate(config: Config) -> None:
 _SEQ2SEQ_OBJECTIVES = ("span_corruption", "seq2seq", "prefix_lm", "denoise")
 
 
-def _check_loss_chunk(config: Config) -> None:
+def check_loss_chunk(config: Config) -> None:
     """The fused head and loss serve a language model's own cross-entropy, in whole chunks."""
     chunk, objective = config.train.loss_chunk, config.train.objective
     if not chunk:
@@ -184,6 +184,10 @@ def _check_head(config: Config) -> None:
     if objective == "extractive_qa" and m.num_classes != 2:
         raise ConfigError(f"train.objective=extractive_qa scores a start and an end per token: set "
                           f"model.num_classes=2 (got {m.num_classes})")
+    f = config.finetune
+    if objective not in heads and (f.freeze_encoder or f.layer_lr_decay != 1.0):
+        raise ConfigError(f"finetune.freeze_encoder and finetune.layer_lr_decay are read by classification, "
+                          f"token_classification and extractive_qa only, not {objective}: drop them")
     if objective not in heads and m.classify != "sequence":
         raise ConfigError(f"model.classify={m.classify!r} is read by classification, token_classification and "
                           f"extractive_qa only: leave it at 'sequence'")

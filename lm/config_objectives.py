@@ -79,8 +79,11 @@ class FinetuneConfig:
                                  "allow_download).", guarded=True)
     select_metric: str = setting("accuracy", "validation metric for early stopping and the best checkpoint (higher "
                                              "is better).", choices=("accuracy", "f1", "precision", "recall"))
-    freeze_encoder: bool = setting(False, "train the head (and pooler) only.")
-    layer_lr_decay: float = setting(1.0, "layer-wise learning-rate decay: layer i of N gets decay^(N - i); 1.0: off.")
+    freeze_encoder: bool = setting(False, "train the head (and BERT's pooler) only: classification, "
+                                          "token_classification and extractive_qa, any family.")
+    layer_lr_decay: float = setting(1.0, "layer-wise learning-rate decay of the body under the head (the same "
+                                         "objectives and families): layer i of N learns at decay^(N - i) of the "
+                                         "rate, the embeddings at decay^(N + 1); 1.0: off.")
     init_checkpoint: str = setting("best", "which checkpoint of an init_from workdir.", choices={
         "best": "by validation loss", "latest": "the newest"})
     init_shrink: float = setting(1.0, "init_from: shrink and perturb (Ash & Adams, 2020). Each pretrained matrix it "

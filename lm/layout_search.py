@@ -1,4 +1,5 @@
-"""Searching layouts for a run: mesh shapes, microbatches and remat policies on a target.
+"""Searching layouts for a run: mesh shapes, microbatches, remat policies and (for a language
+model's head) the fused head's chunk, on a target.
 
 `candidates` scores every layout the devices, batch and heads allow with the step-time model
 (lm/step_time.py) and a rough memory estimate from shapes; `search` compiles them fastest first
@@ -13,15 +14,17 @@ import itertools
 import jax
 
 from lm import planning, step_time
-from lm.config import Config, MeshConfig
+from lm.config import Config, ConfigError, MeshConfig
+from lm.config_checks import check_loss_chunk
 from lm.hardware import GiB, Chip
 from lm.planning import HEADROOM, Plan
 
 
-def memory_estimate(run: step_time.Shapes, mesh: dict, chip: Chip, remat: str) -> float:
+def memory_estimate(run: step_time.Shapes, mesh: dict, chip: Chip, remat: str, loss_chunk: int = 0) -> float:
     """Rough per-device peak bytes from shapes (the search's screen; compiling decides): float32
     params, AdamW moments and gradients over fsdp x tensor, the gathered weights of two layers,
-    what the remat policy keeps per layer and token, and one layer's backward working set."""
+    what the remat policy keeps per layer and token, one layer's backward working set, and the
+    logits (one chunk of them with train.loss_chunk)."""
     m = run.model
     data, fsdp, tensor = mesh["data"], mesh["fsdp"], mesh["tensor"]
     params = step_time._num_params(m)
@@ -41,7 +44,7 @@ def memory_estimate(run: step_time.Shapes, mesh: dict, chip: Chip, remat: str) -
             "save_dots": (projections + m.embed_dim) * itemsize,
             "none": (projections + 6 * m.embed_dim + 2 * m.mlp_dim / tensor) * itemsize + scores / max(tokens, 1)}[remat]
     working = tokens * (6 * m.embed_dim + 4 * m.mlp_dim / tensor) * 4 + scores
-    logits = tokens * m.vocab_size / tensor * 4 * 3
+    logits = tokens * (loss_chunk / run.seq_len if loss_chunk else 1.0) * m.vocab_size / tensor * 4 * 3
     return state + gathered + tokens * layers * kept + working + logits
 
 
@@ -50,6 +53,7 @@ class Candidate:
     mesh: dict
     microbatches: int
     remat: str
+    loss_chunk: int
     time: step_time.StepTime
     tokens_per_second: float
     estimated_peak_bytes: float
@@ -59,46 +63,72 @@ class Candidate:
         mesh = ",".join(f"{k}={v}" for k, v in self.mesh.items())
         peak = (f"peak {self.plan.peak_bytes / GiB:.2f} GiB compiled, {'FITS' if self.plan.fits else 'DOES NOT FIT'}"
                 if self.plan else f"~{self.estimated_peak_bytes / GiB:.2f} GiB estimated")
-        return (f"--mesh={mesh} --config.train.microbatches={self.microbatches} --config.model.remat={self.remat}: "
+        return (f"--mesh={mesh} --config.train.microbatches={self.microbatches} --config.model.remat={self.remat} "
+                f"--config.train.loss_chunk={self.loss_chunk}: "
                 f"{self.tokens_per_second:,.0f} tokens/s, MFU {self.time.mfu:.1%}, {peak}")
+
+    def apply(self, config: Config) -> Config:
+        """`config` laid out as this candidate says."""
+        return dataclasses.replace(
+            config, mesh=MeshConfig(**self.mesh), model=dataclasses.replace(config.model, remat=self.remat),
+            train=dataclasses.replace(config.train, microbatches=self.microbatches, loss_chunk=self.loss_chunk))
+
+
+def loss_chunks(config: Config) -> tuple[int, ...]:
+    """Whole logits (0) and, where the objective has a language model's head, the fused head and
+    loss (train.loss_chunk): the config's own chunk, or the largest divisor of the sequence up to
+    256 positions. The step-time model counts the same FLOPs for both; the fused one buys memory."""
+    seq_len = config.data.seq_len
+    chunk = config.train.loss_chunk or max(c for c in range(1, min(seq_len, 256) + 1) if seq_len % c == 0)
+    if chunk == seq_len:
+        return (0,)  # one chunk is the whole sequence: nothing to save
+    try:
+        check_loss_chunk(dataclasses.replace(config, train=dataclasses.replace(config.train, loss_chunk=chunk)))
+    except ConfigError:
+        return (0,)
+    return (0, chunk)
 
 
 def candidates(config: Config, chip: Chip, num_devices: int) -> list[Candidate]:
-    """Every mesh (data x fsdp x tensor = devices), microbatch count and remat policy the batch
-    and the heads divide, scored by predicted tokens/s (fastest first)."""
+    """Every mesh (data x fsdp x tensor = devices), microbatch count, remat policy and loss chunk
+    the batch and the heads divide, scored by predicted tokens/s (fastest first)."""
     m, batch = config.model, config.train.batch_size
     kv = m.num_kv_heads or m.num_heads
-    found = []
+    found, chunks = [], loss_chunks(config)
     for tensor in (t for t in (1, 2, 4, 8) if num_devices % t == 0 and kv % t == 0 and m.mlp_dim % t == 0):
         rest = num_devices // tensor
         for fsdp in (f for f in range(1, rest + 1) if rest % f == 0):
             mesh = {"data": rest // fsdp, "fsdp": fsdp, "tensor": tensor}
-            for microbatches, remat in itertools.product(range(1, batch + 1), ("none", "save_dots", "full")):
+            for microbatches, remat, chunk in itertools.product(range(1, batch + 1), ("none", "save_dots", "full"),
+                                                                chunks):
                 if batch % microbatches or (batch // microbatches) % rest:
                     continue
                 run = dataclasses.replace(planning.shapes(config), microbatches=microbatches)
                 predicted = step_time.estimate(run, mesh, chip, remat=remat)
-                found.append(Candidate(mesh, microbatches, remat, predicted, run.tokens / predicted.seconds,
-                                       memory_estimate(run, mesh, chip, remat)))
-    return sorted(found, key=lambda c: -c.tokens_per_second)
+                found.append(Candidate(mesh, microbatches, remat, chunk, predicted, run.tokens / predicted.seconds,
+                                       memory_estimate(run, mesh, chip, remat, chunk)))
+    # Ties (the model often predicts the same speed) go to fewer microbatches, then whole logits:
+    # each microbatch gathers the FSDP weights again (hidden under compute by the model) and runs
+    # smaller matmuls (not counted by it); the fused head only splits the head's matmuls along
+    # the sequence.
+    return sorted(found, key=lambda c: (-c.tokens_per_second, c.microbatches, c.loss_chunk))
 
 
 def search(config: Config, chip: Chip, devices=None, confirm: int = 3, log=None) -> list[Candidate]:
     """The fastest layouts that fit: candidates whose estimated peak is within 1.3 x the usable
-    memory are compiled in order of predicted tokens/s until `confirm` of them fit."""
+    memory are compiled in order of predicted tokens/s until `confirm` of them fit. The fused
+    head is tried for a layout only where whole logits did not fit it."""
     devices = list(devices if devices is not None else jax.devices())
-    fitting = []
+    fitting, fitted_layouts = [], set()
     for candidate in candidates(config, chip, len(devices)):
-        if candidate.estimated_peak_bytes > 1.3 * HEADROOM * chip.hbm_bytes:
+        layout = (tuple(candidate.mesh.items()), candidate.microbatches, candidate.remat)
+        if candidate.estimated_peak_bytes > 1.3 * HEADROOM * chip.hbm_bytes or layout in fitted_layouts:
             continue
-        trial = dataclasses.replace(
-            config, mesh=MeshConfig(**candidate.mesh),
-            model=dataclasses.replace(config.model, remat=candidate.remat),
-            train=dataclasses.replace(config.train, microbatches=candidate.microbatches))
-        candidate.plan = planning.plan(trial, chip, devices)
+        candidate.plan = planning.plan(candidate.apply(config), chip, devices)
         if log:
             log(candidate.describe())
         if candidate.plan.fits:
+            fitted_layouts.add(layout)
             fitting.append(candidate)
             if len(fitting) == confirm:
                 break

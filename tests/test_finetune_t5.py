@@ -72,6 +72,33 @@ def test_t5_classifier_is_the_encoder_alone_with_pooled_or_per_token_logits():
                                model.apply({"params": params}, changed, None, segments)[1], rtol=1e-6)
 
 
+def test_t5_classifier_drops_out_the_encoder_states_once():
+    """The head drops out its input (heads.ClassifierHead), as GPT's and BERT's do; the encoder's
+    final dropout would make it twice, so the head must see the states without it."""
+    import flax.linen as nn  # noqa: PLC0415
+
+    from lm import models  # noqa: PLC0415
+    from lm.models import heads  # noqa: PLC0415
+
+    cfg = dataclasses.replace(t5_config().model, vocab_size=97, num_classes=3, classify="token", dropout_rate=0.5)
+    tokens = jnp.arange(4 * 16, dtype=jnp.int32).reshape(4, 16) % 97
+    model = models.build(cfg)
+    params = model.init(jax.random.PRNGKey(0), tokens, None)["params"]
+    seen = []
+
+    def record_head_input(call, args, kwargs, context):
+        if isinstance(context.module, heads.ClassifierHead) and context.method_name == "__call__":
+            seen.append(args[0])
+        return call(*args, **kwargs)
+
+    with nn.intercept_methods(record_head_input):
+        model.apply({"params": params}, tokens, None, deterministic=False, rngs={"dropout": jax.random.PRNGKey(1)})
+    # An element of the one-layer stream is zero where the embedding and both residual branches
+    # were dropped (1/8 at rate 0.5); a final dropout on top would make it 1/2 + 1/16.
+    zeros = float(jnp.mean(seen[0] == 0.0))
+    assert 0.08 < zeros < 0.2, f"{zeros:.0%} of the head's input is zero before the head's own dropout"
+
+
 @pytest.fixture(scope="module")
 def span_corruption_run(tmp_path_factory):
     from lm import trainer  # noqa: PLC0415

@@ -204,8 +204,50 @@ def test_heads_and_objectives_that_do_not_fit_are_refused_by_name():
              ({"train.objective": "classification", "model.num_classes": 2, "model.pooling": "cls"},
               "model.pooling='cls' does not fit model.family='gpt'"),
              ({"train.objective": "causal_lm", "model.classify": "token"}, "leave it at 'sequence'"),
+             ({"train.objective": "causal_lm", "finetune.layer_lr_decay": 0.8}, "read by classification"),
              ({"train.objective": "sft", "model.family": "bert", "tokenizer.special_symbols": "[CLS],[SEP],[MASK]"},
               "model.family=gpt")]
     for overrides, message in cases:
         with pytest.raises(ConfigError, match=message.replace("(", "\\(").replace(")", "\\)")):
             _config(**overrides)
+
+
+@pytest.mark.parametrize("family", ["gpt", "t5"])
+def test_frozen_body_and_layer_wise_decay_scale_every_familys_updates(family):
+    """BERT's case is tests/test_bert_finetune.py; a GPT decoder and a T5 encoder under a token
+    head follow the same rule: one SGD step of rate 1 on unit gradients moves each parameter by
+    its factor."""
+    import dataclasses  # noqa: PLC0415
+
+    import flax.linen as nn  # noqa: PLC0415
+    import jax  # noqa: PLC0415
+    import jax.numpy as jnp  # noqa: PLC0415
+
+    from lm import models, optimizer, tasks  # noqa: PLC0415
+
+    def updates(**finetune):
+        config = _config(family, **{"train.objective": "token_classification", "model.num_classes": 3,
+                                    "model.classify": "token", "optimizer.name": "sgd", "optimizer.momentum": 0.0,
+                                    "optimizer.warmup_steps": 0, "optimizer.schedule": "constant",
+                                    "optimizer.learning_rate": 1.0, "optimizer.weight_decay": 0.0,
+                                    "optimizer.grad_clip_norm": 0.0,
+                                    **{f"finetune.{k}": v for k, v in finetune.items()}})
+        objective = tasks.objective(config)
+        model = models.build(dataclasses.replace(config.model, vocab_size=100))
+        params = jax.tree.map(lambda x: jnp.ones(x.shape, x.dtype), jax.eval_shape(
+            lambda: nn.meta.unbox(model.init(jax.random.PRNGKey(0), *objective.init_inputs())["params"])))
+        tx = optimizer.for_task(config, objective)
+        moved = tx.update(params, tx.init(params), params)[0]
+        return {jax.tree_util.keystr(path): float(jnp.abs(leaf).max())
+                for path, leaf in jax.tree_util.tree_flatten_with_path(moved)[0]}
+
+    stack = "decoder" if family == "gpt" else "encoder"
+    decayed = updates(layer_lr_decay=0.5)  # 2 layers: the top learns at 1/2, the bottom 1/4, embeddings 1/8
+    top = {k: v for k, v in decayed.items() if f"['{stack}']['layer_1']" in k}
+    bottom = {k: v for k, v in decayed.items() if f"['{stack}']['layer_0']" in k}
+    assert top and set(top.values()) == {0.5} and set(bottom.values()) == {0.25}, decayed
+    assert decayed["['token_embed']['embedding']"] == 0.125
+    assert {v for k, v in decayed.items() if k.startswith("['head']")} == {1.0}
+    frozen = updates(freeze_encoder=True)
+    assert {v for k, v in frozen.items() if not k.startswith("['head']")} == {0.0}
+    assert {v for k, v in frozen.items() if k.startswith("['head']")} == {1.0}

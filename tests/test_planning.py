@@ -101,15 +101,39 @@ def test_search_returns_the_fastest_plans_that_fit():
     config = _config("gpt_tiny", vocab_size=1024, num_layers=2, embed_dim=128, num_heads=4, mlp_dim=512, max_len=64)
     config = dataclasses.replace(config, mesh=MeshConfig(data=1, fsdp=1, tensor=1),
                                  data=dataclasses.replace(config.data, seq_len=64),
-                                 train=dataclasses.replace(config.train, batch_size=8))
+                                 train=dataclasses.replace(config.train, batch_size=8, loss_chunk=16))
     chip = planning.hardware("cpu")
     ranked = layout_search.candidates(config, chip, 1)
     assert {c.remat for c in ranked} == {"none", "save_dots", "full"} and {c.microbatches for c in ranked} == {1, 2, 4, 8}
+    assert {c.loss_chunk for c in ranked} == {0, 16}
     speeds = [c.tokens_per_second for c in ranked]
     assert speeds == sorted(speeds, reverse=True)
     best = layout_search.search(config, chip, confirm=2)
     assert len(best) == 2 and all(c.plan.fits for c in best)
     assert best[0].tokens_per_second >= best[1].tokens_per_second
+    # Where whole logits fit, the fused head's twin of the same layout is not tried.
+    assert [c.loss_chunk for c in best] == [0, 0] and best[0].microbatches != best[1].microbatches
+
+
+def test_search_fuses_the_head_where_whole_logits_do_not_fit():
+    """A 32k vocabulary over 512 positions: the logits are most of the step's memory. On a chip
+    too small for them the search finds the fused head (train.loss_chunk); a classifier, which
+    has no language-model head, is never offered one."""
+    config = _config("gpt_tiny", vocab_size=32768, num_layers=1, embed_dim=64, num_heads=4, mlp_dim=256, max_len=512)
+    config = dataclasses.replace(config, mesh=MeshConfig(data=1, fsdp=1, tensor=1),
+                                 data=dataclasses.replace(config.data, seq_len=512),
+                                 train=dataclasses.replace(config.train, batch_size=1, loss_chunk=32))
+    small = dataclasses.replace(planning.hardware("cpu"), hbm_bytes=0.12 * hardware.GiB)
+    ranked = layout_search.candidates(config, small, 1)
+    whole = {c.remat: c.estimated_peak_bytes for c in ranked if c.loss_chunk == 0}
+    assert all(c.estimated_peak_bytes < whole[c.remat] / 2 for c in ranked if c.loss_chunk == 32)
+    best = layout_search.search(config, small, confirm=1)
+    assert len(best) == 1 and best[0].loss_chunk == 32 and best[0].plan.fits, [c.describe() for c in ranked]
+    assert best[0].plan.peak_bytes < planning.HEADROOM * small.hbm_bytes
+    classifier = dataclasses.replace(config, model=dataclasses.replace(config.model, num_classes=2, pooling="last"),
+                                     train=dataclasses.replace(config.train, objective="classification", loss_chunk=0))
+    config_lib.validate(classifier)
+    assert layout_search.loss_chunks(classifier) == (0,)
 
 
 @pytest.mark.slow  # compiles each shipped config three times on 8 simulated devices: ~10 min on 2 cores

@@ -8,8 +8,9 @@ shapes: no parameter is allocated), prints per-device memory for parameters, opt
 state and activations from the compiled program, the FLOPs per step and per device, and the
 step time, tokens/s and MFU on `--hardware` predicted by lm/step_time.py's efficiency model
 (calibrated against published MaxText runs); ends with one line: FITS or DOES NOT FIT, MFU.
-`--search` scores mesh shapes, microbatches and remat policies for the target and prints the
-fastest plans that fit (each confirmed by compiling it).
+`--search` scores mesh shapes, microbatches, remat policies and the fused head's chunk
+(train.loss_chunk, language models) for the target and prints the fastest plans that fit (each
+confirmed by compiling it).
 `--measure` (with --hardware=cpu) also runs a few real steps here and prints measured step
 time and peak memory beside the prediction. See docs/scale.md.
 """
@@ -45,7 +46,8 @@ _HARDWARE = flags.DEFINE_enum("hardware", "h100", list(hardware.CHIPS), "Chip to
 _MESH = flags.DEFINE_string("mesh", "", "Mesh sizes, e.g. data=2,fsdp=4,tensor=1 (default: the config's).")
 _MEASURE = flags.DEFINE_integer("measure", 0, "Also run this many real steps here and report measured time/memory.")
 _JSON = flags.DEFINE_string("json", "", "Also write the figures to this JSON file.")
-_SEARCH = flags.DEFINE_bool("search", False, "Search mesh shapes, microbatches and remat policies; print the best that fit.")
+_SEARCH = flags.DEFINE_bool("search", False, "Search mesh shapes, microbatches, remat policies and loss chunks; "
+                                              "print the best that fit.")
 _TOP = flags.DEFINE_integer("top", 3, "--search: how many fitting plans to confirm by compiling and print.")
 
 
@@ -83,6 +85,7 @@ def main(argv):
         if _JSON.value:
             with open(_JSON.value, "w") as f:
                 json.dump([{"mesh": c.mesh, "microbatches": c.microbatches, "remat": c.remat,
+                            "loss_chunk": c.loss_chunk,
                             "tokens_per_second": c.tokens_per_second, "mfu": c.time.mfu,
                             "peak_bytes": c.plan.peak_bytes, "fits": c.plan.fits} for c in best], f, indent=2)
         return

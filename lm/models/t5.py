@@ -67,16 +67,19 @@ class T5(nn.Module):
         (num_classes >= 2) takes no decoder inputs (None) and returns its head's logits: [B, C]
         (classify=sequence) or [B, S, C] (token)."""
         encoder_segment_ids_BS, _ = _default_positions(encoder_segment_ids_BS, None, encoder_inputs_BS)
-        encoded_BSD = self.encode(encoder_inputs_BS, encoder_segment_ids_BS, encoder_positions_BS, deterministic)
         if self.config.num_classes:
             if decoder_inputs_BL is not None:
                 raise ValueError("a T5 classifier (model.num_classes >= 2) is its encoder alone: pass no decoder inputs")
-            return self.head(encoded_BSD, encoder_segment_ids_BS, deterministic)
+            return self.head(self.encode(encoder_inputs_BS, encoder_segment_ids_BS, encoder_positions_BS,
+                                         deterministic, final_dropout=False), encoder_segment_ids_BS, deterministic)
+        encoded_BSD = self.encode(encoder_inputs_BS, encoder_segment_ids_BS, encoder_positions_BS, deterministic)
         return self.decode(encoded_BSD, encoder_segment_ids_BS, decoder_inputs_BL, decoder_segment_ids_BL,
                            decoder_positions_BL, deterministic)
 
-    def encode(self, inputs_BS, segment_ids_BS=None, positions_BS=None, deterministic: bool = True):
-        """Encoder output [B, S, D]."""
+    def encode(self, inputs_BS, segment_ids_BS=None, positions_BS=None, deterministic: bool = True,
+               final_dropout: bool = True):
+        """Encoder output [B, S, D]. A classifier's head drops out its own input
+        (heads.ClassifierHead), so it asks for the states without the final dropout."""
         cfg = self.config
         segment_ids_BS, positions_BS = _default_positions(segment_ids_BS, positions_BS, inputs_BS)
         x_BSD = self.dropout(self.token_embed(inputs_BS), deterministic=deterministic)
@@ -84,7 +87,8 @@ class T5(nn.Module):
         mask_B1SS = layers.attention_mask(segment_ids_BS, segment_ids_BS, causal=False)
         bias_BHSS = (self.encoder_position_bias(positions_BS, positions_BS) if cfg.positions == "relative" else None)
         x_BSD = self.encoder(x_BSD, mask_B1SS, positions_BS, deterministic, bias_BHLS=bias_BHSS)
-        return self.dropout(self.encoder_norm(x_BSD), deterministic=deterministic)
+        x_BSD = self.encoder_norm(x_BSD)
+        return self.dropout(x_BSD, deterministic=deterministic) if final_dropout else x_BSD
 
     def decode(self, encoded_BSD, encoder_segment_ids_BS, decoder_inputs_BL, decoder_segment_ids_BL=None,
                decoder_positions_BL=None, deterministic: bool = True, key_positions_BT=None):

@@ -29,8 +29,6 @@ from lm.config import Config, ConfigError
 from lm.data import batching, glue, labelled_files, rows
 from lm.data import corpus as corpus_lib
 from lm.data import tokenizer as tokenizer_lib
-from lm.models.bert import ENCODER
-from lm.models.heads import HEAD
 from lm.tasks import base, labelled
 
 
@@ -105,26 +103,6 @@ class Classification(labelled.HeadObjective):
         scores = metrics_from_confusion(confusion)
         return {"eval/loss": totals["loss_sum"] / max(totals["weight"], 1.0),
                 **{f"eval/{name}": value for name, value in scores.items()}}
-
-    # Optimizer: per-parameter learning-rate factors (lm/optimizer.py).
-    def update_scale(self, path) -> float:
-        """0 for a frozen encoder (the pooler stays trainable: the head needs a trainable
-        projection); with layer_lr_decay d < 1, depth k of N + 2 (embeddings 0, layer i at
-        i + 1, final norm, pooler and head N + 1) learns at d^(N + 1 - k) of the rate."""
-        f, num_layers = self.config.finetune, self.config.model.num_layers
-        names = [str(getattr(key, "key", key)) for key in path]
-        if self.family != "bert":  # a decoder: everything but the head is the "encoder" here
-            return 0.0 if f.freeze_encoder and names[0] != HEAD else 1.0
-        if names[0] != ENCODER:
-            return 1.0
-        in_pooler = any(n.startswith("pooler") for n in names)
-        if f.freeze_encoder:
-            return 1.0 if in_pooler else 0.0
-        if f.layer_lr_decay == 1.0 or in_pooler or "final_norm" in names:
-            return 1.0
-        layer = next((int(n[len("layer_"):]) for n in names if re.fullmatch(r"layer_\d+", n)), None)
-        depth = 0 if layer is None else layer + 1
-        return f.layer_lr_decay ** (num_layers + 1 - depth)
 
 
 class ClassificationPipeline(base.Pipeline):

@@ -5,6 +5,7 @@ random-access rows with padding for whole evaluation batches."""
 from __future__ import annotations
 
 import dataclasses
+import re
 
 import jax.numpy as jnp
 import numpy as np
@@ -38,6 +39,26 @@ class HeadObjective(base.Objective):
 
     def logits(self, model, params, batch, rng, deterministic: bool):
         return logits(model, params, batch, self.family, rng, deterministic)
+
+    # Optimizer: per-parameter learning-rate factors (lm/optimizer.py).
+    def update_scale(self, path) -> float:
+        """The head (and BERT's pooler: the head needs a trainable projection) learns at the full
+        rate. The body under it (BERT's encoder subtree; all of a GPT or a T5 encoder but the head)
+        is frozen by finetune.freeze_encoder; with finetune.layer_lr_decay d < 1, its depth k of
+        N + 2 (embeddings and position tables 0, layer i at i + 1, the final norm N + 1) learns at
+        d^(N + 1 - k) of the rate."""
+        f, num_layers = self.config.finetune, self.config.model.num_layers
+        names = [str(getattr(key, "key", key)) for key in path]
+        in_body = names[0] == self.init_from_subtree if self.family == "bert" else names[0] != HEAD
+        if not in_body or any(n.startswith("pooler") for n in names):
+            return 1.0
+        if f.freeze_encoder:
+            return 0.0
+        if f.layer_lr_decay == 1.0 or any(n in ("final_norm", "encoder_norm") for n in names):
+            return 1.0
+        layer = next((int(n[len("layer_"):]) for n in names if re.fullmatch(r"layer_\d+", n)), None)
+        depth = 0 if layer is None else layer + 1
+        return f.layer_lr_decay ** (num_layers + 1 - depth)
 
 
 def logits(model, params, batch, family: str, rng, deterministic: bool):

@@ -15,6 +15,7 @@ from __future__ import annotations
 import errno
 import hashlib
 import json
+import re
 import time
 from typing import Callable
 
@@ -119,7 +120,7 @@ class Checkpointer:
         try:
             names = set(self.manager.item_metadata(step).keys())
         except Exception as error:  # noqa: BLE001 (orbax raises many kinds on a damaged directory)
-            raise CheckpointError(f"step {step}: cannot read its metadata ({type(error).__name__}: {error})") from error
+            raise CheckpointError(f"step {step}: cannot read its metadata ({brief(error)})") from error
         if "fingerprint" not in names:
             raise CheckpointError(f"step {step}: it has no fingerprint item, so what it holds cannot be verified")
         items = {"state": ocp.args.StandardRestore(abstract_state), "fingerprint": ocp.args.JsonRestore()}
@@ -128,7 +129,7 @@ class Checkpointer:
         try:
             restored = self.manager.restore(step, args=ocp.args.Composite(**items))
         except Exception as error:  # noqa: BLE001
-            raise CheckpointError(f"step {step}: reading it failed ({type(error).__name__}: {error})") from error
+            raise CheckpointError(f"step {step}: reading it failed ({brief(error)})") from error
         state, data_state, saved = restored["state"], restored.get("data"), restored["fingerprint"]
         actual = fingerprint(state, data_state)
         if not isinstance(saved, dict) or saved.get("version") != _FINGERPRINT_VERSION:
@@ -155,7 +156,7 @@ class Checkpointer:
                 item=target, restore_args=ocp.checkpoint_utils.construct_restore_args(target),
                 partial_restore=True)))["state"]
         except Exception as error:  # noqa: BLE001 (orbax raises many kinds on a damaged directory)
-            raise CheckpointError(f"step {step}: reading its params failed ({type(error).__name__}: {error})") from error
+            raise CheckpointError(f"step {step}: reading its params failed ({brief(error)})") from error
         params = restored["params"]
         # The state was fingerprinted as a TrainState (".params..."), the params alone as "['params']...".
         actual = {".params" + k[len("['params']"):]: v for k, v in fingerprint({"params": params})["leaves"].items()}
@@ -224,6 +225,18 @@ def save_failure(error: BaseException, directory: str, previous: int | None) -> 
     hint = f": the disk is full, free space on that filesystem (df -h {directory})" if full else ""
     return (f"writing a checkpoint to {directory} failed ({type(cause).__name__}: {cause}){hint}; {kept}. "
             f"Run the same command again to resume from it.")
+
+
+def brief(error: BaseException, limit: int = 300) -> str:
+    """`Type: message` on one line: orbax's read errors carry the whole TensorStore spec (some
+    sixty lines of JSON), which buries the cause; the damaged checkpoint is kept for a closer look."""
+    message, _, details = str(error).partition("See full TensorStore details")
+    message = " ".join(message.split()).rstrip(".")
+    if len(message) > limit:
+        message = message[:limit].rstrip() + " ..."
+    # The spec's relative kvstore path names the array that failed ("opt_state.1.0.mu.decoder...").
+    arrays = re.findall(r"'path': '([^'/][^']*?)/?'", details)
+    return f"{type(error).__name__}: {message}" + (f" (array {arrays[-1]})" if arrays else "")
 
 
 def _chain(error: BaseException):

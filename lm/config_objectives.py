@@ -80,7 +80,7 @@ class FinetuneConfig:
     select_metric: str = setting("accuracy", "validation metric for early stopping and the best checkpoint (higher "
                                              "is better).", choices=("accuracy", "f1", "precision", "recall"))
     freeze_encoder: bool = setting(False, "train the head (and BERT's pooler) only: classification, "
-                                          "token_classification and extractive_qa, any family.")
+                                          "token_classification and extractive_qa, every family they allow.")
     layer_lr_decay: float = setting(1.0, "layer-wise learning-rate decay of the body under the head (the same "
                                          "objectives and families): layer i of N learns at decay^(N - i) of the "
                                          "rate, the embeddings at decay^(N + 1); 1.0: off.")

@@ -77,11 +77,14 @@ class Candidate:
 def loss_chunks(config: Config) -> tuple[int, ...]:
     """Whole logits (0) and, where the objective has a language model's head, the fused head and
     loss (train.loss_chunk): the config's own chunk, or the largest divisor of the sequence up to
-    256 positions. The step-time model counts the same FLOPs for both; the fused one buys memory."""
-    seq_len = config.data.seq_len
-    chunk = config.train.loss_chunk or max(c for c in range(1, min(seq_len, 256) + 1) if seq_len % c == 0)
-    if chunk == seq_len:
-        return (0,)  # one chunk is the whole sequence: nothing to save
+    half of it and at most 256 positions. The step-time model counts the same FLOPs for both (the
+    fused one buys memory), so a default chunk under 16 positions, whose many small matmuls the
+    model would not price, is not offered."""
+    seq_len, chunk = config.data.seq_len, config.train.loss_chunk
+    if not chunk:
+        chunk = max(c for c in range(1, min(seq_len // 2, 256) + 1) if seq_len % c == 0) if seq_len > 1 else 0
+        if chunk < 16:
+            return (0,)
     try:
         check_loss_chunk(dataclasses.replace(config, train=dataclasses.replace(config.train, loss_chunk=chunk)))
     except ConfigError:

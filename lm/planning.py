@@ -4,8 +4,8 @@
 optimizer, shardings and jit as training) ahead of time against abstract shapes (no parameter
 is allocated) and reads the compiled program's memory and FLOPs; `lm.step_time` predicts the
 step time from shapes with an efficiency model fitted to published runs (docs/scale.md).
-lm/layout_search.py scores mesh shapes, microbatches and remat policies with that model and
-confirms the fastest that should fit with `plan`.
+lm/layout_search.py scores mesh shapes, microbatches, remat policies and the fused head's chunk
+with that model and confirms the fastest that should fit with `plan`.
 
 Two corrections make the compiled figures mean what they say:
 * XLA's cost analysis counts a while loop's body once: a scanned layer stack (`nn.scan`) and

@@ -18,11 +18,16 @@ CORPUS = REPO / "data" / "tinyshakespeare" / "input.txt"
 os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p)
 
 
+@pytest.hookimpl(optionalhook=True)  # declared by pytest-xdist; without it the suite runs serially
 def pytest_xdist_auto_num_workers(config):
     """`-n auto` (the README's test command): one worker per core this process may use, at most
-    four. Each worker is a whole JAX process with its own compile cache and session fixtures;
-    the cap keeps a many-core machine from starting dozens of them."""
-    return max(1, min(len(os.sched_getaffinity(0)), 4))
+    four (PYTEST_XDIST_AUTO_NUM_WORKERS still wins). Each worker is a whole JAX process with its
+    own compile cache and session fixtures; the cap keeps a many-core machine from starting
+    dozens of them."""
+    if os.environ.get("PYTEST_XDIST_AUTO_NUM_WORKERS"):
+        return int(os.environ["PYTEST_XDIST_AUTO_NUM_WORKERS"])
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return max(1, min(cores, 4))
 
 
 @pytest.fixture(scope="session", autouse=True)

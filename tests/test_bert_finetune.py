@@ -99,6 +99,7 @@ def test_frozen_encoder_and_layer_wise_decay_scale_updates():
     assert factor("encoder", "layers", "layer_1", "mlp", "wi") == 0.5  # top of 2 layers
     assert factor("encoder", "layers", "layer_0", "mlp", "wi") == 0.25
     assert factor("encoder", "token_embed", "embedding") == 0.125
+    assert factor("encoder", "pooler_kernel") == 1.0 and factor("encoder", "final_norm", "scale") == 1.0
 
 
 def test_glue_by_name_from_tfds(tmp_path):

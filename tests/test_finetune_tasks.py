@@ -204,7 +204,8 @@ def test_heads_and_objectives_that_do_not_fit_are_refused_by_name():
              ({"train.objective": "classification", "model.num_classes": 2, "model.pooling": "cls"},
               "model.pooling='cls' does not fit model.family='gpt'"),
              ({"train.objective": "causal_lm", "model.classify": "token"}, "leave it at 'sequence'"),
-             ({"train.objective": "causal_lm", "finetune.layer_lr_decay": 0.8}, "read by classification"),
+             ({"train.objective": "causal_lm", "finetune.layer_lr_decay": 0.8},
+              "finetune.freeze_encoder and finetune.layer_lr_decay are read by classification"),
              ({"train.objective": "sft", "model.family": "bert", "tokenizer.special_symbols": "[CLS],[SEP],[MASK]"},
               "model.family=gpt")]
     for overrides, message in cases:
@@ -248,6 +249,10 @@ def test_frozen_body_and_layer_wise_decay_scale_every_familys_updates(family):
     assert top and set(top.values()) == {0.5} and set(bottom.values()) == {0.25}, decayed
     assert decayed["['token_embed']['embedding']"] == 0.125
     assert {v for k, v in decayed.items() if k.startswith("['head']")} == {1.0}
+    top_norm = "['final_norm']['scale']" if family == "gpt" else "['encoder_norm']['scale']"
+    assert decayed[top_norm] == 1.0, "the final norm learns with the head"
+    if family == "t5":  # the relative position table sits at the bottom, with the embeddings
+        assert {v for k, v in decayed.items() if k.startswith("['encoder_position_bias']")} == {0.125}
     frozen = updates(freeze_encoder=True)
     assert {v for k, v in frozen.items() if not k.startswith("['head']")} == {0.0}
     assert {v for k, v in frozen.items() if k.startswith("['head']")} == {1.0}

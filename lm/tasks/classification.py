@@ -64,6 +64,8 @@ class Classification(labelled.HeadObjective):
         if not config.finetune.train_files and self.num_classes != expected:  # the user's files: checked on reading
             raise ConfigError(f"finetune.task={config.finetune.task} has {expected} classes but model.num_classes="
                               f"{self.num_classes}: set model.num_classes={expected}")
+        # Classification has always carried the scaling steps: its older workdirs resume with them.
+        self.update_scale = self.learning_rate_factor
         # The validation metric that picks the best checkpoint and stops early (higher is better).
         self.selection = (f"eval/{config.finetune.select_metric}", True)
 

@@ -32,6 +32,10 @@ class HeadObjective(base.Objective):
             self.init_from_subtree = ENCODER
         else:
             self.init_from_new = (HEAD,)
+        # Only freezing or decay needs the optimizer's scaling steps; without them its state keeps
+        # the plain layout (token_classification and extractive_qa workdirs were saved with it).
+        f = config.finetune
+        self.update_scale = self.learning_rate_factor if f.freeze_encoder or f.layer_lr_decay != 1.0 else None
 
     def init_inputs(self):
         tokens = jnp.zeros((1, self.config.data.seq_len), jnp.int32)
@@ -41,12 +45,12 @@ class HeadObjective(base.Objective):
         return logits(model, params, batch, self.family, rng, deterministic)
 
     # Optimizer: per-parameter learning-rate factors (lm/optimizer.py).
-    def update_scale(self, path) -> float:
-        """The head (and BERT's pooler: the head needs a trainable projection) learns at the full
-        rate. The body under it (BERT's encoder subtree; all of a GPT or a T5 encoder but the head)
-        is frozen by finetune.freeze_encoder; with finetune.layer_lr_decay d < 1, its depth k of
-        N + 2 (embeddings and position tables 0, layer i at i + 1, the final norm N + 1) learns at
-        d^(N + 1 - k) of the rate."""
+    def learning_rate_factor(self, path) -> float:
+        """The head (and BERT's pooler, which its sequence head reads) learns at the full rate.
+        The body under it (BERT's encoder subtree; all of a GPT or a T5 encoder but the head) is
+        frozen by finetune.freeze_encoder; with finetune.layer_lr_decay d < 1, its depth k of
+        N + 2 (embeddings and position tables 0, layer i at i + 1, the final norm and the U-Net
+        skip weights, which mix the whole stack, N + 1) learns at d^(N + 1 - k) of the rate."""
         f, num_layers = self.config.finetune, self.config.model.num_layers
         names = [str(getattr(key, "key", key)) for key in path]
         in_body = names[0] == self.init_from_subtree if self.family == "bert" else names[0] != HEAD
@@ -54,7 +58,7 @@ class HeadObjective(base.Objective):
             return 1.0
         if f.freeze_encoder:
             return 0.0
-        if f.layer_lr_decay == 1.0 or any(n in ("final_norm", "encoder_norm") for n in names):
+        if f.layer_lr_decay == 1.0 or any(n in ("final_norm", "encoder_norm", "skip_weights") for n in names):
             return 1.0
         layer = next((int(n[len("layer_"):]) for n in names if re.fullmatch(r"layer_\d+", n)), None)
         depth = 0 if layer is None else layer + 1

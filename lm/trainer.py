@@ -137,8 +137,12 @@ def _prepare(config: Config, workdir: str, allow_config_change: bool) -> Run:
     resolved = dataclasses.replace(config, model=run.model_config)
     as_saved = json.loads(json.dumps(dataclasses.asdict(resolved)))  # compared with config.json as JSON reads back
     workdir_lib.check_config(workdir, as_saved, run.data.tokenizer.model_proto, allow_config_change, log)
-    data_files = corpus.data_files(config.data)  # digests computed once per process, when the data was built
-    workdir_lib.check_data_files(workdir, data_files, allow_config_change, log)
+    # Digests computed once per process, when the data was built. A fine-tuning run reads no corpus
+    # files: it neither needs the ones its config inherits nor compares them (older workdirs list them).
+    data_files = {}
+    if run.task.pipeline.reads_data_files:
+        data_files = corpus.data_files(config.data)
+        workdir_lib.check_data_files(workdir, data_files, allow_config_change, log)
     _check_shapes(workdir, run.abstract_state.params)  # before config.json is (re)written
     if jax.process_index() == 0:
         workdir_lib.write_run_files(workdir, resolved, run.data.tokenizer, data_files)

@@ -41,6 +41,8 @@ never meet:
   report_fields(data)             -> None, or fields for `eval_report.json`: the loop then
                                      evaluates the best checkpoint at the end of the run and
                                      writes them beside its metrics
+  reads_data_files                -> whether data.train_files / validation_files are read (and
+                                     so recorded for resume checks); default True
 
 Neither side sees the trainer: the loop hands each what it needs.
 """
@@ -96,6 +98,11 @@ def token_metrics(totals) -> dict[str, float]:
 
 
 class Pipeline:
+    # Whether the run reads the corpus files data.train_files / validation_files, which a resumed
+    # run must still find (lm/trainer.py). The fine-tuning tasks read finetune.*_files instead and
+    # must not need a corpus their config merely inherits.
+    reads_data_files: bool = True
+
     def __init__(self, config: Config):
         self.config = config
 

@@ -108,6 +108,8 @@ class Classification(labelled.HeadObjective):
 
 
 class ClassificationPipeline(base.Pipeline):
+    reads_data_files = False  # finetune.*_files
+
     def _tokenizer(self, train_texts) -> tokenizer_lib.Tokenizer:
         c = self.config  # with init_from, assembly.build has set tokenizer.path to the pretraining run's
         texts = list(train_texts)

@@ -163,6 +163,8 @@ class ExtractiveQA(labelled.HeadObjective):
 
 
 class ExtractiveQAPipeline(base.Pipeline):
+    reads_data_files = False  # finetune.*_files
+
     def prepare(self) -> QAData:
         return prepare(self.config)
 

@@ -128,6 +128,10 @@ class _PaddedAnchors:
 
 
 class MlmNspPipeline(base.Pipeline):
+    @property
+    def reads_data_files(self) -> bool:
+        return self.config.mlm.corpus == "files"  # else finetune.task's own inputs
+
     def _text(self, files: list[str]) -> str:
         text = _read(files)
         return text.lower() if self.config.data.lowercase else text

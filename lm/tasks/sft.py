@@ -34,6 +34,8 @@ class Sft(CausalLM):
 
 
 class SftPipeline(base.Pipeline):
+    reads_data_files = False  # finetune.*_files
+
     def prepare(self) -> SftData:
         c, f = self.config, self.config.finetune
         labelled.require_files(c, "sft")

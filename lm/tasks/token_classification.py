@@ -119,6 +119,8 @@ class TokenClassification(labelled.HeadObjective):
 
 
 class TokenClassificationPipeline(base.Pipeline):
+    reads_data_files = False  # finetune.*_files
+
     def prepare(self) -> TaggingData:
         c = self.config
         labelled.require_files(c, "token_classification")

@@ -102,14 +102,13 @@ def candidates(config: Config, chip: Chip, num_devices: int) -> list[Candidate]:
         rest = num_devices // tensor
         for fsdp in (f for f in range(1, rest + 1) if rest % f == 0):
             mesh = {"data": rest // fsdp, "fsdp": fsdp, "tensor": tensor}
-            for microbatches, remat, chunk in itertools.product(range(1, batch + 1), ("none", "save_dots", "full"),
-                                                                chunks):
+            for microbatches, remat in itertools.product(range(1, batch + 1), ("none", "save_dots", "full")):
                 if batch % microbatches or (batch // microbatches) % rest:
                     continue
                 run = dataclasses.replace(planning.shapes(config), microbatches=microbatches)
-                predicted = step_time.estimate(run, mesh, chip, remat=remat)
-                found.append(Candidate(mesh, microbatches, remat, chunk, predicted, run.tokens / predicted.seconds,
-                                       memory_estimate(run, mesh, chip, remat, chunk)))
+                predicted = step_time.estimate(run, mesh, chip, remat=remat)  # the same for every chunk
+                found += [Candidate(mesh, microbatches, remat, chunk, predicted, run.tokens / predicted.seconds,
+                                    memory_estimate(run, mesh, chip, remat, chunk)) for chunk in chunks]
     # Ties (the model often predicts the same speed) go to fewer microbatches, then whole logits:
     # each microbatch gathers the FSDP weights again (hidden under compute by the model) and runs
     # smaller matmuls (not counted by it); the fused head only splits the head's matmuls along
